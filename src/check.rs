@@ -1,0 +1,120 @@
+//! `pgharness check`: the guide's `scripts/test_db_connection.py`, line for line.
+
+use std::fmt::Write as _;
+
+use sqlx::Row as _;
+
+use crate::config::{Config, DatabaseUrl};
+use crate::database::{self, ConnectionFailure};
+
+const RULE: &str = "======================================================================";
+const DRIVER: &str = "sqlx-postgres (async: True)";
+
+/// What the server said about itself.
+#[derive(Debug, Clone)]
+pub struct ServerInfo {
+    pub version: String,
+    pub database: String,
+    pub user: String,
+    pub host: String,
+    pub port: i32,
+}
+
+/// The outcome of a connection check, printable as the guide's report.
+#[derive(Debug)]
+pub struct CheckReport {
+    pub outcome: Result<ServerInfo, ConnectionFailure>,
+    text: String,
+}
+
+impl CheckReport {
+    #[must_use]
+    pub fn succeeded(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// The report, as the guide prints it.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+/// Connects to `url` with the configured pool settings and reports.
+pub async fn run(config: &Config, url: &DatabaseUrl) -> CheckReport {
+    let outcome = probe(config, url).await;
+    let text = render(config, url, &outcome);
+    CheckReport { outcome, text }
+}
+
+async fn probe(config: &Config, url: &DatabaseUrl) -> Result<ServerInfo, ConnectionFailure> {
+    let pool = database::pool_options(&config.pool)
+        .min_connections(0)
+        .connect_with(database::connect_options(url, &config.pool))
+        .await
+        .map_err(|error| ConnectionFailure::new(&error))?;
+    let row = sqlx::query(
+        "SELECT version(), current_database(), current_user::text, \
+         coalesce(host(inet_server_addr()), 'local socket'), coalesce(inet_server_port(), 0)",
+    )
+    .fetch_one(&pool)
+    .await
+    .map_err(|error| ConnectionFailure::new(&error))?;
+    pool.close().await;
+    let version: String = row.get(0);
+    Ok(ServerInfo {
+        // The guide shows "PostgreSQL 16.1 on x86_64-pc-linux-gnu", without the compiler.
+        version: version
+            .split(", compiled by")
+            .next()
+            .unwrap_or(&version)
+            .to_owned(),
+        database: row.get(1),
+        user: row.get(2),
+        host: row.get(3),
+        port: row.get(4),
+    })
+}
+
+fn render(
+    config: &Config,
+    url: &DatabaseUrl,
+    outcome: &Result<ServerInfo, ConnectionFailure>,
+) -> String {
+    let pool = &config.pool;
+    let mut out = String::new();
+    let _ = writeln!(out, "{RULE}\nDatabase Connection Test\n{RULE}\n");
+    let _ = writeln!(out, "Configuration:");
+    let _ = writeln!(out, "  Environment: {}", config.environment);
+    let _ = writeln!(out, "  Database URL: {}", url.masked());
+    let _ = writeln!(out, "  Pool Size: {}", pool.size);
+    let _ = writeln!(out, "  Max Overflow: {}", pool.max_overflow);
+    let _ = writeln!(out, "  Pool Timeout: {}s", pool.timeout.as_secs());
+    let _ = writeln!(out, "  Pool Recycle: {}s", pool.recycle.as_secs());
+    let _ = writeln!(out, "\nTesting connection...");
+    match outcome {
+        Ok(info) => {
+            let _ = writeln!(out, "✓ Connection successful!\n");
+            let _ = writeln!(out, "Database Information:");
+            let _ = writeln!(out, "  PostgreSQL Version: {}", info.version);
+            let _ = writeln!(out, "  Database: {}", info.database);
+            let _ = writeln!(out, "  User: {}", info.user);
+            let _ = writeln!(out, "  Host: {}", info.host);
+            let _ = writeln!(out, "  Port: {}", info.port);
+            let _ = writeln!(out, "  Driver: {DRIVER}");
+            let _ = writeln!(out, "  Pool Size: {}", pool.size);
+            let _ = writeln!(out, "  Max Overflow: {}", pool.max_overflow);
+            let _ = writeln!(out, "\n{RULE}\n✓ Database is ready for use!\n{RULE}");
+        }
+        Err(failure) => {
+            let _ = writeln!(out, "✗ Connection failed: {}", failure.kind.cause());
+            let _ = writeln!(out, "  Error: {}", failure.message);
+            let _ = writeln!(out, "\nSolutions:");
+            for (number, remedy) in failure.kind.remedies(url).iter().enumerate() {
+                let _ = writeln!(out, "  {}. {remedy}", number + 1);
+            }
+            let _ = writeln!(out, "\n{RULE}\n✗ Database is not ready!\n{RULE}");
+        }
+    }
+    out
+}

@@ -1,0 +1,332 @@
+//! Configuration: the guide's variables (`DATABASE_*`), `APP_ENV` presets, and the embedded
+//! server's `PGHARNESS_*` variables. Read from the environment, then from `.env`; the real
+//! environment wins.
+
+mod url;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use self::url::{DatabaseUrl, mask_password};
+
+/// A configuration value that cannot be used, or a combination that is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{variable}={value:?} is not valid: {reason}. Allowed: {allowed}")]
+    Invalid {
+        variable: &'static str,
+        value: String,
+        reason: String,
+        allowed: String,
+    },
+    #[error(
+        "APP_ENV=production with no DATABASE_URL would start an embedded PostgreSQL server. \
+         Production data belongs on a real server: set DATABASE_URL to it, or set \
+         PGHARNESS_ALLOW_EMBEDDED_IN_PRODUCTION=true if an embedded server is really meant"
+    )]
+    EmbeddedInProduction,
+    #[error("could not read {path}: {message}. Fix the line or remove the file")]
+    DotEnv { path: PathBuf, message: String },
+}
+
+/// `APP_ENV`: which row of the guide's pool-sizing table applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Testing,
+    Staging,
+    Production,
+}
+
+impl Environment {
+    const ALLOWED: &'static str = "development, testing, staging, production";
+
+    /// The guide's pool-sizing row: (pool size, max overflow).
+    #[must_use]
+    pub fn pool_preset(self) -> (u32, u32) {
+        match self {
+            Self::Development => (5, 10),
+            Self::Testing => (5, 5),
+            Self::Staging => (20, 10),
+            Self::Production => (50, 20),
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Testing => "testing",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = ();
+
+    fn from_str(value: &str) -> Result<Self, ()> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "development" => Ok(Self::Development),
+            "testing" => Ok(Self::Testing),
+            "staging" => Ok(Self::Staging),
+            "production" => Ok(Self::Production),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
+/// The guide's pool semantics, in the guide's units.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `DATABASE_POOL_SIZE`: connections kept open.
+    pub size: u32,
+    /// `DATABASE_MAX_OVERFLOW`: extra connections opened under load, closed when idle.
+    pub max_overflow: u32,
+    /// `DATABASE_POOL_TIMEOUT`: how long a request waits for a connection.
+    pub timeout: Duration,
+    /// `DATABASE_POOL_RECYCLE`: the age after which a connection is replaced.
+    pub recycle: Duration,
+    /// `DATABASE_ECHO`: log every statement.
+    pub echo: bool,
+}
+
+impl PoolSettings {
+    #[must_use]
+    pub fn max_connections(&self) -> u32 {
+        self.size + self.max_overflow
+    }
+}
+
+/// Where the database is: a server named by `DATABASE_URL`, or the embedded one.
+#[derive(Debug, Clone)]
+pub enum DatabaseTarget {
+    External(DatabaseUrl),
+    Embedded(EmbeddedSettings),
+}
+
+/// The embedded server's settings (`PGHARNESS_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmbeddedSettings {
+    /// `PGHARNESS_DATA_DIR`: holds the cluster, its password file and the server state.
+    pub data_dir: PathBuf,
+    /// `PGHARNESS_PG_BIN_DIR`: a PostgreSQL 16 `bin` directory to use instead of a download.
+    pub bin_dir: Option<PathBuf>,
+    /// `PGHARNESS_CACHE_DIR`: where downloaded binaries are kept (postgresql_embedded's layout).
+    pub cache_dir: PathBuf,
+    /// `PGHARNESS_PG_PORT`: `None` picks a free port.
+    pub port: Option<u16>,
+    /// `PGHARNESS_DATABASE`: the application database, created if missing.
+    pub database: String,
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub database: DatabaseTarget,
+    pub pool: PoolSettings,
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let database = match &self.database {
+            DatabaseTarget::External(url) => url.masked(),
+            DatabaseTarget::Embedded(embedded) => format!(
+                "embedded PostgreSQL 16, database {} in {}",
+                embedded.database,
+                embedded.data_dir.display()
+            ),
+        };
+        write!(
+            formatter,
+            "environment {}, database {database}, pool {} + {} overflow, timeout {}s, recycle {}s, echo {}",
+            self.environment,
+            self.pool.size,
+            self.pool.max_overflow,
+            self.pool.timeout.as_secs(),
+            self.pool.recycle.as_secs(),
+            self.pool.echo
+        )
+    }
+}
+
+impl Config {
+    /// Reads the process environment, then `.env` in the current directory if present.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad variable, its value and what is allowed.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let dotenv = read_dotenv(Path::new(".env"))?;
+        Self::from_lookup(|name| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned()))
+    }
+
+    /// Builds the configuration from any variable lookup (the environment, a map in tests).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad variable, its value and what is allowed.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+
+        let environment = match var("APP_ENV") {
+            None => Environment::Development,
+            Some(value) => value.parse().map_err(|()| ConfigError::Invalid {
+                variable: "APP_ENV",
+                value: value.clone(),
+                reason: "unknown environment".to_owned(),
+                allowed: Environment::ALLOWED.to_owned(),
+            })?,
+        };
+        let (preset_size, preset_overflow) = environment.pool_preset();
+        let pool = PoolSettings {
+            size: parse_number(&var, "DATABASE_POOL_SIZE", preset_size, 1)?,
+            max_overflow: parse_number(&var, "DATABASE_MAX_OVERFLOW", preset_overflow, 0)?,
+            timeout: Duration::from_secs(parse_number(&var, "DATABASE_POOL_TIMEOUT", 30, 1)?),
+            recycle: Duration::from_secs(parse_number(&var, "DATABASE_POOL_RECYCLE", 3600, 1)?),
+            echo: parse_bool(&var, "DATABASE_ECHO", false)?,
+        };
+
+        let database = match var("DATABASE_URL") {
+            Some(url) if !url.trim().eq_ignore_ascii_case("embedded") => {
+                DatabaseTarget::External(DatabaseUrl::parse(url.trim())?)
+            }
+            _ => {
+                let allowed = parse_bool(&var, "PGHARNESS_ALLOW_EMBEDDED_IN_PRODUCTION", false)?;
+                if environment == Environment::Production && !allowed {
+                    return Err(ConfigError::EmbeddedInProduction);
+                }
+                DatabaseTarget::Embedded(embedded_settings(&var)?)
+            }
+        };
+
+        Ok(Self {
+            environment,
+            database,
+            pool,
+        })
+    }
+}
+
+fn embedded_settings(var: &impl Fn(&str) -> Option<String>) -> Result<EmbeddedSettings, ConfigError> {
+    let home = dirs::home_dir().unwrap_or_else(std::env::temp_dir);
+    let port = match parse_number::<u16>(var, "PGHARNESS_PG_PORT", 0, 0)? {
+        0 => None,
+        port => Some(port),
+    };
+    let database = var("PGHARNESS_DATABASE").unwrap_or_else(|| "app_db".to_owned());
+    if database.len() > 63 || database.contains('\0') {
+        return Err(ConfigError::Invalid {
+            variable: "PGHARNESS_DATABASE",
+            value: database,
+            reason: "not a PostgreSQL database name".to_owned(),
+            allowed: "1 to 63 bytes, no NUL".to_owned(),
+        });
+    }
+    Ok(EmbeddedSettings {
+        data_dir: var("PGHARNESS_DATA_DIR").map_or_else(
+            || {
+                dirs::data_dir()
+                    .unwrap_or_else(|| home.join(".local/share"))
+                    .join("pgharness")
+            },
+            PathBuf::from,
+        ),
+        bin_dir: var("PGHARNESS_PG_BIN_DIR").map(PathBuf::from),
+        cache_dir: var("PGHARNESS_CACHE_DIR").map_or_else(
+            || home.join(".theseus").join("postgresql"),
+            PathBuf::from,
+        ),
+        port,
+        database,
+    })
+}
+
+fn parse_number<T>(
+    var: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: T,
+    minimum: T,
+) -> Result<T, ConfigError>
+where
+    T: FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(value) = var(variable) else {
+        return Ok(default);
+    };
+    let invalid = |reason: &str| ConfigError::Invalid {
+        variable,
+        value: value.clone(),
+        reason: reason.to_owned(),
+        allowed: format!("a whole number, at least {minimum}"),
+    };
+    let number: T = value.trim().parse().map_err(|_| {
+        if value.trim().starts_with('-') {
+            invalid("negative")
+        } else {
+            invalid("not a whole number")
+        }
+    })?;
+    if number < minimum {
+        return Err(invalid("too small"));
+    }
+    Ok(number)
+}
+
+fn parse_bool(
+    var: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let Some(value) = var(variable) else {
+        return Ok(default);
+    };
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            variable,
+            value,
+            reason: "not a boolean".to_owned(),
+            allowed: "true, false, 1, 0, yes, no, on, off".to_owned(),
+        }),
+    }
+}
+
+fn read_dotenv(path: &Path) -> Result<HashMap<String, String>, ConfigError> {
+    let entries = match dotenvy::from_path_iter(path) {
+        Ok(entries) => entries,
+        Err(error) if error.not_found() => return Ok(HashMap::new()),
+        Err(error) => {
+            return Err(ConfigError::DotEnv {
+                path: path.to_owned(),
+                message: error.to_string(),
+            });
+        }
+    };
+    entries
+        .map(|entry| {
+            entry.map_err(|error| ConfigError::DotEnv {
+                path: path.to_owned(),
+                // dotenvy quotes the offending line, which may hold a password: keep only its kind.
+                message: match error {
+                    dotenvy::Error::LineParse(_, index) => {
+                        format!("syntax error at character {index}")
+                    }
+                    other => other.to_string(),
+                },
+            })
+        })
+        .collect()
+}

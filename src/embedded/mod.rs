@@ -1,0 +1,514 @@
+//! The embedded PostgreSQL 16 server: one data directory, one server.
+//!
+//! Layout of a server home (`PGHARNESS_DATA_DIR`):
+//! - `pgdata/`: the cluster (0700);
+//! - `password`: the generated superuser password (0600);
+//! - `server.json`: port and owner of the running server, written once it accepts connections;
+//! - `harness.lock`: held (flock) by the process that owns the running server;
+//! - `postgresql.log`: the server's log.
+//!
+//! The process holding the lock owns the server and stops it. Any other process finds the lock
+//! taken and attaches to the running server instead of starting a second one. A server left
+//! behind by a killed owner is stopped (reaped) by the next owner before it starts its own.
+//!
+//! Commands are built with postgresql_embedded's command builders (`postgresql_commands`) and
+//! run through [`Privilege`], because postgresql_embedded's own `start()` cannot run as root and
+//! always passes `-F` (fsync off), which is wrong for development data.
+
+mod cluster;
+mod privilege;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use postgresql_commands::CommandBuilder;
+use postgresql_commands::pg_ctl::{Mode, PgCtlBuilder, ShutdownMode};
+use rand::distr::{Alphanumeric, SampleString as _};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+pub use self::privilege::{Privilege, PrivilegeError};
+use crate::binaries::Binaries;
+use crate::config::DatabaseUrl;
+
+pub const SUPERUSER: &str = "postgres";
+/// initdb and a start after crash recovery can take seconds on a loaded 2-core machine;
+/// postgresql_embedded's default of 5 s is too tight.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long an attaching process waits for the owner to report its server ready.
+const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+const PORT_ATTEMPTS: usize = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Privilege(#[from] PrivilegeError),
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "port {port} on 127.0.0.1 is already in use. Stop the program using it \
+         (e.g. `ss -ltnp 'sport = :{port}'`), or unset PGHARNESS_PG_PORT to use a free port"
+    )]
+    PortInUse { port: u16 },
+    #[error(
+        "{path} holds a PostgreSQL cluster but its password file is missing, so the server \
+         cannot be reached. Restore {path}/password, or move the directory away to start afresh \
+         (no data is deleted by pgharness)"
+    )]
+    MissingPassword { path: PathBuf },
+    #[error("{command} failed: {detail}")]
+    Command { command: String, detail: String },
+    #[error(
+        "another pgharness (pid {owner}) holds {path} but did not report a running server within \
+         {seconds} s. If it is stuck, stop it; then try again"
+    )]
+    AttachTimeout {
+        owner: String,
+        path: PathBuf,
+        seconds: u64,
+    },
+    #[error("{action}: {source}")]
+    Database {
+        action: String,
+        source: sqlx::Error,
+    },
+}
+
+/// How the server is to be run.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// The server home (see the module documentation).
+    pub home: PathBuf,
+    /// `None`: a free port.
+    pub port: Option<u16>,
+    /// Created if missing.
+    pub database: String,
+    /// `false` turns off fsync, synchronous commit and full-page writes: for throwaway test
+    /// clusters only.
+    pub durable: bool,
+    /// Extra `postgresql.conf` settings.
+    pub configuration: BTreeMap<String, String>,
+}
+
+/// Who stops the server.
+#[derive(Debug)]
+enum Role {
+    Owner { _lock: File },
+    Attached { owner_pid: u32 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ServerState {
+    port: u16,
+    owner_pid: u32,
+}
+
+/// A running embedded server, owned by this process or attached to.
+#[derive(Debug)]
+pub struct EmbeddedServer {
+    binaries: Binaries,
+    privilege: Privilege,
+    home: PathBuf,
+    port: u16,
+    password: SecretString,
+    database: String,
+    role: Role,
+    running: bool,
+}
+
+impl EmbeddedServer {
+    /// Starts the server of `options.home`, or attaches to it when another process runs it.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`] naming the cause: port in use, a damaged data directory, a failed
+    /// initdb or start (with the server log's last lines), no way to run as non-root.
+    pub async fn start(binaries: &Binaries, options: &ServerOptions) -> Result<Self, ServerError> {
+        let privilege = Privilege::detect()?;
+        let home = &options.home;
+        create_private_dir(home)?;
+        privilege.hand_over(home)?;
+        let lock_path = home.join("harness.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| io_error("cannot open", &lock_path, source))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Self::attach(binaries, privilege, options).await;
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(io_error("cannot lock", &lock_path, source));
+            }
+        }
+        let state_path = home.join("server.json");
+        let _ = std::fs::remove_file(&state_path);
+
+        let pgdata = home.join("pgdata");
+        cluster::reap_orphan(binaries, &privilege, &pgdata).await?;
+        let password_path = home.join("password");
+        let password = if pgdata.join("PG_VERSION").exists() {
+            read_password(&password_path).ok_or_else(|| ServerError::MissingPassword {
+                path: home.clone(),
+            })?
+        } else {
+            let password = SecretString::from(Alphanumeric.sample_string(&mut rand::rng(), 32));
+            write_private(&password_path, password.expose_secret().as_bytes())?;
+            cluster::create(binaries, &privilege, &pgdata, &password, options.durable).await?;
+            password
+        };
+
+        let mut server = Self {
+            binaries: binaries.clone(),
+            privilege,
+            home: home.clone(),
+            port: 0,
+            password,
+            database: options.database.clone(),
+            role: Role::Owner { _lock: lock },
+            running: false,
+        };
+        server.start_postgres(options).await?;
+        let state = ServerState {
+            port: server.port,
+            owner_pid: std::process::id(),
+        };
+        let state_json = serde_json::to_vec(&state).unwrap_or_default();
+        write_private(&state_path, &state_json)?;
+        server.ensure_database().await?;
+        Ok(server)
+    }
+
+    async fn attach(
+        binaries: &Binaries,
+        privilege: Privilege,
+        options: &ServerOptions,
+    ) -> Result<Self, ServerError> {
+        let state_path = options.home.join("server.json");
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let state = loop {
+            if let Some(state) = std::fs::read(&state_path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<ServerState>(&bytes).ok())
+            {
+                break state;
+            }
+            if Instant::now() > deadline {
+                return Err(ServerError::AttachTimeout {
+                    owner: "unknown".to_owned(),
+                    path: options.home.clone(),
+                    seconds: ATTACH_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let password = read_password(&options.home.join("password")).ok_or_else(|| {
+            ServerError::MissingPassword {
+                path: options.home.clone(),
+            }
+        })?;
+        info!(
+            port = state.port,
+            owner_pid = state.owner_pid,
+            "attached to the embedded server run by another pgharness"
+        );
+        let server = Self {
+            binaries: binaries.clone(),
+            privilege,
+            home: options.home.clone(),
+            port: state.port,
+            password,
+            database: options.database.clone(),
+            role: Role::Attached {
+                owner_pid: state.owner_pid,
+            },
+            running: true,
+        };
+        server.ensure_database().await?;
+        Ok(server)
+    }
+
+    async fn start_postgres(&mut self, options: &ServerOptions) -> Result<(), ServerError> {
+        let mut last_error = None;
+        for _ in 0..PORT_ATTEMPTS {
+            let port = match options.port {
+                Some(port) => port,
+                None => free_port()?,
+            };
+            match self.pg_ctl_start(port, options).await {
+                Ok(()) => {
+                    self.port = port;
+                    self.running = true;
+                    return Ok(());
+                }
+                // A free port can be taken between choosing and binding it: choose again.
+                Err(ServerError::PortInUse { .. }) if options.port.is_none() => {
+                    warn!(port, "port was taken before the server bound it; trying another");
+                    last_error = Some(ServerError::PortInUse { port });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or(ServerError::PortInUse { port: 0 }))
+    }
+
+    async fn pg_ctl_start(&self, port: u16, options: &ServerOptions) -> Result<(), ServerError> {
+        let log_path = self.home.join("postgresql.log");
+        let log_offset = std::fs::metadata(&log_path).map_or(0, |metadata| metadata.len());
+        let mut settings = BTreeMap::from([
+            ("listen_addresses".to_owned(), "127.0.0.1".to_owned()),
+            ("unix_socket_directories".to_owned(), String::new()),
+        ]);
+        if !options.durable {
+            for key in ["fsync", "synchronous_commit", "full_page_writes"] {
+                settings.insert(key.to_owned(), "off".to_owned());
+            }
+        }
+        settings.extend(options.configuration.clone());
+        let mut server_options = vec![format!("-p {port}")];
+        server_options.extend(
+            settings
+                .iter()
+                .map(|(key, value)| format!("-c {key}='{}'", value.replace('\'', "''"))),
+        );
+        let start = Instant::now();
+        let builder = PgCtlBuilder::new()
+            .program_dir(self.binaries.bin_dir())
+            .env("PGDATABASE", "")
+            .mode(Mode::Start)
+            .pgdata(self.home.join("pgdata"))
+            .log(&log_path)
+            .options(&server_options)
+            .wait()
+            .timeout(COMMAND_TIMEOUT.as_secs());
+        if let Err(error) = run(&self.privilege, builder).await {
+            let new_log = read_from(&log_path, log_offset);
+            if new_log.contains("Address already in use") {
+                return Err(ServerError::PortInUse { port });
+            }
+            return Err(ServerError::Command {
+                command: "pg_ctl start".to_owned(),
+                detail: format!("{error}\nserver log ({}):\n{new_log}", log_path.display()),
+            });
+        }
+        info!(port, elapsed_ms = start.elapsed().as_millis(), data = %self.home.display(), "embedded PostgreSQL started");
+        Ok(())
+    }
+
+    /// Creates the application database if it does not exist yet.
+    async fn ensure_database(&self) -> Result<(), ServerError> {
+        let database_error = |action: &str| {
+            let action = action.to_owned();
+            move |source| ServerError::Database { action, source }
+        };
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+            &self.superuser_url("postgres").connect_options(),
+        )
+        .await
+        .map_err(database_error("connecting to the embedded server"))?;
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&self.database)
+                .fetch_one(&mut connection)
+                .await
+                .map_err(database_error("looking up the application database"))?;
+        if !exists {
+            let statement = format!("CREATE DATABASE \"{}\"", self.database.replace('"', "\"\""));
+            match sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut connection)
+                .await
+            {
+                Ok(_) => info!(database = %self.database, "created the application database"),
+                // 42P04: another process created it at the same moment.
+                Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42P04") => {}
+                Err(error) => {
+                    return Err(database_error("creating the application database")(error));
+                }
+            }
+        }
+        sqlx::Connection::close(connection).await.ok();
+        Ok(())
+    }
+
+    /// The superuser URL of a database on this server.
+    #[must_use]
+    pub fn superuser_url(&self, database: &str) -> DatabaseUrl {
+        DatabaseUrl::local(self.port, SUPERUSER, self.password.clone(), database)
+    }
+
+    /// The URL of the application database.
+    #[must_use]
+    pub fn url(&self) -> DatabaseUrl {
+        self.superuser_url(&self.database)
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.home.join("pgdata")
+    }
+
+    #[must_use]
+    pub fn binaries(&self) -> &Binaries {
+        &self.binaries
+    }
+
+    /// `Some(pid)` when another process owns the server this one attached to.
+    #[must_use]
+    pub fn owner_pid(&self) -> Option<u32> {
+        match self.role {
+            Role::Owner { .. } => None,
+            Role::Attached { owner_pid } => Some(owner_pid),
+        }
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected, committed data is kept).
+    /// An attached process leaves the server to its owner.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Command`] when `pg_ctl stop` fails.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        if !self.running || self.owner_pid().is_some() {
+            self.running = false;
+            return Ok(());
+        }
+        let result = run(&self.privilege, self.stop_builder()).await;
+        self.running = false;
+        let _ = std::fs::remove_file(self.home.join("server.json"));
+        result.map_err(|error| ServerError::Command {
+            command: "pg_ctl stop".to_owned(),
+            detail: error,
+        })?;
+        info!(data = %self.home.display(), "embedded PostgreSQL stopped");
+        Ok(())
+    }
+
+    fn stop_builder(&self) -> PgCtlBuilder {
+        stop_builder(&self.binaries, &self.home.join("pgdata"))
+    }
+}
+
+impl Drop for EmbeddedServer {
+    /// A server must not outlive its owner: stop it even when `stop` was not awaited
+    /// (a panic, an early return).
+    fn drop(&mut self) {
+        if self.running && self.owner_pid().is_none() {
+            let builder = self.stop_builder();
+            let mut command = self.privilege.command(
+                &builder.get_program_file(),
+                &builder.get_args(),
+                &builder.get_envs(),
+            );
+            let _ = command.output();
+            let _ = std::fs::remove_file(self.home.join("server.json"));
+        }
+    }
+}
+
+fn stop_builder(binaries: &Binaries, pgdata: &Path) -> PgCtlBuilder {
+    PgCtlBuilder::new()
+        .program_dir(binaries.bin_dir())
+        .mode(Mode::Stop)
+        .pgdata(pgdata)
+        .shutdown_mode(ShutdownMode::Fast)
+        .wait()
+        .timeout(COMMAND_TIMEOUT.as_secs())
+}
+
+/// Runs a PostgreSQL command through `privilege`, with a timeout; the error holds its output.
+async fn run(privilege: &Privilege, builder: impl CommandBuilder) -> Result<String, String> {
+    let program = builder.get_program_file();
+    let mut command = tokio::process::Command::from(privilege.command(
+        &program,
+        &builder.get_args(),
+        &builder.get_envs(),
+    ));
+    command.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    debug!(?command, "running");
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
+        .await
+        .map_err(|_| format!("timed out after {} s", COMMAND_TIMEOUT.as_secs()))?
+        .map_err(|error| format!("cannot run {}: {error}", program.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if output.status.success() {
+        Ok(stdout)
+    } else {
+        Err(format!(
+            "{} exited with {}: {}{}",
+            program.display(),
+            output.status,
+            stdout.trim(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+fn free_port() -> Result<u16, ServerError> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|source| io_error("cannot find a free port on", Path::new("127.0.0.1"), source))?;
+    listener
+        .local_addr()
+        .map(|address| address.port())
+        .map_err(|source| io_error("cannot find a free port on", Path::new("127.0.0.1"), source))
+}
+
+fn read_password(path: &Path) -> Option<SecretString> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty())
+        .map(SecretString::from)
+}
+
+fn read_from(path: &Path, offset: u64) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = usize::try_from(offset).unwrap_or(0).min(text.len());
+    String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> ServerError {
+    ServerError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn create_private_dir(path: &Path) -> Result<(), ServerError> {
+    std::fs::create_dir_all(path).map_err(|source| io_error("cannot create", path, source))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+        .map_err(|source| io_error("cannot restrict permissions of", path, source))
+}
+
+/// Writes a file readable by its owner only (0600), replacing it atomically.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
+    let staging = path.with_extension("tmp");
+    let mut file = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&staging)
+        .map_err(|source| io_error("cannot write", &staging, source))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| io_error("cannot write", &staging, source))?;
+    std::fs::rename(&staging, path).map_err(|source| io_error("cannot write", path, source))
+}

@@ -1,0 +1,19 @@
+//! pgharness: the database stack of a web service — PostgreSQL 16, a pool, migrations, an API —
+//! offline, with no PostgreSQL installed.
+//!
+//! - [`config`]: the guide's variables and the embedded server's;
+//! - [`binaries`]: PostgreSQL 16 binaries, found or fetched;
+//! - [`embedded`]: the embedded server, also as root;
+//! - [`database`]: the pool and connection failures;
+//! - [`check`]: the connection check report;
+//! - [`harness`]: all of it started and stopped as one.
+
+pub mod binaries;
+pub mod check;
+pub mod config;
+pub mod database;
+pub mod embedded;
+pub mod harness;
+pub mod telemetry;
+
+pub use harness::{Harness, HarnessError};
