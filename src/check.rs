@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use sqlx::Row as _;
+use sqlx::{Connection as _, Row as _};
 
 use crate::config::{Config, DatabaseUrl};
 use crate::database::{self, ConnectionFailure};
@@ -48,19 +48,22 @@ pub async fn run(config: &Config, url: &DatabaseUrl) -> CheckReport {
 }
 
 async fn probe(config: &Config, url: &DatabaseUrl) -> Result<ServerInfo, ConnectionFailure> {
-    let pool = database::pool_options(&config.pool)
-        .min_connections(0)
-        .connect_with(database::connect_options(url, &config.pool))
+    // One direct connection, not the pool: the pool retries refused connections until its
+    // timeout, which would hide the cause behind a generic "timed out".
+    let options = database::connect_options(url, &config.pool);
+    let connect = sqlx::PgConnection::connect_with(&options);
+    let mut connection = tokio::time::timeout(config.pool.timeout, connect)
         .await
+        .map_err(|_| ConnectionFailure::new(&sqlx::Error::PoolTimedOut))?
         .map_err(|error| ConnectionFailure::new(&error))?;
     let row = sqlx::query(
         "SELECT version(), current_database(), current_user::text, \
          coalesce(host(inet_server_addr()), 'local socket'), coalesce(inet_server_port(), 0)",
     )
-    .fetch_one(&pool)
+    .fetch_one(&mut connection)
     .await
     .map_err(|error| ConnectionFailure::new(&error))?;
-    pool.close().await;
+    let _ = connection.close().await;
     let version: String = row.get(0);
     Ok(ServerInfo {
         // The guide shows "PostgreSQL 16.1 on x86_64-pc-linux-gnu", without the compiler.

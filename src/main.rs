@@ -66,6 +66,14 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(harness: &Harness) -> bool {
+    // Handlers first: a signal that arrives once "ready" is printed must stop us cleanly.
+    let shutdown = match shutdown_signal() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("✗ cannot install signal handlers: {error}");
+            return false;
+        }
+    };
     if let Err(error) = harness.pool().acquire().await {
         let failure = pgharness::database::ConnectionFailure::new(&error);
         eprintln!("✗ Cannot connect to {}: {failure}", harness.url());
@@ -82,24 +90,22 @@ async fn serve(harness: &Harness) -> bool {
         }
     }
     println!("Press Ctrl-C to stop.");
-    wait_for_shutdown_signal().await;
+    shutdown.await;
     println!("Stopping...");
     true
 }
 
-async fn wait_for_shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = ctrl_c => {},
-                _ = terminate.recv() => {},
-            }
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
         }
-        Err(_) => {
-            let _ = ctrl_c.await;
-        }
-    }
+    })
 }
 
 /// Download and extraction progress on stderr, hidden when nothing is downloaded.
@@ -116,10 +122,8 @@ fn progress_bar() -> ProgressSink {
             if let Some(total) = total {
                 bar.set_length(total);
                 bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg}\n{wide_bar} {bytes}/{total_bytes} ({eta})",
-                    )
-                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template("{msg}\n{wide_bar} {bytes}/{total_bytes} ({eta})")
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
             }
             bar.set_position(received);

@@ -168,8 +168,21 @@ impl Config {
     ///
     /// A [`ConfigError`] naming the first bad variable, its value and what is allowed.
     pub fn from_env() -> Result<Self, ConfigError> {
-        let dotenv = read_dotenv(Path::new(".env"))?;
-        Self::from_lookup(|name| std::env::var(name).ok().or_else(|| dotenv.get(name).cloned()))
+        Self::from_env_and_file(Path::new(".env"))
+    }
+
+    /// Reads the process environment, then the given dotenv file if present.
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad variable, its value and what is allowed.
+    pub fn from_env_and_file(dotenv: &Path) -> Result<Self, ConfigError> {
+        let dotenv = read_dotenv(dotenv)?;
+        Self::from_lookup(|name| {
+            std::env::var(name)
+                .ok()
+                .or_else(|| dotenv.get(name).cloned())
+        })
     }
 
     /// Builds the configuration from any variable lookup (the environment, a map in tests).
@@ -219,7 +232,9 @@ impl Config {
     }
 }
 
-fn embedded_settings(var: &impl Fn(&str) -> Option<String>) -> Result<EmbeddedSettings, ConfigError> {
+fn embedded_settings(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<EmbeddedSettings, ConfigError> {
     let home = dirs::home_dir().unwrap_or_else(std::env::temp_dir);
     let port = match parse_number::<u16>(var, "PGHARNESS_PG_PORT", 0, 0)? {
         0 => None,
@@ -244,10 +259,8 @@ fn embedded_settings(var: &impl Fn(&str) -> Option<String>) -> Result<EmbeddedSe
             PathBuf::from,
         ),
         bin_dir: var("PGHARNESS_PG_BIN_DIR").map(PathBuf::from),
-        cache_dir: var("PGHARNESS_CACHE_DIR").map_or_else(
-            || home.join(".theseus").join("postgresql"),
-            PathBuf::from,
-        ),
+        cache_dir: var("PGHARNESS_CACHE_DIR")
+            .map_or_else(|| home.join(".theseus").join("postgresql"), PathBuf::from),
         port,
         database,
     })
@@ -271,13 +284,14 @@ where
         reason: reason.to_owned(),
         allowed: format!("a whole number, at least {minimum}"),
     };
-    let number: T = value.trim().parse().map_err(|_| {
-        if value.trim().starts_with('-') {
-            invalid("negative")
-        } else {
-            invalid("not a whole number")
-        }
-    })?;
+    let number: T = value
+        .trim()
+        .parse()
+        .map_err(|_| match value.trim().parse::<i128>() {
+            Ok(whole) if whole < 0 => invalid("negative"),
+            Ok(_) => invalid("too large"),
+            Err(_) => invalid("not a whole number"),
+        })?;
     if number < minimum {
         return Err(invalid("too small"));
     }

@@ -45,7 +45,10 @@ impl DatabaseUrl {
                 "postgresql://user:password@host:port/database",
             )
         })?;
-        if !matches!(url.scheme(), "postgresql" | "postgres" | "postgresql+asyncpg") {
+        if !matches!(
+            url.scheme(),
+            "postgresql" | "postgres" | "postgresql+asyncpg"
+        ) {
             return Err(invalid(
                 format!("unknown scheme `{}`", url.scheme()),
                 SCHEMES,
@@ -152,7 +155,9 @@ impl DatabaseUrl {
         }
         url.push_str(&format!(
             "@{}/{}",
-            self.masked().rsplit_once('/').map_or("", |(authority, _)| authority),
+            self.masked()
+                .rsplit_once('/')
+                .map_or("", |(authority, _)| authority),
             encode(&self.database)
         ));
         url

@@ -77,10 +77,7 @@ pub enum ServerError {
         seconds: u64,
     },
     #[error("{action}: {source}")]
-    Database {
-        action: String,
-        source: sqlx::Error,
-    },
+    Database { action: String, source: sqlx::Error },
 }
 
 /// How the server is to be run.
@@ -160,9 +157,8 @@ impl EmbeddedServer {
         cluster::reap_orphan(binaries, &privilege, &pgdata).await?;
         let password_path = home.join("password");
         let password = if pgdata.join("PG_VERSION").exists() {
-            read_password(&password_path).ok_or_else(|| ServerError::MissingPassword {
-                path: home.clone(),
-            })?
+            read_password(&password_path)
+                .ok_or_else(|| ServerError::MissingPassword { path: home.clone() })?
         } else {
             let password = SecretString::from(Alphanumeric.sample_string(&mut rand::rng(), 32));
             write_private(&password_path, password.expose_secret().as_bytes())?;
@@ -255,7 +251,10 @@ impl EmbeddedServer {
                 }
                 // A free port can be taken between choosing and binding it: choose again.
                 Err(ServerError::PortInUse { .. }) if options.port.is_none() => {
-                    warn!(port, "port was taken before the server bound it; trying another");
+                    warn!(
+                        port,
+                        "port was taken before the server bound it; trying another"
+                    );
                     last_error = Some(ServerError::PortInUse { port });
                 }
                 Err(error) => return Err(error),
@@ -440,7 +439,9 @@ async fn run(privilege: &Privilege, builder: impl CommandBuilder) -> Result<Stri
         &builder.get_args(),
         &builder.get_envs(),
     ));
-    command.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    command
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
     debug!(?command, "running");
     let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
         .await

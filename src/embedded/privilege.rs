@@ -74,7 +74,9 @@ impl Privilege {
                         .output()
                     {
                         Ok(output) if output.status.success() => Ok(Self::UserNamespace),
-                        Ok(output) => Err(String::from_utf8_lossy(&output.stderr).trim().to_owned()),
+                        Ok(output) => {
+                            Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+                        }
                         Err(error) => Err(format!("cannot run unshare: {error}")),
                     }
                 })
@@ -128,7 +130,9 @@ impl Privilege {
             use std::os::unix::process::CommandExt as _;
             command.uid(uid.as_raw()).gid(gid.as_raw());
         }
-        command.args(args).envs(envs.iter().map(|(key, value)| (key, value)));
+        command
+            .args(args)
+            .envs(envs.iter().map(|(key, value)| (key, value)));
         command
     }
 

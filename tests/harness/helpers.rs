@@ -1,0 +1,180 @@
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgharness::binaries::{self, Binaries, BinarySources};
+use pgharness::config::Config;
+use pgharness::config::DatabaseTarget;
+use pgharness::embedded::{EmbeddedServer, ServerOptions};
+use tempfile::TempDir;
+use tokio::sync::OnceCell;
+
+/// The binaries every test uses, found (or downloaded) once per test process.
+pub async fn binaries() -> Binaries {
+    static BINARIES: OnceCell<Binaries> = OnceCell::const_new();
+    BINARIES
+        .get_or_init(|| async {
+            pgharness::telemetry::init("warn");
+            let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
+            let DatabaseTarget::Embedded(settings) = config.database else {
+                panic!("tests start their own servers: unset DATABASE_URL");
+            };
+            let sources = BinarySources {
+                bin_dir: settings.bin_dir,
+                cache_dir: settings.cache_dir,
+                offline: false,
+            };
+            let quiet: binaries::ProgressSink = Arc::new(|_| {});
+            binaries::provision(&sources, &quiet).await.unwrap()
+        })
+        .await
+        .clone()
+}
+
+pub fn options(home: &Path) -> ServerOptions {
+    ServerOptions {
+        home: home.to_owned(),
+        port: None,
+        database: "app_db".to_owned(),
+        durable: false,
+        configuration: Default::default(),
+    }
+}
+
+/// A throwaway server in a temporary home.
+pub async fn temporary_server() -> (TempDir, EmbeddedServer) {
+    let home = tempfile::tempdir().unwrap();
+    let server = EmbeddedServer::start(&binaries().await, &options(home.path()))
+        .await
+        .unwrap();
+    (home, server)
+}
+
+/// The `pgharness` binary, isolated from the developer's environment and `.env`.
+pub fn pgharness(workdir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pgharness"));
+    for variable in [
+        "DATABASE_URL",
+        "APP_ENV",
+        "DATABASE_POOL_SIZE",
+        "DATABASE_MAX_OVERFLOW",
+        "DATABASE_POOL_TIMEOUT",
+        "DATABASE_POOL_RECYCLE",
+        "DATABASE_ECHO",
+        "PGHARNESS_DATA_DIR",
+        "PGHARNESS_PG_PORT",
+        "PGHARNESS_DATABASE",
+        "RUST_LOG",
+    ] {
+        command.env_remove(variable);
+    }
+    command.current_dir(workdir);
+    command
+}
+
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(mut command: Command) -> Output {
+    let output = command.output().unwrap();
+    Output {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// `pgharness serve` on a data directory, waited for until it reports ready.
+pub struct Serve {
+    pub child: Child,
+    pub home: PathBuf,
+}
+
+impl Serve {
+    pub fn start(workdir: &Path, home: &Path) -> Self {
+        let mut child = pgharness(workdir)
+            .arg("serve")
+            .env("PGHARNESS_DATA_DIR", home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = lines
+            .by_ref()
+            .any(|line| line.is_ok_and(|line| line.starts_with("Press Ctrl-C")));
+        assert!(ready, "pgharness serve did not become ready");
+        // Keep reading, so that serve never writes to a closed pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self {
+            child,
+            home: home.to_owned(),
+        }
+    }
+
+    /// Port and password of its server, as an attaching process sees them.
+    pub fn url(&self) -> String {
+        let state: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.home.join("server.json")).unwrap()).unwrap();
+        let password = std::fs::read_to_string(self.home.join("password")).unwrap();
+        format!(
+            "postgresql://postgres:{}@127.0.0.1:{}/app_db",
+            password.trim(),
+            state["port"]
+        )
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
+            signal,
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for Serve {
+    /// SIGTERM, as a user would stop it: a SIGKILL would leave its server running.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal(nix::sys::signal::Signal::SIGTERM);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The pid in `postmaster.pid`, while the file exists.
+pub fn postmaster_pid(home: &Path) -> Option<i32> {
+    std::fs::read_to_string(home.join("pgdata/postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether a postgres process with this pid is running (zombies do not count).
+pub fn postgres_running(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.contains("(postgres)")
+            && !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Waits until `condition` holds, or panics after `limit`.
+pub fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -1,0 +1,206 @@
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use pgharness::embedded::{EmbeddedServer, ServerError};
+use sqlx::Connection as _;
+
+use crate::helpers::{
+    Serve, binaries, options, pgharness, postgres_running, postmaster_pid, run, temporary_server,
+    wait_until,
+};
+
+#[tokio::test]
+async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("data");
+    let first = Serve::start(workdir.path(), &home);
+    let mut connection = sqlx::PgConnection::connect(&first.url()).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    let killed_postmaster = postmaster_pid(&home).unwrap();
+
+    first.signal(Signal::SIGKILL);
+    drop(first);
+
+    let second = Serve::start(workdir.path(), &home);
+    assert!(
+        !postgres_running(killed_postmaster) || postmaster_pid(&home) == Some(killed_postmaster),
+        "the killed run's server is still running beside the new one"
+    );
+    let mut connection = sqlx::PgConnection::connect(&second.url()).await.unwrap();
+    let body: String = sqlx::query_scalar("SELECT body FROM notes")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(body, "kept");
+    connection.close().await.unwrap();
+    let postmaster = postmaster_pid(&home).unwrap();
+    second.signal(Signal::SIGTERM);
+    wait_until(Duration::from_secs(10), "postgres to stop", || {
+        !postgres_running(postmaster)
+    });
+    assert!(!postgres_running(killed_postmaster));
+}
+
+#[test]
+fn sigterm_stops_serve_and_its_server() {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("data");
+    let mut serve = Serve::start(workdir.path(), &home);
+    let postmaster = postmaster_pid(&home).unwrap();
+    assert!(postgres_running(postmaster));
+    serve.signal(Signal::SIGTERM);
+    let status = serve.child.wait().unwrap();
+    assert!(status.success(), "serve exited with {status}");
+    assert!(!postgres_running(postmaster), "postgres outlived serve");
+    assert!(!home.join("server.json").exists());
+}
+
+#[test]
+fn check_attaches_to_the_server_a_running_serve_owns() {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("data");
+    let serve = Serve::start(workdir.path(), &home);
+    let postmaster = postmaster_pid(&home).unwrap();
+    let port = serve
+        .url()
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let mut command = pgharness(workdir.path());
+    command.arg("check").env("PGHARNESS_DATA_DIR", &home);
+    let output = run(command);
+    assert!(output.success, "{}{}", output.stdout, output.stderr);
+    assert!(
+        output.stdout.contains(&format!("  Port: {port}")),
+        "{}",
+        output.stdout
+    );
+    assert_eq!(
+        postmaster_pid(&home),
+        Some(postmaster),
+        "check started a second server"
+    );
+    assert!(
+        postgres_running(postmaster),
+        "check stopped the server serve owns"
+    );
+}
+
+#[tokio::test]
+async fn a_configured_port_in_use_is_reported_with_the_fix() {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let home = tempfile::tempdir().unwrap();
+    let mut options = options(home.path());
+    options.port = Some(port);
+    let error = EmbeddedServer::start(&binaries().await, &options)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ServerError::PortInUse { port: reported } if reported == port));
+    let text = error.to_string();
+    assert!(
+        text.contains(&port.to_string()) && text.contains("PGHARNESS_PG_PORT"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn secrets_and_data_are_private_to_their_owner() {
+    let (home, server) = temporary_server().await;
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(home.path()), 0o700);
+    assert_eq!(mode(&home.path().join("password")), 0o600);
+    assert_eq!(mode(&server.data_dir()), 0o700);
+    let shown = format!("{:?} {}", server.url(), server.url());
+    let password = std::fs::read_to_string(home.path().join("password")).unwrap();
+    assert!(!shown.contains(password.trim()), "{shown}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_dropped_server_is_stopped() {
+    let (home, server) = temporary_server().await;
+    let postmaster = postmaster_pid(home.path()).unwrap();
+    drop(server);
+    assert!(!postgres_running(postmaster));
+}
+
+#[tokio::test]
+async fn a_restarted_server_keeps_its_data_and_password() {
+    let (home, server) = temporary_server().await;
+    let url = server.url().expose_url();
+    let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE t (n int); INSERT INTO t VALUES (42)")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    server.stop().await.unwrap();
+
+    let server = EmbeddedServer::start(&binaries().await, &options(home.path()))
+        .await
+        .unwrap();
+    let mut connection = sqlx::PgConnection::connect(&server.url().expose_url())
+        .await
+        .unwrap();
+    let n: i32 = sqlx::query_scalar("SELECT n FROM t")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(n, 42);
+    connection.close().await.unwrap();
+    server.stop().await.unwrap();
+}
+
+/// Where user namespaces are forbidden, root falls back to an unprivileged account.
+#[tokio::test]
+async fn as_root_without_user_namespaces_the_server_runs_as_an_unprivileged_account() {
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: only meaningful as root");
+        return;
+    }
+    // The account must reach the binaries and the data: keep both outside root's home.
+    let workdir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(workdir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let installation = workdir.path().join("postgresql");
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(binaries().await.installation_dir)
+        .arg(&installation)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::set_permissions(&installation, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let home = workdir.path().join("data");
+    let mut command = pgharness(workdir.path());
+    command
+        .arg("check")
+        .env("PGHARNESS_ROOT_STRATEGY", "account")
+        .env("PGHARNESS_PG_BIN_DIR", installation.join("bin"))
+        .env("PGHARNESS_DATA_DIR", &home);
+    let output = run(command);
+    assert!(output.success, "{}{}", output.stdout, output.stderr);
+    assert!(
+        output.stdout.contains("PostgreSQL 16."),
+        "{}",
+        output.stdout
+    );
+    let owner = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+    let metadata = std::fs::metadata(home.join("pgdata/PG_VERSION")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&metadata),
+        owner.as_raw()
+    );
+}
