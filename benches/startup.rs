@@ -1,1 +1,166 @@
-fn main() {}
+//! `cargo bench --bench startup`: medians of embedded server start-up, binaries cached.
+//!
+//! - warm start: an existing data directory, to accepting connections;
+//! - new data dir: a new cluster (template copy or initdb) and start;
+//! - reference: raw `pg_ctl start -w` of the same binaries on the same existing cluster,
+//!   measured in the same run (the floor the harness is compared to).
+//!
+//! Targets on a 2-core machine: warm ≤ 250 ms, new data dir ≤ 1.5 s.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pgharness::binaries::{self, BinarySources, ProgressSink};
+use pgharness::config::{Config, DatabaseTarget};
+use pgharness::embedded::{EmbeddedServer, Privilege, ServerOptions};
+use sqlx::Connection as _;
+
+const ROUNDS: usize = 15;
+
+fn options(home: &std::path::Path) -> ServerOptions {
+    ServerOptions {
+        home: home.to_owned(),
+        port: None,
+        database: "app_db".to_owned(),
+        durable: true,
+        configuration: Default::default(),
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn report(name: &str, samples: Vec<Duration>, target: Option<Duration>) {
+    let (min, max) = (
+        *samples.iter().min().unwrap(),
+        *samples.iter().max().unwrap(),
+    );
+    let median = median(samples);
+    let verdict = match target {
+        Some(target) if median <= target => format!("target ≤ {} ms: met", target.as_millis()),
+        Some(target) => format!("target ≤ {} ms: MISSED", target.as_millis()),
+        None => "reference".to_owned(),
+    };
+    println!(
+        "{name:<34} median {:>6.1} ms   (min {:.1}, max {:.1}, n={ROUNDS})   {verdict}",
+        median.as_secs_f64() * 1000.0,
+        min.as_secs_f64() * 1000.0,
+        max.as_secs_f64() * 1000.0,
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    pgharness::telemetry::init("warn");
+    let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
+    let DatabaseTarget::Embedded(settings) = config.database else {
+        panic!("unset DATABASE_URL: this benchmarks the embedded server");
+    };
+    let quiet: ProgressSink = Arc::new(|_| {});
+    let binaries = binaries::provision(
+        &BinarySources {
+            bin_dir: settings.bin_dir,
+            cache_dir: settings.cache_dir,
+            offline: false,
+        },
+        &quiet,
+    )
+    .await
+    .unwrap();
+    println!(
+        "PostgreSQL {} from {}",
+        binaries.version,
+        binaries.installation_dir.display()
+    );
+
+    // New data directory each round (the first round may also build the cluster template).
+    let mut new_dir = Vec::new();
+    for _ in 0..ROUNDS {
+        let home = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        let server = EmbeddedServer::start(&binaries, &options(home.path()))
+            .await
+            .unwrap();
+        let mut connection = sqlx::PgConnection::connect(&server.url().expose_url())
+            .await
+            .unwrap();
+        new_dir.push(started.elapsed());
+        connection.close().await.unwrap();
+        server.stop().await.unwrap();
+    }
+
+    // Existing data directory.
+    let home = tempfile::tempdir().unwrap();
+    EmbeddedServer::start(&binaries, &options(home.path()))
+        .await
+        .unwrap()
+        .stop()
+        .await
+        .unwrap();
+    let mut warm = Vec::new();
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let server = EmbeddedServer::start(&binaries, &options(home.path()))
+            .await
+            .unwrap();
+        let mut connection = sqlx::PgConnection::connect(&server.url().expose_url())
+            .await
+            .unwrap();
+        warm.push(started.elapsed());
+        connection.close().await.unwrap();
+        server.stop().await.unwrap();
+    }
+
+    // Reference: raw pg_ctl on the same cluster, under the same privilege wrapper.
+    let privilege = Privilege::detect().unwrap();
+    let pg_ctl = binaries.bin_dir().join("pg_ctl");
+    let pgdata = home.path().join("pgdata");
+    let mut raw = Vec::new();
+    for _ in 0..ROUNDS {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args =
+            |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
+        let start_args = args(&[
+            "start",
+            "-w",
+            "-D",
+            pgdata.to_str().unwrap(),
+            "-l",
+            home.path().join("raw.log").to_str().unwrap(),
+            "-o",
+            &format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"),
+        ]);
+        let started = Instant::now();
+        let status = privilege
+            .command(&pg_ctl, &start_args, &[])
+            .output()
+            .unwrap();
+        raw.push(started.elapsed());
+        assert!(status.status.success());
+        let stop_args = args(&["stop", "-w", "-m", "fast", "-D", pgdata.to_str().unwrap()]);
+        privilege
+            .command(&pg_ctl, &stop_args, &[])
+            .output()
+            .unwrap();
+    }
+
+    report(
+        "warm start (existing data dir)",
+        warm,
+        Some(Duration::from_millis(250)),
+    );
+    report(
+        "new data dir (create + start)",
+        new_dir,
+        Some(Duration::from_millis(1500)),
+    );
+    report("raw pg_ctl start -w (reference)", raw, None);
+}
