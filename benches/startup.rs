@@ -85,7 +85,7 @@ async fn main() {
         let server = EmbeddedServer::start(&binaries, &options(home.path()))
             .await
             .unwrap();
-        let mut connection = sqlx::PgConnection::connect(&server.url().expose_url())
+        let connection = sqlx::PgConnection::connect(&server.url().expose_url())
             .await
             .unwrap();
         new_dir.push(started.elapsed());
@@ -107,7 +107,7 @@ async fn main() {
         let server = EmbeddedServer::start(&binaries, &options(home.path()))
             .await
             .unwrap();
-        let mut connection = sqlx::PgConnection::connect(&server.url().expose_url())
+        let connection = sqlx::PgConnection::connect(&server.url().expose_url())
             .await
             .unwrap();
         warm.push(started.elapsed());
