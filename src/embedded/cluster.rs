@@ -98,15 +98,25 @@ fn keep_as_template(cluster: &Path, template: &Path) {
     let Some(parent) = template.parent() else {
         return;
     };
-    let staging = parent.join(format!(".template-{}", std::process::id()));
-    let result = std::fs::create_dir_all(parent)
-        .and_then(|()| copy_tree(cluster, &staging).map_err(std::io::Error::other))
-        .and_then(|()| std::fs::rename(&staging, template));
-    if let Err(error) = result {
-        let _ = std::fs::remove_dir_all(&staging);
-        if !template.exists() {
-            warn!(template = %template.display(), %error, "could not keep the cluster template");
-        }
+    let kept = std::fs::create_dir_all(parent)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".template-")
+                .tempdir_in(parent)
+        })
+        .and_then(|staging| {
+            copy_tree(cluster, staging.path()).map_err(std::io::Error::other)?;
+            // Losing this race to a concurrent run is fine: its template is as good.
+            std::fs::rename(staging.path(), template).or_else(|error| {
+                if template.join("PG_VERSION").exists() {
+                    Ok(())
+                } else {
+                    Err(error)
+                }
+            })
+        });
+    if let Err(error) = kept {
+        warn!(template = %template.display(), %error, "could not keep the cluster template");
     }
 }
 
