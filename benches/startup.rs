@@ -53,6 +53,21 @@ fn report(name: &str, samples: Vec<Duration>, target: Option<Duration>) {
     );
 }
 
+/// Time from asking for the server to a first connection; the server is stopped afterwards.
+async fn time_start(binaries: &pgharness::binaries::Binaries, home: &std::path::Path) -> Duration {
+    let started = Instant::now();
+    let server = EmbeddedServer::start(binaries, &options(home))
+        .await
+        .unwrap();
+    let connection = sqlx::PgConnection::connect(&server.url().expose_url())
+        .await
+        .unwrap();
+    let elapsed = started.elapsed();
+    connection.close().await.unwrap();
+    server.stop().await.unwrap();
+    elapsed
+}
+
 #[tokio::main]
 async fn main() {
     pgharness::telemetry::init("warn");
@@ -81,38 +96,15 @@ async fn main() {
     let mut new_dir = Vec::new();
     for _ in 0..ROUNDS {
         let home = tempfile::tempdir().unwrap();
-        let started = Instant::now();
-        let server = EmbeddedServer::start(&binaries, &options(home.path()))
-            .await
-            .unwrap();
-        let connection = sqlx::PgConnection::connect(&server.url().expose_url())
-            .await
-            .unwrap();
-        new_dir.push(started.elapsed());
-        connection.close().await.unwrap();
-        server.stop().await.unwrap();
+        new_dir.push(time_start(&binaries, home.path()).await);
     }
 
     // Existing data directory.
     let home = tempfile::tempdir().unwrap();
-    EmbeddedServer::start(&binaries, &options(home.path()))
-        .await
-        .unwrap()
-        .stop()
-        .await
-        .unwrap();
+    time_start(&binaries, home.path()).await;
     let mut warm = Vec::new();
     for _ in 0..ROUNDS {
-        let started = Instant::now();
-        let server = EmbeddedServer::start(&binaries, &options(home.path()))
-            .await
-            .unwrap();
-        let connection = sqlx::PgConnection::connect(&server.url().expose_url())
-            .await
-            .unwrap();
-        warm.push(started.elapsed());
-        connection.close().await.unwrap();
-        server.stop().await.unwrap();
+        warm.push(time_start(&binaries, home.path()).await);
     }
 
     // Reference: raw pg_ctl on the same cluster, under the same privilege wrapper.

@@ -37,17 +37,9 @@ fn check_reports_the_embedded_server_ready_with_postgresql_16() {
         "  Driver: sqlx-postgres (async: True)",
         "✓ Database is ready for use!",
     ] {
-        assert!(
-            output.stdout.contains(line),
-            "missing {line:?} in:\n{}",
-            output.stdout
-        );
+        output.assert_shows(line);
     }
-    assert!(
-        output.stdout.contains("  Database URL: 127.0.0.1:"),
-        "{}",
-        output.stdout
-    );
+    output.assert_shows("  Database URL: 127.0.0.1:");
 }
 
 #[tokio::test]
@@ -58,18 +50,8 @@ async fn check_with_a_wrong_password_says_authentication_failed() {
         server.port()
     ));
     assert!(!output.success);
-    assert!(
-        output
-            .stdout
-            .contains("✗ Connection failed: authentication failed"),
-        "{}",
-        output.stdout
-    );
-    assert!(
-        output.stdout.contains("Verify the credentials"),
-        "{}",
-        output.stdout
-    );
+    output.assert_shows("✗ Connection failed: authentication failed");
+    output.assert_shows("Verify the credentials");
     assert!(
         !output.stdout.contains("wrong"),
         "password shown: {}",
@@ -84,18 +66,8 @@ async fn check_against_an_unknown_database_says_it_does_not_exist() {
     let url = server.superuser_url("no_such_db").expose_url();
     let output = check_against(&url);
     assert!(!output.success);
-    assert!(
-        output
-            .stdout
-            .contains("✗ Connection failed: database does not exist"),
-        "{}",
-        output.stdout
-    );
-    assert!(
-        output.stdout.contains("CREATE DATABASE no_such_db"),
-        "{}",
-        output.stdout
-    );
+    output.assert_shows("✗ Connection failed: database does not exist");
+    output.assert_shows("CREATE DATABASE no_such_db");
     server.stop().await.unwrap();
 }
 
@@ -107,18 +79,8 @@ fn check_against_a_closed_port_says_connection_refused() {
     };
     let output = check_against(&format!("postgresql://postgres:pw@127.0.0.1:{port}/app_db"));
     assert!(!output.success);
-    assert!(
-        output
-            .stdout
-            .contains("✗ Connection failed: connection refused"),
-        "{}",
-        output.stdout
-    );
-    assert!(
-        output.stdout.contains("✗ Database is not ready!"),
-        "{}",
-        output.stdout
-    );
+    output.assert_shows("✗ Connection failed: connection refused");
+    output.assert_shows("✗ Database is not ready!");
     assert!(
         output
             .stdout
@@ -137,23 +99,9 @@ fn real_environment_wins_over_dotenv() {
     let mut command = pgharness(workdir.path());
     command.arg("check").env("DATABASE_POOL_SIZE", "9");
     let output = run(command);
-    assert!(
-        output
-            .stdout
-            .contains("  Database URL: 127.0.0.1:1/from_dotenv"),
-        "{}",
-        output.stdout
-    );
-    assert!(
-        output.stdout.contains("  Pool Size: 9"),
-        "{}",
-        output.stdout
-    );
-    assert!(
-        output.stdout.contains("  Max Overflow: 4"),
-        "{}",
-        output.stdout
-    );
+    output.assert_shows("  Database URL: 127.0.0.1:1/from_dotenv");
+    output.assert_shows("  Pool Size: 9");
+    output.assert_shows("  Max Overflow: 4");
 }
 
 #[test]

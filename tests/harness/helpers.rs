@@ -80,6 +80,18 @@ pub struct Output {
     pub stderr: String,
 }
 
+impl Output {
+    /// Asserts that standard output holds `text`, showing all output when it does not.
+    pub fn assert_shows(&self, text: &str) {
+        assert!(
+            self.stdout.contains(text),
+            "missing {text:?} in:\n{}\n{}",
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
 pub fn run(mut command: Command) -> Output {
     let output = command.output().unwrap();
     Output {
