@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pgharness::binaries::{self, BinarySources, ProgressSink};
-use pgharness::config::{Config, DatabaseTarget};
+use pgharness::config::Config;
 use pgharness::embedded::{EmbeddedServer, Privilege, ServerOptions};
 use sqlx::Connection as _;
 
@@ -72,9 +72,7 @@ async fn time_start(binaries: &pgharness::binaries::Binaries, home: &std::path::
 async fn main() {
     pgharness::telemetry::init("warn");
     let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
-    let DatabaseTarget::Embedded(settings) = config.database else {
-        panic!("unset DATABASE_URL: this benchmarks the embedded server");
-    };
+    let settings = config.embedded;
     let quiet: ProgressSink = Arc::new(|_| {});
     let binaries = binaries::provision(
         &BinarySources {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use sqlx::{Connection as _, Row as _};
 
 use crate::config::{Config, DatabaseUrl};
-use crate::database::{self, ConnectionFailure};
+use crate::database::{self, ConnectionFailure, ServerLimits};
 
 const RULE: &str = "======================================================================";
 const DRIVER: &str = "sqlx-postgres (async: True)";
@@ -18,6 +18,8 @@ pub struct ServerInfo {
     pub user: String,
     pub host: String,
     pub port: i32,
+    /// The guide's sizing rule, when the pool could exceed the server's connection limit.
+    pub sizing_warning: Option<String>,
 }
 
 /// The outcome of a connection check, printable as the guide's report.
@@ -63,6 +65,10 @@ async fn probe(config: &Config, url: &DatabaseUrl) -> Result<ServerInfo, Connect
     .fetch_one(&mut connection)
     .await
     .map_err(|error| ConnectionFailure::new(&error))?;
+    let sizing_warning = ServerLimits::query(&mut connection)
+        .await
+        .map_err(|error| ConnectionFailure::new(&error))?
+        .warning(&config.pool);
     let _ = connection.close().await;
     let version: String = row.get(0);
     Ok(ServerInfo {
@@ -76,6 +82,7 @@ async fn probe(config: &Config, url: &DatabaseUrl) -> Result<ServerInfo, Connect
         user: row.get(2),
         host: row.get(3),
         port: row.get(4),
+        sizing_warning,
     })
 }
 
@@ -107,6 +114,9 @@ fn render(
             let _ = writeln!(out, "  Driver: {DRIVER}");
             let _ = writeln!(out, "  Pool Size: {}", pool.size);
             let _ = writeln!(out, "  Max Overflow: {}", pool.max_overflow);
+            if let Some(warning) = &info.sizing_warning {
+                let _ = writeln!(out, "\n⚠ Warning: {warning}");
+            }
             let _ = writeln!(out, "\n{RULE}\n✓ Database is ready for use!\n{RULE}");
         }
         Err(failure) => {

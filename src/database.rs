@@ -1,18 +1,24 @@
-//! The connection pool, with the guide's semantics, and connection failures classified into the
-//! guide's troubleshooting cases.
+//! The connection pool with the guide's semantics, the `get_db` unit of work, pool statistics,
+//! and connection failures classified into the guide's troubleshooting cases.
 
 use std::fmt;
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use serde::Serialize;
 use sqlx::ConnectOptions as _;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+use tracing::warn;
 
 use crate::config::{DatabaseUrl, PoolSettings};
 
-/// Statements slower than this are logged as warnings in any mode (the guide's alert threshold).
-pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 /// Overflow connections (above the pool size) are closed after this long idle.
 const OVERFLOW_IDLE: Duration = Duration::from_secs(30);
+/// An acquisition that takes longer than this is counted as having waited for a connection.
+const WAIT_THRESHOLD: Duration = Duration::from_millis(1);
 
 /// Connection options: `DATABASE_ECHO` logs every statement; slow ones are always warned about.
 #[must_use]
@@ -24,7 +30,7 @@ pub fn connect_options(url: &DatabaseUrl, settings: &PoolSettings) -> PgConnectO
     };
     url.connect_options()
         .log_statements(echo_level)
-        .log_slow_statements(tracing::log::LevelFilter::Warn, SLOW_STATEMENT)
+        .log_slow_statements(tracing::log::LevelFilter::Warn, settings.slow_statement)
 }
 
 /// The guide's pool: `size` connections kept, up to `size + max_overflow` under load, waiting
@@ -40,10 +46,274 @@ pub fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
         .test_before_acquire(true)
 }
 
-/// A pool that connects on first use.
-#[must_use]
-pub fn lazy_pool(url: &DatabaseUrl, settings: &PoolSettings) -> PgPool {
-    pool_options(settings).connect_lazy_with(connect_options(url, settings))
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// Every connection is busy and none came free within `DATABASE_POOL_TIMEOUT`.
+    #[error(
+        "connection pool exhausted: {size} + {overflow} overflow connections busy, waited {} s. \
+         Increase DATABASE_MAX_OVERFLOW (or DATABASE_POOL_SIZE), investigate slow queries \
+         holding connections, make sure transactions and connections are released, or add \
+         application instances",
+        waited.as_secs_f64().round()
+    )]
+    PoolExhausted {
+        size: u32,
+        overflow: u32,
+        waited: Duration,
+    },
+    /// No connection could be opened.
+    #[error("cannot connect to the database: {0}")]
+    Connection(ConnectionFailure),
+    /// A statement failed.
+    #[error(transparent)]
+    Query(#[from] sqlx::Error),
+}
+
+/// Pool usage for the API and UI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    /// Open connections.
+    pub size: u32,
+    pub idle: u32,
+    pub in_use: u32,
+    /// Pool size + max overflow.
+    pub max: u32,
+    /// Acquisitions that had to wait for a connection.
+    pub waited: u64,
+    /// Total time spent waiting, in milliseconds.
+    pub wait_ms: u64,
+    /// Failed attempts to get a connection (exhaustion included).
+    pub connection_errors: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    waited: AtomicU64,
+    wait_micros: AtomicU64,
+    connection_errors: AtomicU64,
+}
+
+/// The pool, with the guide's semantics and usage statistics. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: PgPool,
+    settings: PoolSettings,
+    counters: Arc<Counters>,
+}
+
+impl Database {
+    /// A pool that connects on first use.
+    #[must_use]
+    pub fn connect_lazy(url: &DatabaseUrl, settings: &PoolSettings) -> Self {
+        Self {
+            pool: pool_options(settings).connect_lazy_with(connect_options(url, settings)),
+            settings: settings.clone(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// The sqlx pool, for queries that need no statistics.
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    #[must_use]
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// A connection from the pool.
+    ///
+    /// # Errors
+    ///
+    /// [`DatabaseError::PoolExhausted`] when every connection stayed busy for the pool timeout;
+    /// [`DatabaseError::Connection`] when no connection could be opened.
+    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, DatabaseError> {
+        let started = Instant::now();
+        let result = self.pool.acquire().await;
+        let waited = started.elapsed();
+        if waited > WAIT_THRESHOLD {
+            self.counters.waited.fetch_add(1, Ordering::Relaxed);
+            self.counters.wait_micros.fetch_add(
+                u64::try_from(waited.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+        }
+        result.map_err(|error| {
+            self.counters
+                .connection_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let all_busy =
+                self.pool.size() >= self.settings.max_connections() && self.pool.num_idle() == 0;
+            match error {
+                sqlx::Error::PoolTimedOut if all_busy => {
+                    warn!(
+                        size = self.settings.size,
+                        overflow = self.settings.max_overflow,
+                        "connection pool exhausted"
+                    );
+                    DatabaseError::PoolExhausted {
+                        size: self.settings.size,
+                        overflow: self.settings.max_overflow,
+                        waited,
+                    }
+                }
+                other => DatabaseError::Connection(ConnectionFailure::new(&other)),
+            }
+        })
+    }
+
+    /// Starts a unit of work: see [`UnitOfWork`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::acquire`], or [`DatabaseError::Query`] when `BEGIN` fails.
+    pub async fn begin(&self) -> Result<UnitOfWork, DatabaseError> {
+        let connection = self.acquire().await?;
+        // `PgPool::begin` does exactly this, but would bypass our exhaustion error and counters.
+        let transaction = Transaction::begin(connection, None).await?;
+        Ok(UnitOfWork { transaction })
+    }
+
+    /// Runs `work` in a transaction, the guide's `get_db`: committed when it returns `Ok`,
+    /// rolled back when it returns `Err` or panics.
+    ///
+    /// # Errors
+    ///
+    /// The error of `work`, or a [`DatabaseError`] (converted into `E`) from the database.
+    pub async fn transaction<T, E>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<DatabaseError>,
+    {
+        let mut unit = self.begin().await?;
+        let result = work(unit.connection()).await;
+        unit.finish(result).await
+    }
+
+    /// Current pool usage.
+    #[must_use]
+    pub fn stats(&self) -> PoolStats {
+        let size = self.pool.size();
+        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        PoolStats {
+            size,
+            idle,
+            in_use: size.saturating_sub(idle),
+            max: self.settings.max_connections(),
+            waited: self.counters.waited.load(Ordering::Relaxed),
+            wait_ms: self.counters.wait_micros.load(Ordering::Relaxed) / 1000,
+            connection_errors: self.counters.connection_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The guide's sizing rule: pool size + overflow must fit in the server's
+    /// `max_connections` minus its reserved connections. `Some(warning)` when it does not.
+    ///
+    /// # Errors
+    ///
+    /// [`DatabaseError`] when the server cannot be asked.
+    pub async fn sizing_warning(&self) -> Result<Option<String>, DatabaseError> {
+        let mut connection = self.acquire().await?;
+        let limits = ServerLimits::query(&mut connection).await?;
+        Ok(limits.warning(&self.settings))
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The server's connection limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    pub max_connections: u32,
+    pub reserved: u32,
+}
+
+impl ServerLimits {
+    /// Reads `max_connections`, `superuser_reserved_connections` and `reserved_connections`.
+    ///
+    /// # Errors
+    ///
+    /// [`sqlx::Error`] from the query.
+    pub async fn query(connection: &mut PgConnection) -> Result<Self, sqlx::Error> {
+        let (max_connections, reserved): (i32, i32) = sqlx::query_as(
+            "SELECT current_setting('max_connections')::int, \
+                    current_setting('superuser_reserved_connections')::int \
+                    + coalesce(current_setting('reserved_connections', true)::int, 0)",
+        )
+        .fetch_one(connection)
+        .await?;
+        Ok(Self {
+            max_connections: u32::try_from(max_connections).unwrap_or(0),
+            reserved: u32::try_from(reserved).unwrap_or(0),
+        })
+    }
+
+    /// A warning when `settings` could open more connections than the server allows.
+    #[must_use]
+    pub fn warning(&self, settings: &PoolSettings) -> Option<String> {
+        let available = self.max_connections.saturating_sub(self.reserved);
+        (settings.max_connections() > available).then(|| {
+            format!(
+                "pool size + overflow ({} + {} = {}) exceeds the server's max_connections ({}) minus \
+                 its reserved connections ({}): under load, connections will be refused. Lower \
+                 DATABASE_POOL_SIZE / DATABASE_MAX_OVERFLOW or raise max_connections{}",
+                settings.size,
+                settings.max_overflow,
+                settings.max_connections(),
+                self.max_connections,
+                self.reserved,
+                " (embedded server: PGHARNESS_PG_CONF=\"max_connections=200\")"
+            )
+        })
+    }
+}
+
+/// A transaction with the guide's `get_db` semantics, usable anywhere: [`UnitOfWork::finish`]
+/// commits an `Ok` result and rolls back an `Err`; dropped unfinished (an early return, a panic),
+/// it rolls back.
+#[derive(Debug)]
+pub struct UnitOfWork {
+    transaction: Transaction<'static, Postgres>,
+}
+
+impl UnitOfWork {
+    /// The connection to run statements on.
+    pub fn connection(&mut self) -> &mut PgConnection {
+        &mut self.transaction
+    }
+
+    /// Commits when `result` is `Ok`, rolls back when it is `Err`; returns `result`.
+    ///
+    /// # Errors
+    ///
+    /// The `Err` of `result`, or the commit's failure converted into `E`.
+    pub async fn finish<T, E>(self, result: Result<T, E>) -> Result<T, E>
+    where
+        E: From<DatabaseError>,
+    {
+        match result {
+            Ok(value) => {
+                self.transaction
+                    .commit()
+                    .await
+                    .map_err(|error| E::from(DatabaseError::Query(error)))?;
+                Ok(value)
+            }
+            Err(error) => {
+                if let Err(rollback) = self.transaction.rollback().await {
+                    warn!(%rollback, "rollback failed; the connection is discarded");
+                }
+                Err(error)
+            }
+        }
+    }
 }
 
 /// The guide's troubleshooting cases.

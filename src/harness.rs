@@ -1,12 +1,16 @@
-//! One `Harness` runs the whole stack: binaries, embedded server (or an external one), pool.
+//! One `Harness` runs the whole stack: binaries, embedded server (or an external one), pool,
+//! migrations.
 
-use sqlx::PgPool;
-use tracing::info;
+use std::sync::Arc;
 
-use crate::binaries::{self, BinariesError, BinarySources, ProgressSink};
-use crate::config::{Config, DatabaseTarget, DatabaseUrl};
-use crate::database;
+use tracing::{info, warn};
+
+use crate::binaries::{self, Binaries, BinariesError, BinarySources, ProgressSink};
+use crate::config::{Config, DatabaseTarget, DatabaseUrl, EmbeddedSettings};
+use crate::database::{Database, DatabaseError};
 use crate::embedded::{EmbeddedServer, ServerError, ServerOptions};
+use crate::migrations::drift::{self, Difference};
+use crate::migrations::{MigrationEntry, MigrationError, Migrations};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -14,6 +18,10 @@ pub enum HarnessError {
     Binaries(#[from] BinariesError),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
 }
 
 /// The running stack. Stop it with [`Harness::shutdown`]; dropping it also stops an owned
@@ -23,47 +31,47 @@ pub struct Harness {
     config: Config,
     server: Option<EmbeddedServer>,
     url: DatabaseUrl,
-    pool: PgPool,
+    database: Database,
+    migrations: Migrations,
 }
 
 impl Harness {
     /// Starts (or attaches to) the embedded server when no `DATABASE_URL` is set, and builds
-    /// the pool. The pool connects on first use.
+    /// the pool. The pool connects on first use; no migration runs yet.
     ///
     /// # Errors
     ///
-    /// [`HarnessError`] when binaries cannot be had or the server cannot start.
+    /// [`HarnessError`] when binaries cannot be had, the server cannot start, or the
+    /// migrations directory cannot be read.
     pub async fn start(config: Config, progress: &ProgressSink) -> Result<Self, HarnessError> {
+        let migrations = Migrations::configured(config.migrations.dir.as_deref()).await?;
         let (server, url) = match &config.database {
             DatabaseTarget::External(url) => {
                 info!(database = %url, "using the PostgreSQL server named by DATABASE_URL");
                 (None, url.clone())
             }
-            DatabaseTarget::Embedded(settings) => {
-                let sources = BinarySources {
-                    bin_dir: settings.bin_dir.clone(),
-                    cache_dir: settings.cache_dir.clone(),
-                    offline: false,
-                };
-                let binaries = binaries::provision(&sources, progress).await?;
+            DatabaseTarget::Embedded => {
+                let settings = &config.embedded;
+                let binaries = provision(settings, progress).await?;
                 let options = ServerOptions {
                     home: settings.data_dir.clone(),
                     port: settings.port,
                     database: settings.database.clone(),
                     durable: true,
-                    configuration: Default::default(),
+                    configuration: settings.configuration.clone(),
                 };
                 let server = EmbeddedServer::start(&binaries, &options).await?;
                 let url = server.url();
                 (Some(server), url)
             }
         };
-        let pool = database::lazy_pool(&url, &config.pool);
+        let database = Database::connect_lazy(&url, &config.pool);
         Ok(Self {
             config,
             server,
             url,
-            pool,
+            database,
+            migrations,
         })
     }
 
@@ -73,8 +81,13 @@ impl Harness {
     }
 
     #[must_use]
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    pub fn database(&self) -> &Database {
+        &self.database
+    }
+
+    #[must_use]
+    pub fn migrations(&self) -> &Migrations {
+        &self.migrations
     }
 
     /// The application database's URL (its password is masked when displayed).
@@ -89,16 +102,86 @@ impl Harness {
         self.server.as_ref()
     }
 
+    /// What `serve` does before it reports ready: connect, warn when the pool could exceed the
+    /// server's connection limit, and apply pending migrations unless `PGHARNESS_AUTO_MIGRATE`
+    /// is off.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError::Database`] when the database cannot be reached;
+    /// [`HarnessError::Migration`] when a migration fails or conflicts.
+    pub async fn prepare(&self) -> Result<Vec<MigrationEntry>, HarnessError> {
+        if let Some(warning) = self.database.sizing_warning().await? {
+            warn!("{warning}");
+        }
+        if !self.config.migrations.apply_on_start {
+            return Ok(Vec::new());
+        }
+        Ok(self.migrations.up(self.database.pool(), None).await?)
+    }
+
+    /// Compares the live schema with what the migrations produce, on a throwaway database
+    /// of the embedded server (one is started for the purpose when the live database is
+    /// external).
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError`] when no scratch server can be had or the comparison fails.
+    pub async fn drift(&self) -> Result<Vec<Difference>, HarnessError> {
+        if let Some(server) = &self.server {
+            let scratch = server.superuser_url("postgres");
+            return Ok(drift::check(&self.migrations, self.database.pool(), &scratch).await?);
+        }
+        let quiet: ProgressSink = Arc::new(|_| {});
+        let binaries = provision(&self.config.embedded, &quiet).await?;
+        let home = tempfile::tempdir().map_err(|source| ServerError::Io {
+            action: "cannot create a temporary directory in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let scratch_server = EmbeddedServer::start(
+            &binaries,
+            &ServerOptions {
+                home: home.path().to_owned(),
+                port: None,
+                database: "postgres".to_owned(),
+                durable: false,
+                configuration: Default::default(),
+            },
+        )
+        .await?;
+        let result = drift::check(
+            &self.migrations,
+            self.database.pool(),
+            &scratch_server.superuser_url("postgres"),
+        )
+        .await;
+        scratch_server.stop().await?;
+        Ok(result?)
+    }
+
     /// Closes the pool, then stops the embedded server if this process owns it.
     ///
     /// # Errors
     ///
     /// [`HarnessError::Server`] when the server does not stop cleanly.
     pub async fn shutdown(self) -> Result<(), HarnessError> {
-        self.pool.close().await;
+        self.database.close().await;
         if let Some(server) = self.server {
             server.stop().await?;
         }
         Ok(())
     }
+}
+
+async fn provision(
+    settings: &EmbeddedSettings,
+    progress: &ProgressSink,
+) -> Result<Binaries, BinariesError> {
+    let sources = BinarySources {
+        bin_dir: settings.bin_dir.clone(),
+        cache_dir: settings.cache_dir.clone(),
+        offline: false,
+    };
+    binaries::provision(&sources, progress).await
 }

@@ -6,6 +6,7 @@
 //! - [`embedded`]: the embedded server, also as root;
 //! - [`database`]: the pool and connection failures;
 //! - [`check`]: the connection check report;
+//! - [`migrations`]: schema migrations and the drift check;
 //! - [`harness`]: all of it started and stopped as one.
 
 pub mod binaries;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod database;
 pub mod embedded;
 pub mod harness;
+pub mod migrations;
 pub mod telemetry;
 
 pub use harness::{Harness, HarnessError};

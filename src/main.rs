@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use pgharness::binaries::{Progress, ProgressSink};
 use pgharness::config::Config;
-use pgharness::{Harness, check, telemetry};
+use pgharness::database::DatabaseError;
+use pgharness::migrations::Migrations;
+use pgharness::{Harness, HarnessError, check, telemetry};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -22,6 +24,37 @@ enum Command {
     Serve,
     /// Test the database connection, like the guide's test_db_connection.py (exit 1 on failure).
     Check,
+    /// Manage schema migrations (the guide's Alembic commands).
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrateAction {
+    /// Apply pending migrations: all (`alembic upgrade head`), or up to --target.
+    Up {
+        #[arg(long)]
+        target: Option<i64>,
+    },
+    /// Revert the newest migration (`alembic downgrade -1`), or --steps of them.
+    Down {
+        #[arg(long, default_value_t = 1)]
+        steps: usize,
+    },
+    /// List every migration, applied (with when) or pending.
+    History,
+    /// Show the newest applied migration.
+    Current,
+    /// Record the database as being at a version (or `head`) without running anything.
+    Stamp { revision: String },
+    /// Create a new timestamped up/down pair in the migrations directory.
+    New { name: String },
+    /// Exit 1 when migrations are pending, an applied file was edited, or one is missing.
+    Status,
+    /// Compare the live schema with what the migrations produce; exit 1 on drift.
+    Check,
 }
 
 #[tokio::main]
@@ -29,8 +62,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     let command = cli.command.unwrap_or(Command::Serve);
     telemetry::init(match command {
-        Command::Serve => "info",
-        Command::Check => "warn",
+        // sqlx reports PostgreSQL's NOTICEs (e.g. "already exists, skipping") at info.
+        Command::Serve => "info,sqlx::postgres::notice=warn",
+        Command::Check | Command::Migrate { .. } => "warn",
     });
     let config = match Config::from_env() {
         Ok(config) => config,
@@ -39,6 +73,12 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Command::Migrate {
+        action: MigrateAction::New { name },
+    } = &command
+    {
+        return new_migration(&config, name).await;
+    }
     let harness = match Harness::start(config, &progress_bar()).await {
         Ok(harness) => harness,
         Err(error) => {
@@ -46,12 +86,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let succeeded = match command {
+    let outcome = match command {
         Command::Serve => serve(&harness).await,
         Command::Check => {
             let report = check::run(harness.config(), harness.url()).await;
             print!("{}", report.text());
-            report.succeeded()
+            Ok(report.succeeded())
+        }
+        Command::Migrate { action } => migrate(&harness, action).await,
+    };
+    let succeeded = match outcome {
+        Ok(succeeded) => succeeded,
+        Err(error) => {
+            report_error(&harness, &error);
+            false
         }
     };
     if let Err(error) = harness.shutdown().await {
@@ -65,22 +113,148 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn serve(harness: &Harness) -> bool {
+/// Prints an error; for a connection failure, with the guide's steps to fix it.
+fn report_error(harness: &Harness, error: &HarnessError) {
+    eprintln!("✗ {error}");
+    if let HarnessError::Database(DatabaseError::Connection(failure)) = error {
+        eprintln!("Solutions:");
+        for (number, remedy) in failure.kind.remedies(harness.url()).iter().enumerate() {
+            eprintln!("  {}. {remedy}", number + 1);
+        }
+    }
+}
+
+async fn new_migration(config: &Config, name: &str) -> ExitCode {
+    let created = match Migrations::configured(config.migrations.dir.as_deref()).await {
+        Ok(migrations) => migrations.create(name),
+        Err(error) => Err(error),
+    };
+    match created {
+        Ok((up, down)) => {
+            println!("Created {}\nCreated {}", up.display(), down.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("✗ {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn migrate(harness: &Harness, action: MigrateAction) -> Result<bool, HarnessError> {
+    let migrations = harness.migrations();
+    let pool = harness.database().pool();
+    match action {
+        MigrateAction::Up { target } => {
+            let applied = migrations.up(pool, target).await?;
+            if applied.is_empty() {
+                println!("Already up to date.");
+            }
+            for entry in applied {
+                println!("Applied {}  {}", entry.version, entry.file);
+            }
+        }
+        MigrateAction::Down { steps } => {
+            let reverted = migrations.down(pool, steps).await?;
+            if reverted.is_empty() {
+                println!("Nothing to revert: no migration is applied.");
+            }
+            for entry in reverted {
+                println!("Reverted {}  {}", entry.version, entry.description);
+            }
+        }
+        MigrateAction::History => print!("{}", migrations.status(pool).await?),
+        MigrateAction::Current => {
+            let status = migrations.status(pool).await?;
+            match status.current() {
+                Some(current) => {
+                    let head = status.migrations.last() == Some(current);
+                    let head = if head { " (head)" } else { "" };
+                    println!("{}  {}{head}", current.version, current.description);
+                }
+                None => println!("No migration applied."),
+            }
+        }
+        MigrateAction::Stamp { revision } => {
+            let target = if revision.eq_ignore_ascii_case("head") {
+                None
+            } else {
+                match revision.parse() {
+                    Ok(version) => Some(version),
+                    Err(_) => {
+                        eprintln!(
+                            "✗ `{revision}` is not a migration version: give a version number or `head`"
+                        );
+                        return Ok(false);
+                    }
+                }
+            };
+            migrations.stamp(pool, target).await?;
+            let status = migrations.status(pool).await?;
+            match status.current() {
+                Some(current) => println!(
+                    "Stamped the database at {}  {}",
+                    current.version, current.description
+                ),
+                None => println!("Stamped the database: no migration applied."),
+            }
+        }
+        MigrateAction::New { .. } => unreachable!("handled before the harness starts"),
+        MigrateAction::Status => {
+            let status = migrations.status(pool).await?;
+            print!("{status}");
+            for entry in status.modified() {
+                println!(
+                    "✗ {} was changed after it was applied: restore it, or write a new migration",
+                    entry.file
+                );
+            }
+            for (version, description) in &status.missing {
+                println!(
+                    "✗ migration {version} ({description}) is applied but has no file: the database is ahead of this code"
+                );
+            }
+            let pending = status.pending().count();
+            if pending > 0 {
+                println!(
+                    "✗ Target database is not up to date: {pending} pending migration(s). Run `pgharness migrate up`"
+                );
+            }
+            if status.is_clean() {
+                println!("✓ Database is up to date.");
+            }
+            return Ok(status.is_clean());
+        }
+        MigrateAction::Check => {
+            let differences = harness.drift().await?;
+            if differences.is_empty() {
+                println!("✓ No drift: the live schema matches the migrations.");
+                return Ok(true);
+            }
+            println!(
+                "✗ Schema drift: {} difference(s) between the migrations and the live database:",
+                differences.len()
+            );
+            for difference in differences {
+                println!("  {difference}");
+            }
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
     // Handlers first: a signal that arrives once "ready" is printed must stop us cleanly.
     let shutdown = match shutdown_signal() {
         Ok(shutdown) => shutdown,
         Err(error) => {
             eprintln!("✗ cannot install signal handlers: {error}");
-            return false;
+            return Ok(false);
         }
     };
-    if let Err(error) = harness.pool().acquire().await {
-        let failure = pgharness::database::ConnectionFailure::new(&error);
-        eprintln!("✗ Cannot connect to {}: {failure}", harness.url());
-        for remedy in failure.kind.remedies(harness.url()) {
-            eprintln!("  - {remedy}");
-        }
-        return false;
+    for entry in harness.prepare().await? {
+        println!("Applied migration {}", entry.file);
     }
     println!("PostgreSQL is ready at {}", harness.url());
     if let Some(server) = harness.server() {
@@ -92,7 +266,7 @@ async fn serve(harness: &Harness) -> bool {
     println!("Press Ctrl-C to stop.");
     shutdown.await;
     println!("Stopping...");
-    true
+    Ok(true)
 }
 
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.

@@ -4,7 +4,7 @@
 
 mod url;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -99,6 +99,8 @@ pub struct PoolSettings {
     pub recycle: Duration,
     /// `DATABASE_ECHO`: log every statement.
     pub echo: bool,
+    /// `PGHARNESS_SLOW_QUERY_MS`: statements slower than this are logged as warnings.
+    pub slow_statement: Duration,
 }
 
 impl PoolSettings {
@@ -112,7 +114,7 @@ impl PoolSettings {
 #[derive(Debug, Clone)]
 pub enum DatabaseTarget {
     External(DatabaseUrl),
-    Embedded(EmbeddedSettings),
+    Embedded,
 }
 
 /// The embedded server's settings (`PGHARNESS_*`).
@@ -128,6 +130,8 @@ pub struct EmbeddedSettings {
     pub port: Option<u16>,
     /// `PGHARNESS_DATABASE`: the application database, created if missing.
     pub database: String,
+    /// `PGHARNESS_PG_CONF`: `postgresql.conf` settings, `key=value` separated by `;`.
+    pub configuration: BTreeMap<String, String>,
 }
 
 /// The whole configuration.
@@ -135,17 +139,31 @@ pub struct EmbeddedSettings {
 pub struct Config {
     pub environment: Environment,
     pub database: DatabaseTarget,
+    /// The embedded server's settings: used when `database` is `Embedded`, and for the
+    /// throwaway server of `migrate check` against an external database.
+    pub embedded: EmbeddedSettings,
     pub pool: PoolSettings,
+    pub migrations: MigrationSettings,
+}
+
+/// Where migrations come from and when they run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSettings {
+    /// `PGHARNESS_MIGRATIONS_DIR`: read migrations from this directory at run time instead of
+    /// those built into the binary (for other crates, and for trying out new files).
+    pub dir: Option<PathBuf>,
+    /// `PGHARNESS_AUTO_MIGRATE`: `serve` applies pending migrations at start.
+    pub apply_on_start: bool,
 }
 
 impl fmt::Display for Config {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         let database = match &self.database {
             DatabaseTarget::External(url) => url.masked(),
-            DatabaseTarget::Embedded(embedded) => format!(
+            DatabaseTarget::Embedded => format!(
                 "embedded PostgreSQL 16, database {} in {}",
-                embedded.database,
-                embedded.data_dir.display()
+                self.embedded.database,
+                self.embedded.data_dir.display()
             ),
         };
         write!(
@@ -209,6 +227,16 @@ impl Config {
             timeout: Duration::from_secs(parse_number(&var, "DATABASE_POOL_TIMEOUT", 30, 1)?),
             recycle: Duration::from_secs(parse_number(&var, "DATABASE_POOL_RECYCLE", 3600, 1)?),
             echo: parse_bool(&var, "DATABASE_ECHO", false)?,
+            slow_statement: Duration::from_millis(parse_number(
+                &var,
+                "PGHARNESS_SLOW_QUERY_MS",
+                1000,
+                1,
+            )?),
+        };
+        let migrations = MigrationSettings {
+            dir: var("PGHARNESS_MIGRATIONS_DIR").map(PathBuf::from),
+            apply_on_start: parse_bool(&var, "PGHARNESS_AUTO_MIGRATE", true)?,
         };
 
         let database = match var("DATABASE_URL") {
@@ -220,14 +248,17 @@ impl Config {
                 if environment == Environment::Production && !allowed {
                     return Err(ConfigError::EmbeddedInProduction);
                 }
-                DatabaseTarget::Embedded(embedded_settings(&var)?)
+                DatabaseTarget::Embedded
             }
         };
+        let embedded = embedded_settings(&var)?;
 
         Ok(Self {
             environment,
             database,
+            embedded,
             pool,
+            migrations,
         })
     }
 }
@@ -249,6 +280,10 @@ fn embedded_settings(
             allowed: "1 to 63 bytes, no NUL".to_owned(),
         });
     }
+    let configuration = match var("PGHARNESS_PG_CONF") {
+        None => BTreeMap::new(),
+        Some(text) => parse_server_settings(&text)?,
+    };
     Ok(EmbeddedSettings {
         data_dir: var("PGHARNESS_DATA_DIR").map_or_else(
             || {
@@ -263,7 +298,37 @@ fn embedded_settings(
             .map_or_else(|| home.join(".theseus").join("postgresql"), PathBuf::from),
         port,
         database,
+        configuration,
     })
+}
+
+/// `max_connections=200; shared_buffers=256MB` into a map.
+fn parse_server_settings(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut settings = BTreeMap::new();
+    for item in text
+        .split(';')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+    {
+        let parsed = item.split_once('=').and_then(|(key, value)| {
+            let key = key.trim();
+            let valid = !key.is_empty()
+                && key
+                    .chars()
+                    .all(|character| character.is_ascii_alphanumeric() || "_.".contains(character));
+            valid.then(|| (key.to_owned(), value.trim().to_owned()))
+        });
+        let Some((key, value)) = parsed else {
+            return Err(ConfigError::Invalid {
+                variable: "PGHARNESS_PG_CONF",
+                value: text.to_owned(),
+                reason: format!("`{item}` is not key=value"),
+                allowed: "postgresql.conf settings separated by `;`, e.g. max_connections=200; shared_buffers=256MB".to_owned(),
+            });
+        };
+        settings.insert(key, value);
+    }
+    Ok(settings)
 }
 
 fn parse_number<T>(

@@ -29,11 +29,9 @@ fn defaults_are_the_guides() {
     assert_eq!(config.pool.timeout, Duration::from_secs(30));
     assert_eq!(config.pool.recycle, Duration::from_secs(3600));
     assert!(!config.pool.echo);
-    let DatabaseTarget::Embedded(embedded) = config.database else {
-        panic!("no DATABASE_URL must mean the embedded server");
-    };
-    assert_eq!(embedded.database, "app_db");
-    assert_eq!(embedded.port, None);
+    assert!(matches!(config.database, DatabaseTarget::Embedded));
+    assert_eq!(config.embedded.database, "app_db");
+    assert_eq!(config.embedded.port, None);
 }
 
 #[rstest]
@@ -176,7 +174,7 @@ fn production_refuses_the_embedded_server_unless_allowed() {
         ("PGHARNESS_ALLOW_EMBEDDED_IN_PRODUCTION", "true"),
     ])
     .unwrap();
-    assert!(matches!(allowed.database, DatabaseTarget::Embedded(_)));
+    assert!(matches!(allowed.database, DatabaseTarget::Embedded));
 }
 
 #[test]

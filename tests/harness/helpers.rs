@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use pgharness::binaries::{self, Binaries, BinarySources};
 use pgharness::config::Config;
-use pgharness::config::DatabaseTarget;
 use pgharness::embedded::{EmbeddedServer, ServerOptions};
 use tempfile::TempDir;
 use tokio::sync::OnceCell;
@@ -18,9 +17,7 @@ pub async fn binaries() -> Binaries {
         .get_or_init(|| async {
             pgharness::telemetry::init("warn");
             let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
-            let DatabaseTarget::Embedded(settings) = config.database else {
-                panic!("tests start their own servers: unset DATABASE_URL");
-            };
+            let settings = config.embedded;
             let sources = BinarySources {
                 bin_dir: settings.bin_dir,
                 cache_dir: settings.cache_dir,
