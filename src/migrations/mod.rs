@@ -271,6 +271,14 @@ impl Migrations {
         pool: &PgPool,
         target: Option<i64>,
     ) -> Result<Vec<MigrationEntry>, MigrationError> {
+        MigrationLock::around(pool, self.up_locked(pool, target)).await
+    }
+
+    async fn up_locked(
+        &self,
+        pool: &PgPool,
+        target: Option<i64>,
+    ) -> Result<Vec<MigrationEntry>, MigrationError> {
         let before = self.status(pool).await?;
         if let Some(conflict) = before.conflict() {
             return Err(conflict);
@@ -296,6 +304,14 @@ impl Migrations {
     ///
     /// As [`Migrations::up`].
     pub async fn down(
+        &self,
+        pool: &PgPool,
+        steps: usize,
+    ) -> Result<Vec<MigrationEntry>, MigrationError> {
+        MigrationLock::around(pool, self.down_locked(pool, steps)).await
+    }
+
+    async fn down_locked(
         &self,
         pool: &PgPool,
         steps: usize,
@@ -489,6 +505,45 @@ impl Migrations {
             },
             MigrateError::Execute(error) => MigrationError::Database(error),
             other => MigrationError::Migrate(other.to_string()),
+        }
+    }
+}
+
+/// Held while `up` or `down` runs, so that what it reports as done is what this process did.
+/// (sqlx's own lock covers only the run itself, on another connection and key.)
+struct MigrationLock(sqlx::pool::PoolConnection<sqlx::Postgres>);
+
+impl MigrationLock {
+    async fn around<T>(
+        pool: &PgPool,
+        work: impl Future<Output = Result<T, MigrationError>>,
+    ) -> Result<T, MigrationError> {
+        let lock = Self::acquire(pool).await?;
+        let result = work.await;
+        lock.release().await;
+        result
+    }
+
+    /// "pgharnes" in ASCII: an advisory lock key of our own.
+    const KEY: i64 = 0x7067_6861_726e_6573;
+
+    async fn acquire(pool: &PgPool) -> Result<Self, sqlx::Error> {
+        let mut connection = pool.acquire().await?;
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(Self::KEY)
+            .execute(&mut *connection)
+            .await?;
+        Ok(Self(connection))
+    }
+
+    async fn release(mut self) {
+        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(Self::KEY)
+            .execute(&mut *self.0)
+            .await;
+        if unlocked.is_err() {
+            // A session that cannot unlock must not go back to the pool holding the lock.
+            let _ = self.0.detach();
         }
     }
 }

@@ -106,9 +106,14 @@ pub struct Serve {
 
 impl Serve {
     pub fn start(workdir: &Path, home: &Path) -> Self {
+        Self::start_with(workdir, home, &[])
+    }
+
+    pub fn start_with(workdir: &Path, home: &Path, variables: &[(&str, &str)]) -> Self {
         let mut child = pgharness(workdir)
             .arg("serve")
             .env("PGHARNESS_DATA_DIR", home)
+            .envs(variables.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

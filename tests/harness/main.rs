@@ -7,4 +7,6 @@ mod binaries;
 mod check;
 mod config;
 mod helpers;
+mod migrate;
+mod pool;
 mod server;

@@ -204,3 +204,22 @@ async fn as_root_without_user_namespaces_the_server_runs_as_an_unprivileged_acco
         owner.as_raw()
     );
 }
+
+#[rstest::rstest]
+#[case::by_default(&[], true)]
+#[case::unless_turned_off(&[("PGHARNESS_AUTO_MIGRATE", "false")], false)]
+#[tokio::test]
+async fn serve_applies_pending_migrations_at_start(
+    #[case] variables: &[(&str, &str)],
+    #[case] applied: bool,
+) {
+    let workdir = tempfile::tempdir().unwrap();
+    let serve = Serve::start_with(workdir.path(), &workdir.path().join("data"), variables);
+    let mut connection = sqlx::PgConnection::connect(&serve.url()).await.unwrap();
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('users') IS NOT NULL")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(exists, applied);
+    connection.close().await.unwrap();
+}

@@ -1,0 +1,206 @@
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use pgharness::config::{Config, PoolSettings};
+use pgharness::database::{Database, DatabaseError};
+use sqlx::PgConnection;
+
+use crate::helpers::{binaries, options, temporary_server};
+use pgharness::embedded::EmbeddedServer;
+
+fn pool_settings(pairs: &[(&str, &str)]) -> PoolSettings {
+    let variables: HashMap<&str, &str> = pairs.iter().copied().collect();
+    Config::from_lookup(|name| variables.get(name).map(|value| (*value).to_owned()))
+        .unwrap()
+        .pool
+}
+
+#[derive(Debug)]
+struct WorkFailed;
+
+impl From<DatabaseError> for WorkFailed {
+    fn from(error: DatabaseError) -> Self {
+        panic!("unexpected database error: {error}")
+    }
+}
+
+async fn note_count(database: &Database) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(database.pool())
+        .await
+        .unwrap()
+}
+
+async fn insert_note(connection: &mut PgConnection) {
+    sqlx::query("INSERT INTO notes VALUES ('x')")
+        .execute(connection)
+        .await
+        .unwrap();
+}
+
+async fn database_with_notes(server: &EmbeddedServer, settings: &PoolSettings) -> Database {
+    let database = Database::connect_lazy(&server.url(), settings);
+    sqlx::query("CREATE TABLE notes (body text)")
+        .execute(database.pool())
+        .await
+        .unwrap();
+    database
+}
+
+#[tokio::test]
+async fn the_pool_follows_each_variable() {
+    let (_home, server) = temporary_server().await;
+    let settings = pool_settings(&[
+        ("DATABASE_POOL_SIZE", "3"),
+        ("DATABASE_MAX_OVERFLOW", "4"),
+        ("DATABASE_POOL_TIMEOUT", "7"),
+        ("DATABASE_POOL_RECYCLE", "90"),
+    ]);
+    let database = Database::connect_lazy(&server.url(), &settings);
+    let options = database.pool().options();
+    assert_eq!(options.get_max_connections(), 7);
+    assert_eq!(options.get_min_connections(), 3);
+    assert_eq!(options.get_acquire_timeout(), Duration::from_secs(7));
+    assert_eq!(options.get_max_lifetime(), Some(Duration::from_secs(90)));
+    assert!(options.get_test_before_acquire(), "the guide's pre-ping");
+
+    // Under load the pool opens overflow connections up to size + overflow, no more.
+    let mut held = Vec::new();
+    for _ in 0..7 {
+        held.push(database.acquire().await.unwrap());
+    }
+    let stats = database.stats();
+    assert_eq!(
+        (stats.size, stats.in_use, stats.idle, stats.max),
+        (7, 7, 0, 7)
+    );
+    drop(held);
+    database.close().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_says_so_within_its_timeout() {
+    let (_home, server) = temporary_server().await;
+    let settings = pool_settings(&[
+        ("DATABASE_POOL_SIZE", "1"),
+        ("DATABASE_MAX_OVERFLOW", "1"),
+        ("DATABASE_POOL_TIMEOUT", "2"),
+    ]);
+    let database = Database::connect_lazy(&server.url(), &settings);
+    let _first = database.acquire().await.unwrap();
+    let _second = database.acquire().await.unwrap();
+
+    let started = Instant::now();
+    let error = database.acquire().await.unwrap_err();
+    let waited = started.elapsed();
+    assert!(
+        (1.6..=2.4).contains(&waited.as_secs_f64()),
+        "waited {waited:?} for a 2 s timeout"
+    );
+    assert!(
+        matches!(error, DatabaseError::PoolExhausted { .. }),
+        "{error:?}"
+    );
+    let text = error.to_string();
+    assert!(
+        text.starts_with("connection pool exhausted: 1 + 1 overflow connections busy, waited 2 s"),
+        "{text}"
+    );
+    assert!(text.contains("DATABASE_MAX_OVERFLOW"), "{text}");
+    let stats = database.stats();
+    assert_eq!(stats.connection_errors, 1);
+    assert!(stats.waited >= 1 && stats.wait_ms >= 1600, "{stats:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_unit_of_work_commits_when_it_succeeds() {
+    let (_home, server) = temporary_server().await;
+    let database = database_with_notes(&server, &pool_settings(&[])).await;
+    let result: Result<(), WorkFailed> = database
+        .transaction(async |connection| {
+            insert_note(connection).await;
+            Ok(())
+        })
+        .await;
+    result.unwrap();
+    assert_eq!(note_count(&database).await, 1);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_unit_of_work_rolls_back_when_it_fails() {
+    let (_home, server) = temporary_server().await;
+    let database = database_with_notes(&server, &pool_settings(&[])).await;
+    let result: Result<(), WorkFailed> = database
+        .transaction(async |connection| {
+            insert_note(connection).await;
+            Err(WorkFailed)
+        })
+        .await;
+    assert!(result.is_err());
+    assert_eq!(note_count(&database).await, 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_unit_of_work_rolls_back_when_it_panics() {
+    let (_home, server) = temporary_server().await;
+    let database = database_with_notes(&server, &pool_settings(&[])).await;
+    let worker = database.clone();
+    let outcome = tokio::spawn(async move {
+        let _: Result<(), WorkFailed> = worker
+            .transaction(async |connection| {
+                insert_note(connection).await;
+                panic!("the handler crashed");
+            })
+            .await;
+    })
+    .await;
+    assert!(outcome.unwrap_err().is_panic());
+    assert_eq!(note_count(&database).await, 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_unit_of_work_left_unfinished_rolls_back() {
+    let (_home, server) = temporary_server().await;
+    let database = database_with_notes(&server, &pool_settings(&[])).await;
+    {
+        let mut unit = database.begin().await.unwrap();
+        insert_note(unit.connection()).await;
+        // An early return: the unit is dropped without `finish`.
+    }
+    assert_eq!(note_count(&database).await, 0);
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_pool_larger_than_the_server_allows_is_warned_about() {
+    let home = tempfile::tempdir().unwrap();
+    let mut options = options(home.path());
+    options
+        .configuration
+        .insert("max_connections".to_owned(), "40".to_owned());
+    let server = EmbeddedServer::start(&binaries().await, &options)
+        .await
+        .unwrap();
+    let fits = Database::connect_lazy(&server.url(), &pool_settings(&[]));
+    assert_eq!(fits.sizing_warning().await.unwrap(), None);
+    let too_big = Database::connect_lazy(
+        &server.url(),
+        &pool_settings(&[
+            ("APP_ENV", "production"),
+            ("DATABASE_URL", "postgresql://x@h/d"),
+        ]),
+    );
+    let warning = too_big.sizing_warning().await.unwrap().unwrap();
+    assert!(
+        warning.contains("(50 + 20 = 70) exceeds the server's max_connections (40)"),
+        "{warning}"
+    );
+    fits.close().await;
+    too_big.close().await;
+    server.stop().await.unwrap();
+}
