@@ -70,7 +70,7 @@ pub enum DatabaseError {
 }
 
 /// Pool usage for the API and UI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PoolStats {
     /// Open connections.
     pub size: u32,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+use crate::api::ApiContext;
 use crate::binaries::{self, Binaries, BinariesError, BinarySources, ProgressSink};
 use crate::config::{Config, DatabaseTarget, DatabaseUrl, EmbeddedSettings};
 use crate::database::{Database, DatabaseError};
@@ -29,10 +30,10 @@ pub enum HarnessError {
 #[derive(Debug)]
 pub struct Harness {
     config: Config,
-    server: Option<EmbeddedServer>,
+    server: Option<Arc<EmbeddedServer>>,
     url: DatabaseUrl,
     database: Database,
-    migrations: Migrations,
+    migrations: Arc<Migrations>,
 }
 
 impl Harness {
@@ -62,7 +63,7 @@ impl Harness {
                 };
                 let server = EmbeddedServer::start(&binaries, &options).await?;
                 let url = server.url();
-                (Some(server), url)
+                (Some(Arc::new(server)), url)
             }
         };
         let database = Database::connect_lazy(&url, &config.pool);
@@ -71,7 +72,7 @@ impl Harness {
             server,
             url,
             database,
-            migrations,
+            migrations: Arc::new(migrations),
         })
     }
 
@@ -96,9 +97,21 @@ impl Harness {
         &self.url
     }
 
+    /// What the HTTP API needs of this stack.
+    #[must_use]
+    pub fn api_context(&self) -> ApiContext {
+        ApiContext::new(
+            self.database.clone(),
+            self.config.environment,
+            self.url.clone(),
+            self.server.clone(),
+            Arc::clone(&self.migrations),
+        )
+    }
+
     /// The embedded server, when there is one.
     #[must_use]
-    pub fn server(&self) -> Option<&EmbeddedServer> {
+    pub fn server(&self) -> Option<&Arc<EmbeddedServer>> {
         self.server.as_ref()
     }
 

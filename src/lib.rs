@@ -7,8 +7,10 @@
 //! - [`database`]: the pool and connection failures;
 //! - [`check`]: the connection check report;
 //! - [`migrations`]: schema migrations and the drift check;
+//! - [`api`]: the HTTP API;
 //! - [`harness`]: all of it started and stopped as one.
 
+pub mod api;
 pub mod binaries;
 pub mod check;
 pub mod config;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pgharness::api::Application;
 use pgharness::binaries::{Progress, ProgressSink};
 use pgharness::config::Config;
 use pgharness::database::DatabaseError;
@@ -21,7 +22,14 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the stack and run until Ctrl-C (the default).
-    Serve,
+    Serve {
+        /// Address to listen on (overrides APP_HOST).
+        #[arg(long)]
+        host: Option<String>,
+        /// Port to listen on, 0 for any free one (overrides APP_PORT).
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Test the database connection, like the guide's test_db_connection.py (exit 1 on failure).
     Check,
     /// Manage schema migrations (the guide's Alembic commands).
@@ -60,17 +68,31 @@ enum MigrateAction {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let command = cli.command.unwrap_or(Command::Serve);
-    telemetry::init(match command {
-        // sqlx reports PostgreSQL's NOTICEs (e.g. "already exists, skipping") at info.
-        Command::Serve => "info,sqlx::postgres::notice=warn",
-        Command::Check | Command::Migrate { .. } => "warn",
+    let command = cli.command.unwrap_or(Command::Serve {
+        host: None,
+        port: None,
     });
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("✗ Configuration error: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    let _log_files = match &command {
+        Command::Serve { host, port } => {
+            config.api.host = host.clone().unwrap_or(config.api.host);
+            config.api.port = port.unwrap_or(config.api.port);
+            // sqlx reports PostgreSQL's NOTICEs (e.g. "already exists, skipping") at info.
+            telemetry::init_with(
+                "info,sqlx::postgres::notice=warn",
+                config.logging.json,
+                config.logging.dir.as_deref(),
+            )
+        }
+        Command::Check | Command::Migrate { .. } => {
+            telemetry::init("warn");
+            None
         }
     };
     if let Command::Migrate {
@@ -87,7 +109,7 @@ async fn main() -> ExitCode {
         }
     };
     let outcome = match command {
-        Command::Serve => serve(&harness).await,
+        Command::Serve { .. } => serve(&harness).await,
         Command::Check => {
             let report = check::run(harness.config(), harness.url()).await;
             print!("{}", report.text());
@@ -256,6 +278,15 @@ async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
     for entry in harness.prepare().await? {
         println!("Applied migration {}", entry.file);
     }
+    let settings = &harness.config().api;
+    let application =
+        match Application::bind(harness.api_context(), &settings.host, settings.port).await {
+            Ok(application) => application,
+            Err(error) => {
+                eprintln!("✗ {error}");
+                return Ok(false);
+            }
+        };
     println!("PostgreSQL is ready at {}", harness.url());
     if let Some(server) = harness.server() {
         println!("  data directory: {}", server.data_dir().display());
@@ -263,8 +294,16 @@ async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
             println!("  (attached to the server run by pgharness pid {owner})");
         }
     }
+    match application.local_addr() {
+        Ok(address) => {
+            println!("API and UI at http://{address}/  (API docs: http://{address}/openapi.json)")
+        }
+        Err(error) => eprintln!("⚠ cannot tell the API's address: {error}"),
+    }
     println!("Press Ctrl-C to stop.");
-    shutdown.await;
+    if let Err(error) = application.run_until(shutdown).await {
+        eprintln!("✗ the API stopped: {error}");
+    }
     println!("Stopping...");
     Ok(true)
 }

@@ -144,6 +144,26 @@ pub struct Config {
     pub embedded: EmbeddedSettings,
     pub pool: PoolSettings,
     pub migrations: MigrationSettings,
+    pub api: ApiSettings,
+    pub logging: LogSettings,
+}
+
+/// Where the HTTP API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiSettings {
+    /// `APP_HOST`.
+    pub host: String,
+    /// `APP_PORT`; 0 picks a free port.
+    pub port: u16,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// `PGHARNESS_LOG_FORMAT=json`: JSON lines instead of human-readable text.
+    pub json: bool,
+    /// `PGHARNESS_LOG_DIR`: daily rolling log files (the guide's `logs/`); `off` for none.
+    pub dir: Option<PathBuf>,
 }
 
 /// Where migrations come from and when they run.
@@ -252,6 +272,29 @@ impl Config {
             }
         };
         let embedded = embedded_settings(&var)?;
+        let api = ApiSettings {
+            host: var("APP_HOST").unwrap_or_else(|| "127.0.0.1".to_owned()),
+            port: parse_number(&var, "APP_PORT", 8000, 0)?,
+        };
+        let logging = LogSettings {
+            json: match var("PGHARNESS_LOG_FORMAT").as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        variable: "PGHARNESS_LOG_FORMAT",
+                        value: other.to_owned(),
+                        reason: "unknown format".to_owned(),
+                        allowed: "text, json".to_owned(),
+                    });
+                }
+            },
+            dir: match var("PGHARNESS_LOG_DIR") {
+                Some(dir) if dir.eq_ignore_ascii_case("off") => None,
+                Some(dir) => Some(PathBuf::from(dir)),
+                None => Some(PathBuf::from("logs")),
+            },
+        };
 
         Ok(Self {
             environment,
@@ -259,6 +302,8 @@ impl Config {
             embedded,
             pool,
             migrations,
+            api,
+            logging,
         })
     }
 }

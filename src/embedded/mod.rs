@@ -23,6 +23,7 @@ use std::fs::File;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use postgresql_commands::CommandBuilder;
@@ -76,6 +77,11 @@ pub enum ServerError {
         path: PathBuf,
         seconds: u64,
     },
+    #[error(
+        "the embedded server is owned by another pgharness (pid {owner}); only that process can \
+         stop or start it"
+    )]
+    NotOwner { owner: u32 },
     #[error("{action}: {source}")]
     Database { action: String, source: sqlx::Error },
 }
@@ -99,7 +105,7 @@ pub struct ServerOptions {
 /// Who stops the server.
 #[derive(Debug)]
 enum Role {
-    Owner { _lock: File },
+    Owner { lock: File },
     Attached { owner_pid: u32 },
 }
 
@@ -119,7 +125,10 @@ pub struct EmbeddedServer {
     password: SecretString,
     database: String,
     role: Role,
-    running: bool,
+    options: ServerOptions,
+    running: AtomicBool,
+    /// Serialises stop, pause and resume.
+    control: tokio::sync::Mutex<()>,
 }
 
 impl EmbeddedServer {
@@ -173,8 +182,10 @@ impl EmbeddedServer {
             port: 0,
             password,
             database: options.database.clone(),
-            role: Role::Owner { _lock: lock },
-            running: false,
+            role: Role::Owner { lock },
+            options: options.clone(),
+            running: AtomicBool::new(false),
+            control: tokio::sync::Mutex::new(()),
         };
         server.start_postgres(options).await?;
         let state = ServerState {
@@ -230,7 +241,9 @@ impl EmbeddedServer {
             role: Role::Attached {
                 owner_pid: state.owner_pid,
             },
-            running: true,
+            options: options.clone(),
+            running: AtomicBool::new(true),
+            control: tokio::sync::Mutex::new(()),
         };
         server.ensure_database().await?;
         Ok(server)
@@ -246,7 +259,7 @@ impl EmbeddedServer {
             match self.pg_ctl_start(port, options).await {
                 Ok(()) => {
                     self.port = port;
-                    self.running = true;
+                    self.running.store(true, Ordering::SeqCst);
                     return Ok(());
                 }
                 // A free port can be taken between choosing and binding it: choose again.
@@ -269,6 +282,11 @@ impl EmbeddedServer {
         let mut settings = BTreeMap::from([
             ("listen_addresses".to_owned(), "127.0.0.1".to_owned()),
             ("unix_socket_directories".to_owned(), String::new()),
+            // For the connection screen's slowest statements.
+            (
+                "shared_preload_libraries".to_owned(),
+                "pg_stat_statements".to_owned(),
+            ),
         ]);
         if !options.durable {
             for key in ["fsync", "synchronous_commit", "full_page_writes"] {
@@ -338,6 +356,18 @@ impl EmbeddedServer {
             }
         }
         sqlx::Connection::close(connection).await.ok();
+        let mut connection =
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&self.url().connect_options())
+                .await
+                .map_err(database_error("connecting to the application database"))?;
+        if let Err(error) = sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            .execute(&mut connection)
+            .await
+        {
+            // Only the connection screen's slow-query table depends on it.
+            warn!(%error, "pg_stat_statements is unavailable");
+        }
+        sqlx::Connection::close(connection).await.ok();
         Ok(())
     }
 
@@ -377,25 +407,73 @@ impl EmbeddedServer {
         }
     }
 
-    /// Stops the server (fast shutdown: clients are disconnected, committed data is kept).
-    /// An attached process leaves the server to its owner.
+    /// Whether the server is up (as far as this process knows).
+    #[must_use]
+    pub fn is_running(&self) -> bool {
+        self.running.load(Ordering::SeqCst)
+    }
+
+    /// Stops the server for good (fast shutdown: clients are disconnected, committed data is
+    /// kept). An attached process leaves the server to its owner.
     ///
     /// # Errors
     ///
     /// [`ServerError::Command`] when `pg_ctl stop` fails.
-    pub async fn stop(mut self) -> Result<(), ServerError> {
-        if !self.running || self.owner_pid().is_some() {
-            self.running = false;
+    pub async fn stop(&self) -> Result<(), ServerError> {
+        if self.owner_pid().is_some() {
+            self.running.store(false, Ordering::SeqCst);
             return Ok(());
         }
-        let result = run(&self.privilege, self.stop_builder()).await;
-        self.running = false;
+        self.pause().await?;
         let _ = std::fs::remove_file(self.home.join("server.json"));
-        result.map_err(|error| ServerError::Command {
-            command: "pg_ctl stop".to_owned(),
-            detail: error,
-        })?;
+        // The data directory is free for the next owner from now on, even while this value lives.
+        if let Role::Owner { lock } = &self.role {
+            let _ = lock.unlock();
+        }
+        Ok(())
+    }
+
+    /// Stops the server but keeps ownership, so that [`EmbeddedServer::resume`] can start it
+    /// again on the same port: an outage rehearsal.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::NotOwner`] when attached; [`ServerError::Command`] when `pg_ctl` fails.
+    pub async fn pause(&self) -> Result<(), ServerError> {
+        if let Some(owner) = self.owner_pid() {
+            return Err(ServerError::NotOwner { owner });
+        }
+        let _guard = self.control.lock().await;
+        if !self.running.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        run(&self.privilege, self.stop_builder())
+            .await
+            .map_err(|detail| ServerError::Command {
+                command: "pg_ctl stop".to_owned(),
+                detail,
+            })?;
+        self.running.store(false, Ordering::SeqCst);
         info!(data = %self.home.display(), "embedded PostgreSQL stopped");
+        Ok(())
+    }
+
+    /// Starts a paused server again, on the same port.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::NotOwner`] when attached; [`ServerError::PortInUse`] when its port was
+    /// taken meanwhile; [`ServerError::Command`] when `pg_ctl` fails.
+    pub async fn resume(&self) -> Result<(), ServerError> {
+        if let Some(owner) = self.owner_pid() {
+            return Err(ServerError::NotOwner { owner });
+        }
+        let _guard = self.control.lock().await;
+        if self.running.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.pg_ctl_start(self.port, &self.options).await?;
+        self.running.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -408,7 +486,7 @@ impl Drop for EmbeddedServer {
     /// A server must not outlive its owner: stop it even when `stop` was not awaited
     /// (a panic, an early return).
     fn drop(&mut self) {
-        if self.running && self.owner_pid().is_none() {
+        if self.running.load(Ordering::SeqCst) && self.owner_pid().is_none() {
             let builder = self.stop_builder();
             let mut command = self.privilege.command(
                 &builder.get_program_file(),

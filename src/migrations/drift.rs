@@ -38,11 +38,14 @@ impl fmt::Display for Difference {
     }
 }
 
-/// User schemas only, and not sqlx's bookkeeping table.
+/// User schemas only; not sqlx's bookkeeping table, nor objects of extensions (such as the
+/// embedded server's pg_stat_statements), which migrations do not create.
 const RELATIONS: &str = "SELECT c.oid, c.relkind FROM pg_class c \
     JOIN pg_namespace n ON n.oid = c.relnamespace \
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \
-      AND n.nspname NOT LIKE 'pg_toast%' AND c.relname <> '_sqlx_migrations'";
+      AND n.nspname NOT LIKE 'pg_toast%' AND c.relname <> '_sqlx_migrations' \
+      AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass \
+                      AND d.objid = c.oid AND d.deptype = 'e')";
 
 /// The schema of the database `connection` is on, one line per object.
 ///

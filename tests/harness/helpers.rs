@@ -64,10 +64,12 @@ pub fn pgharness(workdir: &Path) -> Command {
         "PGHARNESS_PG_PORT",
         "PGHARNESS_DATABASE",
         "RUST_LOG",
+        "APP_HOST",
     ] {
         command.env_remove(variable);
     }
-    command.current_dir(workdir);
+    // Parallel tests must not compete for the API's default port.
+    command.env("APP_PORT", "0").current_dir(workdir);
     command
 }
 

@@ -1,0 +1,287 @@
+//! `/api/connection`, `/api/queries/slow` and `/api/database/{stop,start,restart}`: what the
+//! UI's connection screen shows, and outage rehearsal for QA (embedded server only).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Serialize;
+
+use super::ApiContext;
+use super::error::ApiError;
+use crate::config::PoolSettings;
+use crate::database::PoolStats;
+use crate::embedded::{EmbeddedServer, ServerError};
+use crate::migrations::MigrationEntry;
+
+/// Live facts are skipped, not waited for, when the database does not answer within this.
+const LIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub fn router() -> Router<ApiContext> {
+    Router::new()
+        .route("/api/connection", get(connection))
+        .route("/api/queries/slow", get(slow_queries))
+        .route("/api/database/stop", post(stop_database))
+        .route("/api/database/start", post(start_database))
+        .route("/api/database/restart", post(restart_database))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PoolSettingsView {
+    size: u32,
+    max_overflow: u32,
+    timeout_seconds: u64,
+    recycle_seconds: u64,
+    echo: bool,
+}
+
+impl From<&PoolSettings> for PoolSettingsView {
+    fn from(settings: &PoolSettings) -> Self {
+        Self {
+            size: settings.size,
+            max_overflow: settings.max_overflow,
+            timeout_seconds: settings.timeout.as_secs(),
+            recycle_seconds: settings.recycle.as_secs(),
+            echo: settings.echo,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MigrationsView {
+    #[schema(value_type = Vec<Object>)]
+    applied: Vec<MigrationEntry>,
+    #[schema(value_type = Vec<Object>)]
+    pending: Vec<MigrationEntry>,
+}
+
+/// The connection screen. Passwords are never included.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionInfo {
+    /// The guide's masked form, `host:port/database`.
+    url: String,
+    host: String,
+    port: u16,
+    database: String,
+    user: String,
+    /// `embedded` or `external`.
+    mode: &'static str,
+    data_directory: Option<String>,
+    /// Whether the database answered just now; the fields below are null when it did not.
+    reachable: bool,
+    server_version: Option<String>,
+    /// Sessions on this database (`pg_stat_activity`).
+    active_connections: Option<i64>,
+    migrations: Option<MigrationsView>,
+    pool_settings: PoolSettingsView,
+    #[schema(value_type = Object)]
+    pool: PoolStats,
+}
+
+struct LiveFacts {
+    server_version: String,
+    active_connections: i64,
+    migrations: MigrationsView,
+}
+
+async fn live_facts(context: &ApiContext) -> Result<LiveFacts, ApiError> {
+    let mut connection = context.database.acquire().await?;
+    let (server_version, active_connections): (String, i64) = sqlx::query_as(
+        "SELECT current_setting('server_version'),
+                (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())",
+    )
+    .fetch_one(&mut *connection)
+    .await?;
+    drop(connection);
+    let status = context
+        .migrations
+        .status(context.database.pool())
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    let (applied, pending) = status
+        .migrations
+        .into_iter()
+        .partition(|entry| entry.applied_at.is_some());
+    Ok(LiveFacts {
+        server_version,
+        active_connections,
+        migrations: MigrationsView { applied, pending },
+    })
+}
+
+/// Connection details, pool settings and usage, server facts and migrations.
+#[utoipa::path(get, path = "/api/connection", tag = "database", responses(
+    (status = 200, description = "Connection details (live facts null while the database is down)", body = ConnectionInfo),
+))]
+pub async fn connection(State(context): State<ApiContext>) -> Json<ConnectionInfo> {
+    let live = tokio::time::timeout(LIVE_TIMEOUT, live_facts(&context))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let url = &context.url;
+    Json(ConnectionInfo {
+        url: url.masked(),
+        host: url.host.clone(),
+        port: url.port,
+        database: url.database.clone(),
+        user: url.username.clone(),
+        mode: if context.server.is_some() {
+            "embedded"
+        } else {
+            "external"
+        },
+        data_directory: context
+            .server
+            .as_ref()
+            .map(|server| server.data_dir().display().to_string()),
+        reachable: live.is_some(),
+        server_version: live.as_ref().map(|facts| facts.server_version.clone()),
+        active_connections: live.as_ref().map(|facts| facts.active_connections),
+        migrations: live.map(|facts| facts.migrations),
+        pool_settings: context.database.settings().into(),
+        pool: context.database.stats(),
+    })
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct SlowQuery {
+    query: String,
+    calls: i64,
+    mean_ms: f64,
+    total_ms: f64,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SlowQueries {
+    /// False when the server does not have `pg_stat_statements`.
+    available: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    queries: Vec<SlowQuery>,
+}
+
+/// The ten statements with the highest mean time on this database (`pg_stat_statements`).
+#[utoipa::path(get, path = "/api/queries/slow", tag = "database", responses(
+    (status = 200, description = "Slowest statements, or why they are not available", body = SlowQueries),
+    (status = 503, description = "The database is unavailable"),
+))]
+pub async fn slow_queries(
+    State(context): State<ApiContext>,
+) -> Result<Json<SlowQueries>, ApiError> {
+    let mut connection = context.database.acquire().await?;
+    let installed: bool =
+        sqlx::query_scalar("SELECT to_regclass('pg_stat_statements') IS NOT NULL")
+            .fetch_one(&mut *connection)
+            .await?;
+    if !installed {
+        return Ok(Json(SlowQueries {
+            available: false,
+            reason: Some(
+                "pg_stat_statements is not installed on this server: add it to \
+                 shared_preload_libraries and run CREATE EXTENSION pg_stat_statements"
+                    .to_owned(),
+            ),
+            queries: Vec::new(),
+        }));
+    }
+    let queries = sqlx::query_as(
+        "SELECT query, calls, mean_exec_time AS mean_ms, total_exec_time AS total_ms
+           FROM pg_stat_statements
+          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+          ORDER BY mean_exec_time DESC
+          LIMIT 10",
+    )
+    .fetch_all(&mut *connection)
+    .await;
+    match queries {
+        Ok(queries) => Ok(Json(SlowQueries {
+            available: true,
+            reason: None,
+            queries,
+        })),
+        // Installed in the database but not preloaded by the server.
+        Err(sqlx::Error::Database(error)) => Ok(Json(SlowQueries {
+            available: false,
+            reason: Some(format!(
+                "pg_stat_statements is not usable: {}",
+                error.message()
+            )),
+            queries: Vec::new(),
+        })),
+        Err(error) => Err(error.into()),
+    }
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DatabaseState {
+    /// `running` or `stopped`.
+    status: &'static str,
+}
+
+fn embedded(context: &ApiContext) -> Result<&EmbeddedServer, ApiError> {
+    context.server.as_deref().ok_or_else(|| {
+        ApiError::Forbidden(format!(
+            "database control works only with the embedded server; this API uses the external \
+             server at {}",
+            context.url.masked()
+        ))
+    })
+}
+
+fn control_error(error: ServerError) -> ApiError {
+    match error {
+        ServerError::NotOwner { .. } => ApiError::Forbidden(error.to_string()),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+fn state(server: &EmbeddedServer) -> Json<DatabaseState> {
+    Json(DatabaseState {
+        status: if server.is_running() {
+            "running"
+        } else {
+            "stopped"
+        },
+    })
+}
+
+/// Stop the embedded server (fast shutdown), e.g. to rehearse an outage.
+#[utoipa::path(post, path = "/api/database/stop", tag = "database", responses(
+    (status = 200, description = "Stopped", body = DatabaseState),
+    (status = 403, description = "External server, or a server owned by another process"),
+))]
+pub async fn stop_database(
+    State(context): State<ApiContext>,
+) -> Result<Json<DatabaseState>, ApiError> {
+    let server = embedded(&context)?;
+    server.pause().await.map_err(control_error)?;
+    Ok(state(server))
+}
+
+/// Start the embedded server again, on the same port.
+#[utoipa::path(post, path = "/api/database/start", tag = "database", responses(
+    (status = 200, description = "Running", body = DatabaseState),
+    (status = 403, description = "External server, or a server owned by another process"),
+))]
+pub async fn start_database(
+    State(context): State<ApiContext>,
+) -> Result<Json<DatabaseState>, ApiError> {
+    let server = embedded(&context)?;
+    server.resume().await.map_err(control_error)?;
+    Ok(state(server))
+}
+
+/// Stop and start the embedded server.
+#[utoipa::path(post, path = "/api/database/restart", tag = "database", responses(
+    (status = 200, description = "Running", body = DatabaseState),
+    (status = 403, description = "External server, or a server owned by another process"),
+))]
+pub async fn restart_database(
+    State(context): State<ApiContext>,
+) -> Result<Json<DatabaseState>, ApiError> {
+    let server = embedded(&context)?;
+    server.pause().await.map_err(control_error)?;
+    server.resume().await.map_err(control_error)?;
+    Ok(state(server))
+}
