@@ -149,9 +149,8 @@ async fn reference_schema(
     migrations: &Migrations,
     url: &DatabaseUrl,
 ) -> Result<BTreeSet<String>, MigrationError> {
-    // Two: `up` holds one for its lock while the migrator uses the other.
     let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(1)
         .connect_with(url.connect_options())
         .await?;
     let result = async {

@@ -510,8 +510,9 @@ impl Migrations {
 }
 
 /// Held while `up` or `down` runs, so that what it reports as done is what this process did.
-/// (sqlx's own lock covers only the run itself, on another connection and key.)
-struct MigrationLock(sqlx::pool::PoolConnection<sqlx::Postgres>);
+/// (sqlx's own lock covers only the run itself, on another connection and key.) It has a
+/// connection of its own, outside the pool: a pool of one connection must still migrate.
+struct MigrationLock(sqlx::PgConnection);
 
 impl MigrationLock {
     async fn around<T>(
@@ -528,23 +529,18 @@ impl MigrationLock {
     const KEY: i64 = 0x7067_6861_726e_6573;
 
     async fn acquire(pool: &PgPool) -> Result<Self, sqlx::Error> {
-        let mut connection = pool.acquire().await?;
+        let mut connection =
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&pool.connect_options()).await?;
         sqlx::query("SELECT pg_advisory_lock($1)")
             .bind(Self::KEY)
-            .execute(&mut *connection)
+            .execute(&mut connection)
             .await?;
         Ok(Self(connection))
     }
 
-    async fn release(mut self) {
-        let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(Self::KEY)
-            .execute(&mut *self.0)
-            .await;
-        if unlocked.is_err() {
-            // A session that cannot unlock must not go back to the pool holding the lock.
-            let _ = self.0.detach();
-        }
+    /// Closing the session releases the lock.
+    async fn release(self) {
+        let _ = sqlx::Connection::close(self.0).await;
     }
 }
 

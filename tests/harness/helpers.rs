@@ -194,3 +194,116 @@ pub fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The API on its own migrated throwaway database, called in-process.
+pub struct TestApp {
+    pub router: axum::Router,
+    pub database: pgharness::database::Database,
+    pub server: std::sync::Arc<EmbeddedServer>,
+    pub _home: TempDir,
+}
+
+pub struct Reply {
+    pub status: axum::http::StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: serde_json::Value,
+    pub text: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    /// With pool variables (e.g. `DATABASE_POOL_SIZE`).
+    pub async fn spawn_with(variables: &[(&str, &str)]) -> Self {
+        let (home, server) = temporary_server().await;
+        let variables: std::collections::HashMap<&str, &str> = variables.iter().copied().collect();
+        let config =
+            Config::from_lookup(|name| variables.get(name).map(|value| (*value).to_owned()))
+                .unwrap();
+        let database = pgharness::database::Database::connect_lazy(&server.url(), &config.pool);
+        let migrations = pgharness::migrations::Migrations::embedded();
+        migrations.up(database.pool(), None).await.unwrap();
+        let server = std::sync::Arc::new(server);
+        let context = pgharness::api::ApiContext::new(
+            database.clone(),
+            config.environment,
+            server.url(),
+            Some(server.clone()),
+            std::sync::Arc::new(migrations),
+        );
+        Self {
+            router: pgharness::api::router(context),
+            database,
+            server,
+            _home: home,
+        }
+    }
+
+    pub async fn send(&self, request: axum::http::Request<axum::body::Body>) -> Reply {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+            text,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send(
+            axum::http::Request::get(uri)
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn call(&self, method: &str, uri: &str, body: serde_json::Value) -> Reply {
+        self.send(
+            axum::http::Request::builder()
+                .method(method)
+                .uri(uri)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn create_user(&self, username: &str, email: &str) -> serde_json::Value {
+        let reply = self
+            .call(
+                "POST",
+                "/users",
+                serde_json::json!({"username": username, "email": email}),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            axum::http::StatusCode::CREATED,
+            "{}",
+            reply.text
+        );
+        reply.body
+    }
+
+    pub async fn user_count(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM users")
+            .fetch_one(self.database.pool())
+            .await
+            .unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.database.close().await;
+        self.server.stop().await.unwrap();
+    }
+}

@@ -3,6 +3,7 @@
 // A failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api;
 mod binaries;
 mod check;
 mod config;

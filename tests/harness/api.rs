@@ -1,0 +1,561 @@
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+fn locations(reply_body: &Value) -> Vec<Value> {
+    reply_body["detail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["loc"].clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn health_reports_the_guides_body_when_the_database_answers() {
+    let app = TestApp::spawn().await;
+    let reply = app.get("/health").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["status"], "healthy");
+    assert_eq!(reply.body["environment"], "development");
+    assert_eq!(reply.body["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(reply.body["checks"], json!({"database": "healthy"}));
+    assert!(reply.body["database"]["latency_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(reply.body["pool"]["max"], 15);
+    assert_eq!(app.get("/health/live").await.status, StatusCode::OK);
+    assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+
+    let stopped = app.call("POST", "/api/database/stop", json!({})).await;
+    assert_eq!(stopped.body, json!({"status": "stopped"}));
+    let started = Instant::now();
+    let reply = app.get("/health").await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body["status"], "unhealthy");
+    assert_eq!(reply.body["checks"]["database"], "unhealthy");
+    assert!(reply.body["database"]["reason"].is_string());
+    assert_eq!(
+        app.get("/health/ready").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get("/health/live").await.status, StatusCode::OK);
+
+    let restarted = app.call("POST", "/api/database/start", json!({})).await;
+    assert_eq!(restarted.body, json!({"status": "running"}));
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    let restart = app.call("POST", "/api/database/restart", json!({})).await;
+    assert_eq!(restart.status, StatusCode::OK);
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_is_created_with_its_location_and_read_back() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .call(
+            "POST",
+            "/users",
+            json!({"username": "alice", "email": "Alice@Example.com"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let id = reply.body["id"].as_i64().unwrap();
+    assert_eq!(reply.headers["location"], format!("/users/{id}").as_str());
+    assert_eq!(reply.body["username"], "alice");
+    assert!(reply.body["created_at"].is_string());
+
+    let read = app.get(&format!("/users/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body, reply.body);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_user_is_the_guides_404_and_a_non_integer_id_is_422() {
+    let app = TestApp::spawn().await;
+    let missing = app.get("/users/4242").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body, json!({"detail": "User not found"}));
+    let bad = app.get("/users/abc").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(locations(&bad.body), vec![json!(["path", "user_id"])]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_fields_are_422_naming_each_field() {
+    let app = TestApp::spawn().await;
+    let reply = app
+        .call(
+            "POST",
+            "/users",
+            json!({"username": "al", "email": "not-an-address"}),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        locations(&reply.body),
+        vec![json!(["body", "username"]), json!(["body", "email"])]
+    );
+    let long_name = "x".repeat(51);
+    let reply = app
+        .call(
+            "POST",
+            "/users",
+            json!({"username": long_name, "email": "x@y.z"}),
+        )
+        .await;
+    assert_eq!(locations(&reply.body), vec![json!(["body", "username"])]);
+    let missing = app
+        .call("POST", "/users", json!({"username": "alice"}))
+        .await;
+    assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(missing.text.contains("email"), "{}", missing.text);
+    assert_eq!(app.user_count().await, 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_taken_username_or_email_is_409_naming_which() {
+    let app = TestApp::spawn().await;
+    app.create_user("alice", "alice@example.com").await;
+    let same_name = app
+        .call(
+            "POST",
+            "/users",
+            json!({"username": "alice", "email": "other@example.com"}),
+        )
+        .await;
+    assert_eq!(same_name.status, StatusCode::CONFLICT);
+    assert_eq!(
+        locations(&same_name.body),
+        vec![json!(["body", "username"])]
+    );
+    let same_email = app
+        .call(
+            "POST",
+            "/users",
+            json!({"username": "alicia", "email": "ALICE@example.com"}),
+        )
+        .await;
+    assert_eq!(same_email.status, StatusCode::CONFLICT);
+    assert_eq!(locations(&same_email.body), vec![json!(["body", "email"])]);
+    assert_eq!(app.user_count().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_json_wrong_content_type_and_oversized_bodies_are_refused() {
+    let app = TestApp::spawn().await;
+    let malformed = app
+        .send(
+            Request::post("/users")
+                .header("content-type", "application/json")
+                .body(Body::from("{\"username\": "))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(malformed.status, StatusCode::BAD_REQUEST);
+    assert!(
+        malformed.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON")
+    );
+
+    let wrong_type = app
+        .send(
+            Request::post("/users")
+                .header("content-type", "text/plain")
+                .body(Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(wrong_type.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(wrong_type.body["detail"].is_string());
+
+    let huge = format!(
+        "[{}]",
+        vec!["{\"username\":\"abcdef\",\"email\":\"a@b.c\"}"; 40_000].join(",")
+    );
+    let oversized = app
+        .send(
+            Request::post("/users/batch")
+                .header("content-type", "application/json")
+                .body(Body::from(huge))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(oversized.body["detail"].as_str().unwrap().contains("limit"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_is_created_all_at_once() {
+    let app = TestApp::spawn().await;
+    let users: Vec<Value> = (0..250)
+        .map(|index| json!({"username": format!("user{index:03}"), "email": format!("u{index}@example.com")}))
+        .collect();
+    let reply = app.call("POST", "/users/batch", json!(users)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert_eq!(reply.body["created"], 250);
+    assert_eq!(reply.body["users"][0]["username"], "user000");
+    assert_eq!(reply.body["users"][249]["username"], "user249");
+    assert_eq!(app.user_count().await, 250);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_one_bad_row_inserts_nothing_and_names_the_row() {
+    let app = TestApp::spawn().await;
+    app.create_user("taken", "taken@example.com").await;
+    let invalid = app
+        .call(
+            "POST",
+            "/users/batch",
+            json!([
+                {"username": "good1", "email": "g1@example.com"},
+                {"username": "good2", "email": "nope"},
+            ]),
+        )
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(locations(&invalid.body), vec![json!(["body", 1, "email"])]);
+
+    let duplicates = app
+        .call(
+            "POST",
+            "/users/batch",
+            json!([
+                {"username": "good1", "email": "g1@example.com"},
+                {"username": "good1", "email": "G1@example.com"},
+                {"username": "taken", "email": "fresh@example.com"},
+            ]),
+        )
+        .await;
+    assert_eq!(duplicates.status, StatusCode::CONFLICT);
+    assert_eq!(
+        locations(&duplicates.body),
+        vec![
+            json!(["body", 1, "username"]),
+            json!(["body", 1, "email"]),
+            json!(["body", 2, "username"])
+        ]
+    );
+
+    let too_many: Vec<Value> = (0..=pgharness::api::BATCH_LIMIT)
+        .map(|index| json!({"username": format!("user{index}"), "email": format!("u{index}@x.io")}))
+        .collect();
+    let over = app.call("POST", "/users/batch", json!(too_many)).await;
+    assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(over.text.contains("1 to 1000"), "{}", over.text);
+    assert_eq!(app.user_count().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn users_are_listed_by_page_search_and_creation_time() {
+    let app = TestApp::spawn().await;
+    for name in ["alice", "bob", "carol", "al_x"] {
+        app.create_user(name, &format!("{name}@example.com")).await;
+    }
+    let page = app.get("/users?limit=2&offset=1").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body["total"], 4);
+    let names: Vec<&str> = page.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| user["username"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bob", "carol"]);
+
+    let search = app.get("/users?q=AL").await;
+    assert_eq!(search.body["total"], 2);
+    // `_` in the search text is a character, not a wildcard.
+    let literal = app.get("/users?q=l_").await;
+    assert_eq!(literal.body["total"], 1);
+    assert_eq!(literal.body["items"][0]["username"], "al_x");
+
+    let future = app.get("/users?created_after=2999-01-01").await;
+    assert_eq!(future.body["total"], 0);
+    let past = app.get("/users?created_after=2000-01-01T00:00:00Z").await;
+    assert_eq!(past.body["total"], 4);
+    let beyond = app.get("/users?offset=10").await;
+    assert_eq!(beyond.body["items"], json!([]));
+    assert_eq!(beyond.body["total"], 4);
+
+    for (query, field) in [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("offset=-1", "offset"),
+        ("created_after=yesterday", "created_after"),
+    ] {
+        let bad = app.get(&format!("/users?{query}")).await;
+        assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{query}");
+        assert_eq!(
+            locations(&bad.body),
+            vec![json!(["query", field])],
+            "{query}"
+        );
+    }
+    let not_a_number = app.get("/users?limit=ten").await;
+    assert_eq!(not_a_number.status, StatusCode::UNPROCESSABLE_ENTITY);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_is_updated_and_deleted() {
+    let app = TestApp::spawn().await;
+    let alice = app.create_user("alice", "alice@example.com").await;
+    app.create_user("bob", "bob@example.com").await;
+    let uri = format!("/users/{}", alice["id"]);
+
+    let renamed = app.call("PATCH", &uri, json!({"username": "alicia"})).await;
+    assert_eq!(renamed.status, StatusCode::OK);
+    assert_eq!(renamed.body["username"], "alicia");
+    assert_eq!(renamed.body["email"], "alice@example.com");
+
+    let clash = app
+        .call("PATCH", &uri, json!({"email": "BOB@example.com"}))
+        .await;
+    assert_eq!(clash.status, StatusCode::CONFLICT);
+    assert_eq!(locations(&clash.body), vec![json!(["body", "email"])]);
+    let invalid = app.call("PATCH", &uri, json!({"username": "x"})).await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let missing = app
+        .call("PATCH", "/users/999999", json!({"username": "nobody"}))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body, json!({"detail": "User not found"}));
+
+    let deleted = app.call("DELETE", &uri, json!(null)).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&uri).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.call("DELETE", &uri, json!(null)).await.status,
+        StatusCode::NOT_FOUND
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_is_503_with_retry_after() {
+    let app = TestApp::spawn_with(&[
+        ("DATABASE_POOL_SIZE", "1"),
+        ("DATABASE_MAX_OVERFLOW", "0"),
+        ("DATABASE_POOL_TIMEOUT", "1"),
+    ])
+    .await;
+    let held = app.database.acquire().await.unwrap();
+    let reply = app.get("/users/1").await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("connection pool exhausted")
+    );
+    drop(held);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_500_shows_neither_sql_nor_credentials() {
+    let app = TestApp::spawn().await;
+    sqlx::query("ALTER TABLE users RENAME TO people")
+        .execute(app.database.pool())
+        .await
+        .unwrap();
+    let reply = app.get("/users/1").await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(reply.body, json!({"detail": "Internal server error"}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_connection_screen_shows_the_server_without_its_password() {
+    let app = TestApp::spawn().await;
+    let reply = app.get("/api/connection").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let info = &reply.body;
+    assert_eq!(info["mode"], "embedded");
+    assert_eq!(info["host"], "127.0.0.1");
+    assert_eq!(info["database"], "app_db");
+    assert_eq!(info["user"], "postgres");
+    assert_eq!(info["reachable"], true);
+    assert!(info["server_version"].as_str().unwrap().starts_with("16."));
+    assert!(info["active_connections"].as_i64().unwrap() >= 1);
+    assert_eq!(info["url"], format!("127.0.0.1:{}/app_db", info["port"]));
+    assert_eq!(info["pool_settings"]["size"], 5);
+    assert_eq!(info["migrations"]["pending"], json!([]));
+    assert_eq!(info["migrations"]["applied"].as_array().unwrap().len(), 1);
+    let password = app.server.url().expose_url();
+    let password = password
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap();
+    assert!(!reply.text.contains(password), "password in {}", reply.text);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn slow_queries_come_from_pg_stat_statements() {
+    let app = TestApp::spawn().await;
+    app.create_user("alice", "alice@example.com").await;
+    let reply = app.get("/api/queries/slow").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["available"], true);
+    let queries = reply.body["queries"].as_array().unwrap();
+    assert!(
+        queries.iter().any(|query| query["query"]
+            .as_str()
+            .unwrap()
+            .contains("INSERT INTO users")),
+        "{}",
+        reply.text
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn database_control_is_refused_against_an_external_server() {
+    let app = TestApp::spawn().await;
+    let context = pgharness::api::ApiContext::new(
+        app.database.clone(),
+        pgharness::config::Environment::Development,
+        app.server.url(),
+        None,
+        std::sync::Arc::new(pgharness::migrations::Migrations::embedded()),
+    );
+    let external = TestApp {
+        router: pgharness::api::router(context),
+        ..app
+    };
+    for action in ["stop", "start", "restart"] {
+        let reply = external
+            .call("POST", &format!("/api/database/{action}"), json!({}))
+            .await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{action}");
+        assert!(
+            reply.body["detail"].as_str().unwrap().contains("embedded"),
+            "{}",
+            reply.text
+        );
+    }
+    assert_eq!(
+        external.get("/api/connection").await.body["mode"],
+        "external"
+    );
+    assert_eq!(external.get("/health").await.status, StatusCode::OK);
+    external.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_show_the_pool() {
+    let app = TestApp::spawn().await;
+    app.get("/users/1").await;
+    app.get("/users/2").await;
+    let reply = app.get("/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = reply.text;
+    assert!(
+        text.contains(
+            r#"pgharness_http_requests_total{method="GET",route="/users/{user_id}",status="404"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("pgharness_http_request_duration_seconds_bucket"),
+        "{text}"
+    );
+    for gauge in [
+        "pgharness_pool_size",
+        "pgharness_pool_idle",
+        "pgharness_pool_in_use",
+        "pgharness_pool_max 15",
+    ] {
+        assert!(text.contains(gauge), "{gauge} missing:\n{text}");
+    }
+    assert!(text.contains("pgharness_pool_wait_seconds_total"), "{text}");
+    assert!(
+        text.contains("pgharness_pool_connection_errors_total"),
+        "{text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes() {
+    let app = TestApp::spawn().await;
+    let reply = app.get("/openapi.json").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let spec = oas3::from_json(&reply.text).expect("a valid OpenAPI 3 document");
+    assert!(spec.openapi.starts_with("3."));
+    let paths = spec.paths.unwrap_or_default();
+    for (path, method, statuses) in [
+        ("/health", "get", &["200", "503"][..]),
+        ("/health/live", "get", &["200"]),
+        ("/health/ready", "get", &["200", "503"]),
+        ("/users", "get", &["200", "422"]),
+        (
+            "/users",
+            "post",
+            &["201", "400", "409", "413", "415", "422"],
+        ),
+        ("/users/batch", "post", &["201", "409", "422"]),
+        ("/users/{user_id}", "get", &["200", "404", "422"]),
+        ("/users/{user_id}", "patch", &["200", "404", "409", "422"]),
+        ("/users/{user_id}", "delete", &["204", "404", "422"]),
+        ("/api/connection", "get", &["200"]),
+        ("/api/queries/slow", "get", &["200", "503"]),
+        ("/api/database/stop", "post", &["200", "403"]),
+        ("/api/database/start", "post", &["200", "403"]),
+        ("/api/database/restart", "post", &["200", "403"]),
+        ("/metrics", "get", &["200"]),
+    ] {
+        let item = paths.get(path).unwrap_or_else(|| panic!("{path} missing"));
+        let operation = match method {
+            "get" => item.get.as_ref(),
+            "post" => item.post.as_ref(),
+            "patch" => item.patch.as_ref(),
+            _ => item.delete.as_ref(),
+        }
+        .unwrap_or_else(|| panic!("{method} {path} missing"));
+        let responses = operation.responses.clone().unwrap_or_default();
+        for status in statuses {
+            assert!(
+                responses.contains_key(*status),
+                "{method} {path} lacks {status}"
+            );
+        }
+    }
+    app.stop().await;
+}
