@@ -296,7 +296,7 @@ async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
     }
     match application.local_addr() {
         Ok(address) => {
-            println!("API and UI at http://{address}/  (API docs: http://{address}/openapi.json)")
+            println!("API and UI at http://{address}/  (API docs: http://{address}/docs)")
         }
         Err(error) => eprintln!("⚠ cannot tell the API's address: {error}"),
     }

@@ -5,6 +5,7 @@
 //! shutdown signal, finishing in-flight requests.
 
 mod admin;
+mod docs;
 mod error;
 mod health;
 mod metrics;
@@ -97,6 +98,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(health::router())
         .merge(users::router())
         .merge(admin::router())
+        .merge(docs::router())
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(async || axum::Json(openapi())))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -559,3 +559,48 @@ async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes()
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
+    let app = TestApp::spawn().await;
+    let page = app.get("/docs").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    // Offline: nothing is loaded from another host.
+    assert!(!page.text.contains("=\"http"), "{}", page.text);
+    for asset in [
+        "/docs/swagger-ui-bundle.js",
+        "/docs/swagger-ui.css",
+        "/docs/init.js",
+    ] {
+        assert!(page.text.contains(asset), "{asset} not referenced");
+        let reply = app.get(asset).await;
+        assert_eq!(reply.status, StatusCode::OK, "{asset}");
+        assert!(
+            reply.headers["cache-control"]
+                .to_str()
+                .unwrap()
+                .contains("max-age")
+        );
+    }
+    let bundle = app.get("/docs/swagger-ui-bundle.js").await;
+    assert!(
+        bundle.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    assert!(bundle.text.contains("SwaggerUIBundle"));
+    assert!(
+        app.get("/docs/init.js")
+            .await
+            .text
+            .contains("/openapi.json")
+    );
+    app.stop().await;
+}
