@@ -104,6 +104,8 @@ pub fn run(mut command: Command) -> Output {
 pub struct Serve {
     pub child: Child,
     pub home: PathBuf,
+    /// `http://127.0.0.1:<port>`, as printed at start.
+    pub api: String,
 }
 
 impl Serve {
@@ -122,15 +124,24 @@ impl Serve {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let ready = lines
-            .by_ref()
-            .any(|line| line.is_ok_and(|line| line.starts_with("Press Ctrl-C")));
+        let mut api = None;
+        let ready = lines.by_ref().any(|line| {
+            let line = line.unwrap_or_default();
+            if let Some(rest) = line.strip_prefix("API and UI at ") {
+                api = rest
+                    .split_whitespace()
+                    .next()
+                    .map(|url| url.trim_end_matches('/').to_owned());
+            }
+            line.starts_with("Press Ctrl-C")
+        });
         assert!(ready, "pgharness serve did not become ready");
         // Keep reading, so that serve never writes to a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Self {
             child,
             home: home.to_owned(),
+            api: api.expect("serve printed no API address"),
         }
     }
 

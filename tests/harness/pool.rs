@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use pgharness::config::{Config, PoolSettings};
 use pgharness::database::{Database, DatabaseError};
-use sqlx::PgConnection;
+use sqlx::{Connection as _, PgConnection};
 
 use crate::helpers::{binaries, options, temporary_server};
 use pgharness::embedded::EmbeddedServer;
@@ -62,7 +62,6 @@ async fn the_pool_follows_each_variable() {
     assert_eq!(options.get_min_connections(), 3);
     assert_eq!(options.get_acquire_timeout(), Duration::from_secs(7));
     assert_eq!(options.get_max_lifetime(), Some(Duration::from_secs(90)));
-    assert!(options.get_test_before_acquire(), "the guide's pre-ping");
 
     // Under load the pool opens overflow connections up to size + overflow, no more.
     let mut held = Vec::new();
@@ -75,6 +74,35 @@ async fn the_pool_follows_each_variable() {
         (7, 7, 0, 7)
     );
     drop(held);
+    database.close().await;
+    server.stop().await.unwrap();
+}
+
+/// The guide's pre-ping: a connection that died while idle is replaced, not handed out.
+#[tokio::test]
+async fn a_connection_killed_while_idle_is_replaced_before_use() {
+    let (_home, server) = temporary_server().await;
+    let settings = pool_settings(&[("DATABASE_POOL_SIZE", "1"), ("DATABASE_MAX_OVERFLOW", "0")]);
+    let database = Database::connect_lazy(&server.url(), &settings);
+    let backend = |database: Database| async move {
+        let mut connection = database.acquire().await.unwrap();
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap()
+    };
+    let first = backend(database.clone()).await;
+    let mut admin = sqlx::PgConnection::connect(&server.url().expose_url())
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    tokio::time::sleep(pgharness::database::PRE_PING_AFTER_IDLE + Duration::from_millis(100)).await;
+    let second = backend(database.clone()).await;
+    assert_ne!(first, second);
     database.close().await;
     server.stop().await.unwrap();
 }

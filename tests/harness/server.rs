@@ -223,3 +223,41 @@ async fn serve_applies_pending_migrations_at_start(
     assert_eq!(exists, applied);
     connection.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn serve_answers_http_and_logs_each_request_to_rolling_files() {
+    let workdir = tempfile::tempdir().unwrap();
+    let logs = workdir.path().join("logs");
+    let mut serve = Serve::start_with(
+        workdir.path(),
+        &workdir.path().join("data"),
+        &[("PGHARNESS_LOG_DIR", logs.to_str().unwrap())],
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let health = reqwest::get(format!("{}/health", serve.api)).await.unwrap();
+    assert_eq!(health.status(), 200);
+    let body: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(body["status"], "healthy");
+    serve.signal(Signal::SIGTERM);
+    assert!(serve.child.wait().unwrap().success());
+
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("pgharness.") && name.ends_with(".log"),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let request = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|entry| entry["span"]["route"] == "/health")
+        .unwrap_or_else(|| panic!("no request entry in:\n{text}"));
+    assert_eq!(request["span"]["method"], "GET");
+    assert_eq!(request["fields"]["status"], 200);
+    assert!(request["fields"]["latency_ms"].as_f64().is_some());
+}

@@ -1,0 +1,306 @@
+//! `cargo bench --bench api`: the API under load against the database's own ceiling.
+//!
+//! Starts the stack in-process (embedded PostgreSQL 16, 10,000 users, the API on a free port),
+//! drives `GET /users/{random id}` and `GET /health` with wrk (64 connections), then measures
+//! the same query straight against PostgreSQL with pgbench (`-M prepared`, best of 8, 16 and
+//! 64 clients). Prints requests/s, p50 and p99 of each and the ratio API / ceiling.
+//!
+//! Needs `wrk` and `pgbench` (Debian: `apt-get install wrk postgresql-15`). Target on a 2-core
+//! machine, load generator included: API ≥ 60 % of the ceiling, p99 ≤ 10 ms, no errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use pgharness::api::{ApiContext, Application};
+use pgharness::binaries::{self, BinarySources, ProgressSink};
+use pgharness::config::Config;
+use pgharness::database::Database;
+use pgharness::embedded::{EmbeddedServer, ServerOptions};
+use pgharness::migrations::Migrations;
+
+const USERS: i64 = 10_000;
+const SECONDS: u32 = 10;
+const CONNECTIONS: u32 = 64;
+
+#[derive(Debug)]
+struct Measurement {
+    name: String,
+    requests_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+impl Measurement {
+    fn print(&self) {
+        println!(
+            "{:<44} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {}",
+            self.name, self.requests_per_second, self.p50_ms, self.p99_ms, self.errors
+        );
+    }
+}
+
+fn require(tool: &str) {
+    if Command::new(tool).arg("--version").output().is_err() {
+        panic!(
+            "{tool} is not installed: `apt-get install wrk postgresql-15` (pgbench) and run again"
+        );
+    }
+}
+
+/// `512.00us`, `2.10ms`, `1.02s` in milliseconds.
+fn milliseconds(text: &str) -> f64 {
+    let (number, factor) = if let Some(number) = text.strip_suffix("us") {
+        (number, 0.001)
+    } else if let Some(number) = text.strip_suffix("ms") {
+        (number, 1.0)
+    } else if let Some(number) = text.strip_suffix('s') {
+        (number, 1000.0)
+    } else {
+        (text, 1.0)
+    };
+    number.parse::<f64>().unwrap() * factor
+}
+
+fn wrk(name: &str, base: &str, path_script: &str, directory: &Path) -> Measurement {
+    let script = directory.join(format!("{}.lua", name.replace(['/', ' ', '{', '}'], "_")));
+    std::fs::write(&script, path_script).unwrap();
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{SECONDS}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(base)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(prefix))
+            .map(|rest| rest.split_whitespace().next().unwrap_or("0").to_owned())
+    };
+    let errors = field("Non-2xx or 3xx responses:").map_or(0, |count| count.parse().unwrap())
+        + text
+            .lines()
+            .find(|line| line.trim_start().starts_with("Socket errors:"))
+            .map_or(0, |line| {
+                line.split(|character: char| !character.is_ascii_digit())
+                    .filter_map(|number| number.parse::<u64>().ok())
+                    .sum()
+            });
+    Measurement {
+        name: format!("API {name} (wrk, {CONNECTIONS} connections)"),
+        requests_per_second: field("Requests/sec:").unwrap().parse().unwrap(),
+        p50_ms: milliseconds(&field("50%").unwrap()),
+        p99_ms: milliseconds(&field("99%").unwrap()),
+        errors,
+    }
+}
+
+fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measurement {
+    let script = directory.join("get_user.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "\\set id random(1, {USERS})\nSELECT id, username, email, created_at FROM users WHERE id = :id;\n"
+        ),
+    )
+    .unwrap();
+    let logs = directory.join(format!("pgbench-{clients}"));
+    std::fs::create_dir_all(&logs).unwrap();
+    let url = server.url();
+    let full = url.expose_url();
+    let password = full
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_owned();
+    let output = Command::new("pgbench")
+        .args([
+            "-n",
+            "-M",
+            "prepared",
+            "-j",
+            "2",
+            "-c",
+            &clients.to_string(),
+        ])
+        .args([
+            "-T",
+            &SECONDS.to_string(),
+            "-h",
+            &url.host,
+            "-p",
+            &url.port.to_string(),
+        ])
+        .args(["-U", &url.username, "-l", "--log-prefix"])
+        .arg(logs.join("tx"))
+        .arg("-f")
+        .arg(&script)
+        .arg(&url.database)
+        .env("PGPASSWORD", password)
+        .current_dir(&logs)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pgbench failed: {text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tps: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix("tps = "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Per-transaction logs: the third column is the latency in microseconds.
+    let mut latencies: Vec<f64> = std::fs::read_dir(&logs)
+        .unwrap()
+        .flat_map(|entry| {
+            std::fs::read_to_string(entry.unwrap().path())
+                .unwrap()
+                .lines()
+                .filter_map(|line| line.split_whitespace().nth(2)?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |fraction: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let index = ((latencies.len() as f64 - 1.0) * fraction) as usize;
+        latencies[index] / 1000.0
+    };
+    Measurement {
+        name: format!("PostgreSQL ceiling (pgbench, {clients} clients)"),
+        requests_per_second: tps,
+        p50_ms: percentile(0.50),
+        p99_ms: percentile(0.99),
+        errors: 0,
+    }
+}
+
+fn main() {
+    require("wrk");
+    require("pgbench");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let (server, base) = runtime.block_on(async {
+        pgharness::telemetry::init("warn");
+        let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
+        let quiet: ProgressSink = Arc::new(|_| {});
+        let binaries = binaries::provision(
+            &BinarySources {
+                bin_dir: config.embedded.bin_dir.clone(),
+                cache_dir: config.embedded.cache_dir.clone(),
+                offline: false,
+            },
+            &quiet,
+        )
+        .await
+        .unwrap();
+        let server = Arc::new(
+            EmbeddedServer::start(
+                &binaries,
+                &ServerOptions {
+                    home: directory.path().join("data"),
+                    port: None,
+                    database: "app_db".to_owned(),
+                    durable: false,
+                    configuration: Default::default(),
+                },
+            )
+            .await
+            .unwrap(),
+        );
+        let database = Database::connect_lazy(&server.url(), &config.pool);
+        let migrations = Migrations::embedded();
+        migrations.up(database.pool(), None).await.unwrap();
+        sqlx::query(
+            "INSERT INTO users (username, email)
+             SELECT 'user' || n, 'user' || n || '@example.com' FROM generate_series(1, $1) AS n",
+        )
+        .bind(USERS)
+        .execute(database.pool())
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE users")
+            .execute(database.pool())
+            .await
+            .unwrap();
+        let context = ApiContext::new(
+            database,
+            config.environment,
+            server.url(),
+            Some(server.clone()),
+            Arc::new(migrations),
+        );
+        let application = Application::bind(context, "127.0.0.1", 0).await.unwrap();
+        let base = format!("http://{}", application.local_addr().unwrap());
+        tokio::spawn(application.run_until(std::future::pending()));
+        println!(
+            "pool: {} + {} overflow; {USERS} users; {SECONDS} s per run",
+            config.pool.size, config.pool.max_overflow
+        );
+        (server, base)
+    });
+
+    let users = wrk(
+        "GET /users/{id}",
+        &base,
+        &format!(
+            "request = function() return wrk.format('GET', '/users/' .. math.random(1, {USERS})) end\n"
+        ),
+        directory.path(),
+    );
+    let health = wrk(
+        "GET /health",
+        &base,
+        "wrk.path = '/health'\n",
+        directory.path(),
+    );
+    let ceilings: Vec<Measurement> = [8, 16, 64]
+        .into_iter()
+        .map(|clients| pgbench(&server, clients, directory.path()))
+        .collect();
+
+    users.print();
+    health.print();
+    for ceiling in &ceilings {
+        ceiling.print();
+    }
+    let best = ceilings
+        .iter()
+        .max_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second))
+        .unwrap();
+    let ratio = users.requests_per_second / best.requests_per_second;
+    println!(
+        "API / ceiling on GET /users/{{id}}: {:.0} % (target ≥ 60 %: {}); p99 {:.2} ms (target ≤ 10 ms: {}); errors {}",
+        ratio * 100.0,
+        if ratio >= 0.6 { "met" } else { "MISSED" },
+        users.p99_ms,
+        if users.p99_ms <= 10.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        users.errors + health.errors,
+    );
+    runtime.block_on(server.stop()).unwrap();
+}
