@@ -8,6 +8,7 @@
 //! - [`check`]: the connection check report;
 //! - [`migrations`]: schema migrations and the drift check;
 //! - [`api`]: the HTTP API;
+//! - [`testing`]: a migrated database per test, for `cargo test`;
 //! - [`harness`]: all of it started and stopped as one.
 
 pub mod api;
@@ -19,5 +20,6 @@ pub mod embedded;
 pub mod harness;
 pub mod migrations;
 pub mod telemetry;
+pub mod testing;
 
 pub use harness::{Harness, HarnessError};

@@ -477,6 +477,23 @@ impl EmbeddedServer {
         Ok(())
     }
 
+    /// Leaves the server running beyond this value and frees the data directory's lock: for a
+    /// server shared by several processes, stopped by whoever tracks its users.
+    pub fn detach(self) {
+        self.running.store(false, Ordering::SeqCst);
+    }
+
+    /// The command that stops this server, wrapped as this process's privilege needs.
+    #[must_use]
+    pub fn stop_command(&self) -> std::process::Command {
+        let builder = self.stop_builder();
+        self.privilege.command(
+            &builder.get_program_file(),
+            &builder.get_args(),
+            &builder.get_envs(),
+        )
+    }
+
     fn stop_builder(&self) -> PgCtlBuilder {
         stop_builder(&self.binaries, &self.home.join("pgdata"))
     }
@@ -487,13 +504,7 @@ impl Drop for EmbeddedServer {
     /// (a panic, an early return).
     fn drop(&mut self) {
         if self.running.load(Ordering::SeqCst) && self.owner_pid().is_none() {
-            let builder = self.stop_builder();
-            let mut command = self.privilege.command(
-                &builder.get_program_file(),
-                &builder.get_args(),
-                &builder.get_envs(),
-            );
-            let _ = command.output();
+            let _ = self.stop_command().output();
             let _ = std::fs::remove_file(self.home.join("server.json"));
         }
     }

@@ -205,6 +205,23 @@ impl Migrations {
         }
     }
 
+    /// A digest of every migration's version and checksum: equal digests, equal schemas.
+    #[must_use]
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        for migration in self.migrator.iter() {
+            hasher.update(migration.version.to_le_bytes());
+            hasher.update(migration.migration_type.label().as_bytes());
+            hasher.update(&*migration.checksum);
+        }
+        hasher
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
+
     /// The directory new migrations are written to.
     #[must_use]
     pub fn dir(&self) -> &Path {
@@ -471,25 +488,9 @@ impl Migrations {
                         }
                     },
                 );
-                let position = database
-                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                    .and_then(|error| match error.position() {
-                        Some(sqlx::postgres::PgErrorPosition::Original(position)) => Some(position),
-                        _ => None,
-                    });
-                let line = match (migration, position) {
-                    (Some(found), Some(position)) => {
-                        found
-                            .sql
-                            .as_str()
-                            .chars()
-                            .take(position.saturating_sub(1))
-                            .filter(|character| *character == '\n')
-                            .count()
-                            + 1
-                    }
-                    _ => 1,
-                };
+                let line = migration
+                    .and_then(|found| error_line(found.sql.as_str(), database.as_ref()))
+                    .unwrap_or(1);
                 MigrationError::Failed {
                     file,
                     line,
@@ -542,6 +543,24 @@ impl MigrationLock {
     async fn release(self) {
         let _ = sqlx::Connection::close(self.0).await;
     }
+}
+
+/// The line of `sql` that a PostgreSQL error points at, when it points at one.
+pub(crate) fn error_line(sql: &str, error: &dyn sqlx::error::DatabaseError) -> Option<usize> {
+    let position = match error
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+        .position()?
+    {
+        sqlx::postgres::PgErrorPosition::Original(position) => position,
+        sqlx::postgres::PgErrorPosition::Internal { .. } => return None,
+    };
+    Some(
+        sql.chars()
+            .take(position.saturating_sub(1))
+            .filter(|character| *character == '\n')
+            .count()
+            + 1,
+    )
 }
 
 struct AppliedRecord {

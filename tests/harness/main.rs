@@ -11,3 +11,4 @@ mod helpers;
 mod migrate;
 mod pool;
 mod server;
+mod testing;

@@ -1,0 +1,321 @@
+//! `pgharness::testing`, used the way a project's tests use it.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use pgharness::testing::{TestApp, TestDb, TestDbError, app, db, shared};
+use rstest::rstest;
+use sqlx::Connection as _;
+use tower::ServiceExt as _;
+
+use crate::helpers::{postgres_running, wait_until};
+
+async fn insert_alice(db: &TestDb) {
+    sqlx::query("INSERT INTO users (username, email) VALUES ('alice', 'alice@example.com')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
+// The same unique username in two tests running in parallel: both pass, each database is its own.
+#[rstest]
+#[tokio::test]
+async fn one_test_inserts_alice(#[future(awt)] db: TestDb) {
+    insert_alice(&db).await;
+}
+
+#[rstest]
+#[tokio::test]
+async fn another_test_inserts_alice_too(#[future(awt)] db: TestDb) {
+    insert_alice(&db).await;
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[rstest]
+#[tokio::test]
+async fn a_test_database_is_migrated_and_has_its_own_name_and_connection(
+    #[future(awt)] db: TestDb,
+) {
+    assert!(db.name().starts_with("pgh_t_"), "{}", db.name());
+    assert!(db.url().to_string().ends_with(db.name()));
+    let mut connection = db.connect().await.unwrap();
+    let database: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(database, db.name());
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(applied, 1);
+    connection.close().await.unwrap();
+}
+
+#[rstest]
+#[tokio::test]
+async fn fixtures_are_applied_by_name(
+    #[future(awt)]
+    #[with(&["users"])]
+    db: TestDb,
+) {
+    let names: Vec<String> = sqlx::query_scalar("SELECT username FROM users ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(names, ["alice", "bob", "carol"]);
+}
+
+#[tokio::test]
+async fn a_missing_fixture_names_the_file_and_the_folder() {
+    let error = TestDb::builder()
+        .fixtures(&["no_such"])
+        .build()
+        .await
+        .unwrap_err();
+    assert!(matches!(error, TestDbError::MissingFixture { .. }));
+    let text = error.to_string();
+    assert!(
+        text.contains("no_such.sql") && text.contains("fixtures"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_failing_fixture_names_the_file_and_line_and_fixtures_apply_in_order() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("first.sql"),
+        "CREATE TABLE notes (body text);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.path().join("second.sql"),
+        "INSERT INTO notes VALUES ('x');\n",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.path().join("broken.sql"),
+        "SELECT 1;\n\nSELECT * FROM nowhere;\n",
+    )
+    .unwrap();
+
+    let db = TestDb::builder()
+        .fixtures_dir(folder.path())
+        .fixtures(&["first", "second"])
+        .build()
+        .await
+        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+
+    let reversed = TestDb::builder()
+        .fixtures_dir(folder.path())
+        .fixtures(&["second", "first"])
+        .build()
+        .await;
+    assert!(reversed.unwrap_err().to_string().contains("second.sql"));
+
+    let error = TestDb::builder()
+        .fixtures_dir(folder.path())
+        .fixtures(&["broken"])
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("broken.sql failed at line 3"), "{error}");
+    assert!(error.contains("\"nowhere\" does not exist"), "{error}");
+}
+
+#[tokio::test]
+async fn another_crate_points_the_harness_at_its_own_migrations() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::write(
+        folder.path().join("1_orders.up.sql"),
+        "CREATE TABLE orders (id int);",
+    )
+    .unwrap();
+    std::fs::write(
+        folder.path().join("1_orders.down.sql"),
+        "DROP TABLE orders;",
+    )
+    .unwrap();
+    let db = TestDb::builder()
+        .migrations_dir(folder.path())
+        .build()
+        .await
+        .unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(tables, ["_sqlx_migrations", "orders"]);
+}
+
+#[rstest]
+#[tokio::test]
+async fn the_app_fixture_serves_the_api_on_the_tests_database(#[future(awt)] app: TestApp) {
+    sqlx::query("INSERT INTO users (username, email) VALUES ('dave', 'dave@example.com')")
+        .execute(app.db.pool())
+        .await
+        .unwrap();
+    let response = app
+        .router
+        .clone()
+        .oneshot(Request::get("/users?q=dave").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+
+    let base = app.serve().await.unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let page: serde_json::Value = reqwest::get(format!("{base}/users"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["items"][0]["username"], "dave");
+}
+
+/// Runs one helper test (below, `#[ignore]`d) of this binary in a process of its own.
+fn helper_process(name: &str, variables: &[(&str, &str)]) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            &format!("testing::{name}"),
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(variables.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The first line the helper printed that starts with `prefix`, without it.
+fn read_reported(child: &mut std::process::Child, prefix: &str) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut lines = BufReader::new(stdout).lines();
+    while let Some(Ok(line)) = lines.next() {
+        // The test harness may print `test ... ` before the helper's line.
+        if let Some(start) = line.find(prefix) {
+            // Keep reading, so that the helper never writes to a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return line[start + prefix.len()..].trim().to_owned();
+        }
+        seen.push(line);
+    }
+    panic!(
+        "the helper reported no {prefix}; it printed:\n{}",
+        seen.join("\n")
+    )
+}
+
+#[tokio::test]
+#[ignore = "helper: run in its own process by the tests above"]
+async fn helper_report_the_shared_server() {
+    let db = TestDb::new_migrated().await.unwrap();
+    let port = db.url().port;
+    println!("port={port}");
+    println!("database={}", db.name());
+    if std::env::var("PGHARNESS_HELPER_HOLD").is_ok() {
+        tokio::time::sleep(Duration::from_secs(120)).await;
+    }
+}
+
+/// What nextest does: one process per test. They must share one server.
+#[tokio::test]
+async fn test_processes_share_one_server() {
+    let mut first = helper_process("helper_report_the_shared_server", &[]);
+    let mut second = helper_process("helper_report_the_shared_server", &[]);
+    let (first_port, second_port) = (
+        read_reported(&mut first, "port="),
+        read_reported(&mut second, "port="),
+    );
+    assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
+    assert_eq!(first_port, second_port);
+    let mine = TestDb::new_migrated().await.unwrap();
+    assert_eq!(mine.url().port.to_string(), first_port);
+    let state = shared::run_dir().join("server/pgdata");
+    let servers = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let text = String::from_utf8_lossy(cmdline);
+            text.contains("postgres\0-D\0") && text.contains(&*state.to_string_lossy())
+        })
+        .count();
+    assert_eq!(
+        servers, 1,
+        "postmasters on the shared test server's data directory"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_test_process_leaks_no_database_into_the_next_run() {
+    let mut killed = helper_process(
+        "helper_report_the_shared_server",
+        &[("PGHARNESS_HELPER_HOLD", "1")],
+    );
+    let leaked = read_reported(&mut killed, "database=");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+
+    let mut next = helper_process("helper_report_the_shared_server", &[]);
+    read_reported(&mut next, "port=");
+    assert!(next.wait().unwrap().success());
+    let db = TestDb::new_migrated().await.unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&leaked)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert!(!exists, "{leaked} outlived its killed process");
+}
+
+#[test]
+fn a_killed_runs_server_stops_after_the_idle_timeout() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let directory = run_dir.path().to_str().unwrap();
+    let mut killed = helper_process(
+        "helper_report_the_shared_server",
+        &[
+            ("PGHARNESS_TEST_DIR", directory),
+            ("PGHARNESS_TEST_IDLE_SECONDS", "2"),
+            ("PGHARNESS_HELPER_HOLD", "1"),
+        ],
+    );
+    read_reported(&mut killed, "database=");
+    let postmaster: i32 =
+        std::fs::read_to_string(run_dir.path().join("server/pgdata/postmaster.pid"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+    assert!(postgres_running(postmaster));
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    wait_until(Duration::from_secs(10), "the idle server to stop", || {
+        !postgres_running(postmaster)
+    });
+    assert!(!run_dir.path().join("state.json").exists());
+}
