@@ -17,10 +17,6 @@ use crate::config::{DatabaseUrl, PoolSettings};
 
 /// Overflow connections (above the pool size) are closed after this long idle.
 const OVERFLOW_IDLE: Duration = Duration::from_secs(30);
-/// A connection idle this long is pinged before use (the guide's pre-ping). One used more
-/// recently is handed out as it is: pinging every checkout halves throughput under load,
-/// while stale connections are the idle ones.
-pub const PRE_PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// An acquisition that takes longer than this is counted as having waited for a connection.
 const WAIT_THRESHOLD: Duration = Duration::from_millis(1);
 
@@ -38,8 +34,8 @@ pub fn connect_options(url: &DatabaseUrl, settings: &PoolSettings) -> PgConnectO
 }
 
 /// The guide's pool: `size` connections kept, up to `size + max_overflow` under load, waiting
-/// at most `timeout`, replaced after `recycle`, checked before use when they sat idle
-/// (pre-ping, see [`PRE_PING_AFTER_IDLE`]).
+/// at most `timeout`, replaced after `recycle`, each checked before use (pre-ping: a server
+/// restart kills idle connections, even ones used a moment ago).
 #[must_use]
 pub fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
     PgPoolOptions::new()
@@ -48,15 +44,7 @@ pub fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
         .acquire_timeout(settings.timeout)
         .max_lifetime(settings.recycle)
         .idle_timeout(OVERFLOW_IDLE)
-        .test_before_acquire(false)
-        .before_acquire(|connection, metadata| {
-            Box::pin(async move {
-                if metadata.idle_for >= PRE_PING_AFTER_IDLE {
-                    sqlx::Connection::ping(connection).await?;
-                }
-                Ok(true)
-            })
-        })
+        .test_before_acquire(true)
 }
 
 #[derive(Debug, thiserror::Error)]

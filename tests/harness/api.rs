@@ -57,7 +57,8 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
 
     let restarted = app.call("POST", "/api/database/start", json!({})).await;
     assert_eq!(restarted.body, json!({"status": "running"}));
-    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    let back = app.get("/health").await;
+    assert_eq!(back.status, StatusCode::OK, "{}", back.text);
     let restart = app.call("POST", "/api/database/restart", json!({})).await;
     assert_eq!(restart.status, StatusCode::OK);
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
