@@ -136,6 +136,7 @@ async fn start(dir: &Path) -> Result<DatabaseUrl, TestDbError> {
     let url = server.superuser_url("postgres");
     let password = std::fs::read_to_string(dir.join("server/password"))
         .map_err(io("cannot read", &dir.join("server/password")))?;
+    cheapen_authentication(&url, password.trim()).await?;
     let state = State {
         port: server.port(),
         password: password.trim().to_owned(),
@@ -147,6 +148,21 @@ async fn start(dir: &Path) -> Result<DatabaseUrl, TestDbError> {
     info!(port = state.port, "started the shared test server");
     server.detach();
     Ok(url)
+}
+
+/// SCRAM's 4096 key-derivation rounds cost ~10 ms per connection, on both ends; a test opens
+/// several. The throwaway test server stores its (random) password with one round instead:
+/// still password authentication, on loopback only.
+async fn cheapen_authentication(url: &DatabaseUrl, password: &str) -> Result<(), TestDbError> {
+    let mut connection = PgConnection::connect_with(&url.connect_options()).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET scram_iterations = 1; ALTER ROLE {SUPERUSER} PASSWORD '{}'",
+        password.replace('\'', "''")
+    )))
+    .execute(&mut connection)
+    .await?;
+    let _ = connection.close().await;
+    Ok(())
 }
 
 fn open_lock(path: &Path) -> Result<File, TestDbError> {
