@@ -23,3 +23,8 @@ pub mod telemetry;
 pub mod testing;
 
 pub use harness::{Harness, HarnessError};
+
+/// The README's Rust examples, compiled by `cargo test`.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
