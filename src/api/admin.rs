@@ -21,6 +21,7 @@ const LIVE_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/connection", get(connection))
+        .route("/api/connection/reveal", post(reveal_connection_string))
         .route("/api/queries/slow", get(slow_queries))
         .route("/api/database/stop", post(stop_database))
         .route("/api/database/start", post(start_database))
@@ -141,6 +142,24 @@ pub async fn connection(State(context): State<ApiContext>) -> Json<ConnectionInf
         migrations: live.map(|facts| facts.migrations),
         pool_settings: context.database.settings().into(),
         pool: context.database.stats(),
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ConnectionString {
+    /// `postgresql://user:password@host:port/database`, for psql.
+    url: String,
+}
+
+/// The full connection string, password included: only on an explicit request (the UI's
+/// "copy" button), never in any other answer or log. A POST, so that no link, prefetch or
+/// cache fetches it.
+#[utoipa::path(post, path = "/api/connection/reveal", tag = "database", responses(
+    (status = 200, description = "The connection string with its password", body = ConnectionString),
+))]
+pub async fn reveal_connection_string(State(context): State<ApiContext>) -> Json<ConnectionString> {
+    Json(ConnectionString {
+        url: context.url.expose_url(),
     })
 }
 

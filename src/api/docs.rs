@@ -2,11 +2,11 @@
 //! built into the binary, so the docs work offline.
 
 use axum::Router;
-use axum::http::header;
-use axum::response::{Html, IntoResponse};
+use axum::response::Html;
 use axum::routing::get;
 
 use super::ApiContext;
+use super::ui::asset;
 
 const PAGE: &str = r#"<!doctype html>
 <html lang="en">
@@ -34,13 +34,14 @@ pub fn router() -> Router<ApiContext> {
         .route("/docs", get(async || Html(PAGE)))
         .route(
             "/docs/init.js",
-            get(async || asset("text/javascript; charset=utf-8", INIT.as_bytes())),
+            get(async || asset("text/javascript; charset=utf-8", CACHE_A_DAY, INIT.as_bytes())),
         )
         .route(
             "/docs/swagger-ui-bundle.js",
             get(async || {
                 asset(
                     "text/javascript; charset=utf-8",
+                    CACHE_A_DAY,
                     include_bytes!("../../ui/vendor/swagger-ui/swagger-ui-bundle.js"),
                 )
             }),
@@ -50,18 +51,10 @@ pub fn router() -> Router<ApiContext> {
             get(async || {
                 asset(
                     "text/css; charset=utf-8",
+                    CACHE_A_DAY,
                     include_bytes!("../../ui/vendor/swagger-ui/swagger-ui.css"),
                 )
             }),
         )
 }
 
-fn asset(content_type: &'static str, bytes: &'static [u8]) -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, CACHE_A_DAY),
-        ],
-        bytes,
-    )
-}

@@ -9,6 +9,7 @@ mod docs;
 mod error;
 mod health;
 mod metrics;
+mod ui;
 mod users;
 
 use std::net::SocketAddr;
@@ -73,7 +74,7 @@ impl ApiContext {
         users::list_users, users::get_user, users::create_user, users::create_batch,
         users::update_user, users::delete_user,
         admin::connection, admin::slow_queries, admin::stop_database, admin::start_database,
-        admin::restart_database,
+        admin::restart_database, admin::reveal_connection_string,
         metrics::metrics,
     ),
     components(schemas(FieldError)),
@@ -99,6 +100,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(users::router())
         .merge(admin::router())
         .merge(docs::router())
+        .merge(ui::router())
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(async || axum::Json(openapi())))
         .route_layer(axum::middleware::from_fn_with_state(

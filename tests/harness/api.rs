@@ -605,3 +605,36 @@ async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_web_ui_is_served_from_the_binary_with_a_strict_policy() {
+    let app = TestApp::spawn().await;
+    let page = app.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    let policy = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    for (asset, content_type) in [("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+        assert!(page.text.contains(asset), "{asset} not referenced");
+        let reply = app.get(asset).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(reply.headers["content-type"].to_str().unwrap().starts_with(content_type));
+        assert_eq!(reply.headers["cache-control"], "no-cache");
+    }
+    assert!(!page.text.contains("=\"http"), "an external asset: {}", page.text);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_connection_string_with_its_password_comes_only_on_an_explicit_post() {
+    let app = TestApp::spawn().await;
+    let secret = app.server.url().expose_url();
+    let revealed = app.call("POST", "/api/connection/reveal", json!({})).await;
+    assert_eq!(revealed.status, StatusCode::OK);
+    assert_eq!(revealed.body["url"], secret.as_str());
+    assert_eq!(
+        app.get("/api/connection/reveal").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    app.stop().await;
+}
