@@ -15,7 +15,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use pgharness::api::{ApiContext, Application};
-use pgharness::binaries::{self, BinarySources, ProgressSink};
+use pgharness::binaries;
 use pgharness::config::Config;
 use pgharness::database::Database;
 use pgharness::embedded::{EmbeddedServer, ServerOptions};
@@ -204,17 +204,9 @@ fn main() {
     let (server, base) = runtime.block_on(async {
         pgharness::telemetry::init("warn");
         let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
-        let quiet: ProgressSink = Arc::new(|_| {});
-        let binaries = binaries::provision(
-            &BinarySources {
-                bin_dir: config.embedded.bin_dir.clone(),
-                cache_dir: config.embedded.cache_dir.clone(),
-                offline: false,
-            },
-            &quiet,
-        )
-        .await
-        .unwrap();
+        let binaries = binaries::provision(&(&config.embedded).into(), &binaries::quiet())
+            .await
+            .unwrap();
         let server = Arc::new(
             EmbeddedServer::start(
                 &binaries,

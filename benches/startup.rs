@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgharness::binaries::{self, BinarySources, ProgressSink};
+use pgharness::binaries;
 use pgharness::config::Config;
 use pgharness::embedded::{EmbeddedServer, Privilege, ServerOptions};
 use sqlx::Connection as _;
@@ -73,17 +73,9 @@ async fn main() {
     pgharness::telemetry::init("warn");
     let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
     let settings = config.embedded;
-    let quiet: ProgressSink = Arc::new(|_| {});
-    let binaries = binaries::provision(
-        &BinarySources {
-            bin_dir: settings.bin_dir,
-            cache_dir: settings.cache_dir,
-            offline: false,
-        },
-        &quiet,
-    )
-    .await
-    .unwrap();
+    let binaries = binaries::provision(&(&settings).into(), &binaries::quiet())
+        .await
+        .unwrap();
     println!(
         "PostgreSQL {} from {}",
         binaries.version,

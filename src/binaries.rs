@@ -45,6 +45,23 @@ pub struct BinarySources {
     pub offline: bool,
 }
 
+impl From<&crate::config::EmbeddedSettings> for BinarySources {
+    /// The configured directory variable and cache, network sources allowed.
+    fn from(settings: &crate::config::EmbeddedSettings) -> Self {
+        Self {
+            bin_dir: settings.bin_dir.clone(),
+            cache_dir: settings.cache_dir.clone(),
+            offline: false,
+        }
+    }
+}
+
+/// A sink that ignores progress (tests, benchmarks, background work).
+#[must_use]
+pub fn quiet() -> ProgressSink {
+    Arc::new(|_| {})
+}
+
 /// What provisioning reports while it works, for a progress bar or a window.
 #[derive(Debug, Clone)]
 pub enum Progress {

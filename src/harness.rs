@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::api::ApiContext;
-use crate::binaries::{self, Binaries, BinariesError, BinarySources, ProgressSink};
-use crate::config::{Config, DatabaseTarget, DatabaseUrl, EmbeddedSettings};
+use crate::binaries::{self, BinariesError, ProgressSink};
+use crate::config::{Config, DatabaseTarget, DatabaseUrl};
 use crate::database::{Database, DatabaseError};
 use crate::embedded::{EmbeddedServer, ServerError, ServerOptions};
 use crate::migrations::drift::{self, Difference};
@@ -53,7 +53,7 @@ impl Harness {
             }
             DatabaseTarget::Embedded => {
                 let settings = &config.embedded;
-                let binaries = provision(settings, progress).await?;
+                let binaries = binaries::provision(&settings.into(), progress).await?;
                 let options = ServerOptions {
                     home: settings.data_dir.clone(),
                     port: settings.port,
@@ -145,8 +145,8 @@ impl Harness {
             let scratch = server.superuser_url("postgres");
             return Ok(drift::check(&self.migrations, self.database.pool(), &scratch).await?);
         }
-        let quiet: ProgressSink = Arc::new(|_| {});
-        let binaries = provision(&self.config.embedded, &quiet).await?;
+        let binaries =
+            binaries::provision(&(&self.config.embedded).into(), &binaries::quiet()).await?;
         let home = tempfile::tempdir().map_err(|source| ServerError::Io {
             action: "cannot create a temporary directory in",
             path: std::env::temp_dir(),
@@ -214,15 +214,15 @@ impl Stack {
     ///
     /// [`StackError`] naming the step that failed and why.
     pub async fn start(config: Config, progress: &ProgressSink) -> Result<Self, StackError> {
-        let step = |message: &str| progress(binaries::Progress::Step(message.to_owned()));
-        step("Locating PostgreSQL 16 binaries and starting the server");
+        progress(binaries::Progress::Step(
+            "Locating PostgreSQL 16 binaries and starting the server".to_owned(),
+        ));
+        let (host, port) = (config.api.host.clone(), config.api.port);
         let harness = Harness::start(config, progress).await?;
-        step("Applying migrations");
+        progress(binaries::Progress::Step("Applying migrations".to_owned()));
         harness.prepare().await?;
-        step("Starting the API");
-        let api = &harness.config().api;
-        let application =
-            crate::api::Application::bind(harness.api_context(), &api.host, api.port).await?;
+        progress(binaries::Progress::Step("Starting the API".to_owned()));
+        let application = crate::api::Application::bind(harness.api_context(), &host, port).await?;
         let address = application.local_addr().map_err(StackError::Address)?;
         let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(application.run_until(async move {
@@ -260,16 +260,4 @@ impl Stack {
         }
         self.harness.shutdown().await
     }
-}
-
-async fn provision(
-    settings: &EmbeddedSettings,
-    progress: &ProgressSink,
-) -> Result<Binaries, BinariesError> {
-    let sources = BinarySources {
-        bin_dir: settings.bin_dir.clone(),
-        cache_dir: settings.cache_dir.clone(),
-        offline: false,
-    };
-    binaries::provision(&sources, progress).await
 }

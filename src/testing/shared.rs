@@ -25,7 +25,7 @@ use sqlx::{Connection as _, PgConnection};
 use tracing::{info, warn};
 
 use super::TestDbError;
-use crate::binaries::{self, BinarySources, ProgressSink};
+use crate::binaries;
 use crate::config::{Config, DatabaseUrl};
 use crate::embedded::{EmbeddedServer, SUPERUSER, ServerOptions};
 
@@ -112,16 +112,7 @@ async fn attach_locked(dir: &Path) -> Result<DatabaseUrl, TestDbError> {
 
 async fn start(dir: &Path) -> Result<DatabaseUrl, TestDbError> {
     let config = Config::from_lookup(|name| std::env::var(name).ok())?;
-    let quiet: ProgressSink = std::sync::Arc::new(|_| {});
-    let binaries = binaries::provision(
-        &BinarySources {
-            bin_dir: config.embedded.bin_dir.clone(),
-            cache_dir: config.embedded.cache_dir.clone(),
-            offline: false,
-        },
-        &quiet,
-    )
-    .await?;
+    let binaries = binaries::provision(&(&config.embedded).into(), &binaries::quiet()).await?;
     let server = EmbeddedServer::start(
         &binaries,
         &ServerOptions {

@@ -1,12 +1,8 @@
 use std::sync::Arc;
 
-use pgharness::binaries::{self, BinariesError, BinarySources, ProgressSink};
+use pgharness::binaries::{self, BinariesError, BinarySources, quiet};
 
 use crate::helpers::binaries as cached_binaries;
-
-fn quiet() -> ProgressSink {
-    Arc::new(|_| {})
-}
 
 #[tokio::test]
 async fn a_bin_dir_that_is_not_postgresql_16_is_refused_not_replaced() {

@@ -4,7 +4,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pgharness::binaries::{self, Binaries, BinarySources};
+use pgharness::binaries::{self, Binaries};
 use pgharness::config::Config;
 use pgharness::embedded::{EmbeddedServer, ServerOptions};
 use tempfile::TempDir;
@@ -17,14 +17,9 @@ pub async fn binaries() -> Binaries {
         .get_or_init(|| async {
             pgharness::telemetry::init("warn");
             let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
-            let settings = config.embedded;
-            let sources = BinarySources {
-                bin_dir: settings.bin_dir,
-                cache_dir: settings.cache_dir,
-                offline: false,
-            };
-            let quiet: binaries::ProgressSink = Arc::new(|_| {});
-            binaries::provision(&sources, &quiet).await.unwrap()
+            binaries::provision(&(&config.embedded).into(), &binaries::quiet())
+                .await
+                .unwrap()
         })
         .await
         .clone()
