@@ -32,6 +32,8 @@ enum Command {
     },
     /// Test the database connection, like the guide's test_db_connection.py (exit 1 on failure).
     Check,
+    /// Find or fetch the PostgreSQL 16 binaries and print their installation directory.
+    Binaries,
     /// Manage schema migrations (the guide's Alembic commands).
     Migrate {
         #[command(subcommand)]
@@ -90,16 +92,17 @@ async fn main() -> ExitCode {
                 config.logging.dir.as_deref(),
             )
         }
-        Command::Check | Command::Migrate { .. } => {
+        Command::Check | Command::Migrate { .. } | Command::Binaries => {
             telemetry::init("warn");
             None
         }
     };
-    if let Command::Migrate {
-        action: MigrateAction::New { name },
-    } = &command
-    {
-        return new_migration(&config, name).await;
+    match &command {
+        Command::Migrate {
+            action: MigrateAction::New { name },
+        } => return new_migration(&config, name).await,
+        Command::Binaries => return print_binaries(&config).await,
+        _ => {}
     }
     let harness = match Harness::start(config, &progress_bar()).await {
         Ok(harness) => harness,
@@ -116,6 +119,7 @@ async fn main() -> ExitCode {
             Ok(report.succeeded())
         }
         Command::Migrate { action } => migrate(&harness, action).await,
+        Command::Binaries => unreachable!("handled before the harness starts"),
     };
     let succeeded = match outcome {
         Ok(succeeded) => succeeded,
@@ -142,6 +146,19 @@ fn report_error(harness: &Harness, error: &HarnessError) {
         eprintln!("Solutions:");
         for (number, remedy) in failure.kind.remedies(harness.url()).iter().enumerate() {
             eprintln!("  {}. {remedy}", number + 1);
+        }
+    }
+}
+
+async fn print_binaries(config: &Config) -> ExitCode {
+    match pgharness::binaries::provision(&(&config.embedded).into(), &progress_bar()).await {
+        Ok(binaries) => {
+            println!("{}", binaries.installation_dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("✗ {error}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -47,17 +47,25 @@ fn retry(app: AppHandle) {
     start_stack(app);
 }
 
-/// The environment first; otherwise data, logs and a free API port of the app's own.
+/// The environment first; otherwise data, logs and a free API port of the app's own, and the
+/// PostgreSQL binaries the installed package carries (so a first launch needs no download).
 fn desktop_config(app: &AppHandle) -> Result<Config, String> {
     let data = app
         .path()
         .app_data_dir()
         .map_err(|error| format!("no application data directory: {error}"))?;
+    let bundled = app
+        .path()
+        .resource_dir()
+        .ok()
+        .map(|resources| resources.join("postgresql").join("bin"))
+        .filter(|bin| bin.join("postgres").is_file());
     let default = move |name: &str| -> Option<String> {
         let path = |leaf: &str| Some(data.join(leaf).display().to_string());
         match name {
             "PGHARNESS_DATA_DIR" => path("data"),
             "PGHARNESS_LOG_DIR" => path("logs"),
+            "PGHARNESS_PG_BIN_DIR" => bundled.as_ref().map(|bin| bin.display().to_string()),
             "APP_PORT" => Some("0".to_owned()),
             _ => None,
         }

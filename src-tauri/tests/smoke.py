@@ -7,6 +7,7 @@
    postgres process of it may remain.
 3. Launch again on the same data: healthy again (time printed: the warm-start figure), the user
    is still there. Close again, check again.
+4. Once more, stopped by SIGTERM instead: the same ordered shutdown, no postgres left.
 
 Usage: smoke.py <path to the pgharness-desktop binary>. Needs Debian's xvfb, webkit2gtk-driver,
 python3-xlib.
@@ -102,7 +103,7 @@ def session(driver, data_home):
     return answer["value"]["sessionId"]
 
 
-def run_once(driver, data_home, screen, label, check_user=False):
+def run_once(driver, data_home, screen, label, check_user=False, stop=None):
     started = time.monotonic()
     session_id = session(driver, data_home)
     base = f"{driver}/session/{session_id}"
@@ -124,15 +125,20 @@ def run_once(driver, data_home, screen, label, check_user=False):
         request("POST", f"{api}/users", {"username": "smoketest", "email": "smoke@example.com"})
     pids = wait_for("the app process", app_pids)
     assert postgres_pids(data_home), "no postgres process while the app runs"
-    assert wait_for("the window", lambda: close_window(screen), limit=10)
-    wait_for("the app to exit after its window closed", lambda: not (app_pids() & pids), limit=30)
+    if stop == "sigterm":
+        for pid in pids:
+            os.kill(pid, 15)
+    else:
+        assert wait_for("the window", lambda: close_window(screen), limit=10)
+    wait_for("the app to exit", lambda: not (app_pids() & pids), limit=30)
     try:
         request("DELETE", base, timeout=5)
     except Exception:
         pass  # the browser (the app) is already gone
     left = postgres_pids(data_home)
     assert not left, f"postgres processes outlived the app: {left}"
-    print(f"{label}: window closed, the app exited, no postgres process remains")
+    how = "SIGTERM" if stop == "sigterm" else "window closed"
+    print(f"{label}: {how}, the app exited, no postgres process remains")
     return elapsed
 
 
@@ -153,6 +159,7 @@ def main():
         screen = wait_for("the X display", lambda: display.Display(f":{display_number}"), limit=20)
         run_once(driver, data_home, screen, "first-launch")
         warm = run_once(driver, data_home, screen, "relaunch", check_user=True)
+        run_once(driver, data_home, screen, "sigterm", check_user=True, stop="sigterm")
         print(f"warm start (binaries cached, existing data directory): {warm:.2f} s (target ≤ 2 s: {'met' if warm <= 2 else 'MISSED'})")
     finally:
         driver_process.terminate()
