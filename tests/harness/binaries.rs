@@ -1,5 +1,3 @@
-use std::sync::Arc;
-
 use pgharness::binaries::{self, BinariesError, BinarySources, quiet};
 
 use crate::helpers::binaries as cached_binaries;
