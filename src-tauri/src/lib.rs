@@ -117,7 +117,10 @@ fn start_stack(app: AppHandle) {
                 }
                 Err(error) => {
                     error!(%error, "pgharness could not start");
-                    state.update(|startup| startup.failure = Some(error.to_string()));
+                    state.update(|startup| {
+                        startup.step = "Startup failed.".to_owned();
+                        startup.failure = Some(error.to_string());
+                    });
                 }
             }
         })

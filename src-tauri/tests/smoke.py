@@ -103,7 +103,45 @@ def session(driver, data_home):
     return answer["value"]["sessionId"]
 
 
-def run_once(driver, data_home, screen, label, check_user=False, stop=None):
+def second_launch_exits(environment, pids):
+    """A second launch must hand over to the running app and exit, not start a second server."""
+    second = subprocess.Popen([BINARY], env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        second.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        raise SystemExit("✗ a second launch kept running beside the first")
+    assert app_pids() == pids, f"app processes changed: {app_pids()} vs {pids}"
+    print("a second launch exited and left the first instance running")
+
+
+def startup_failure_is_shown(port_for_driver, environment, screen):
+    """With unusable binaries the window shows the cause and the fix, with Retry."""
+    broken = dict(environment, PGHARNESS_PG_BIN_DIR="/nonexistent/bin")
+    driver_process = subprocess.Popen(["WebKitWebDriver", f"--port={port_for_driver}"], env=broken,
+                                      stdout=subprocess.DEVNULL)
+    driver = f"http://127.0.0.1:{port_for_driver}"
+    try:
+        wait_for("WebKitWebDriver", lambda: request("GET", f"{driver}/status", timeout=2), limit=20)
+        base = f"{driver}/session/{session(driver, None)}"
+        element = wait_for("the failure text", lambda: request("POST", f"{base}/element", {"using": "css selector", "value": "#reason"})["value"])
+        element_id = next(iter(element.values()))
+        reason = wait_for("the failure reason", lambda: request("GET", f"{base}/element/{element_id}/text")["value"])
+        assert "PGHARNESS_PG_BIN_DIR" in reason, reason
+        retry = request("POST", f"{base}/element", {"using": "css selector", "value": "#retry"})["value"]
+        assert request("GET", f"{base}/element/{next(iter(retry.values()))}/displayed")["value"], "no Retry button"
+        time.sleep(0.5)  # screenshots can lag the DOM
+        with open(os.path.join(OUTPUT, "desktop-startup-failure.png"), "wb") as picture:
+            picture.write(base64.b64decode(request("GET", f"{base}/screenshot")["value"]))
+        pids = wait_for("the app process", app_pids)
+        assert wait_for("the window", lambda: close_window(screen), limit=10)
+        wait_for("the app to exit", lambda: not (app_pids() & pids), limit=30)
+        print(f"a startup failure is shown with its cause and Retry: {reason.splitlines()[0]}")
+    finally:
+        driver_process.terminate()
+
+
+def run_once(driver, data_home, screen, label, check_user=False, stop=None, environment=None):
     started = time.monotonic()
     session_id = session(driver, data_home)
     base = f"{driver}/session/{session_id}"
@@ -125,6 +163,8 @@ def run_once(driver, data_home, screen, label, check_user=False, stop=None):
         request("POST", f"{api}/users", {"username": "smoketest", "email": "smoke@example.com"})
     pids = wait_for("the app process", app_pids)
     assert postgres_pids(data_home), "no postgres process while the app runs"
+    if environment is not None:
+        second_launch_exits(environment, pids)
     if stop == "sigterm":
         for pid in pids:
             os.kill(pid, 15)
@@ -151,18 +191,25 @@ def main():
                        TAURI_WEBVIEW_AUTOMATION="true", RUST_LOG="warn")
     environment.pop("DATABASE_URL", None)
     environment.pop("PGHARNESS_DATA_DIR", None)
+    # A session bus, as a desktop has: single-instance works through it.
+    bus = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                           stdout=subprocess.PIPE, text=True)
+    environment["DBUS_SESSION_BUS_ADDRESS"] = bus.stdout.readline().strip()
     driver_process = subprocess.Popen(["WebKitWebDriver", f"--port={port}"], env=environment,
                                       stdout=subprocess.DEVNULL)
     driver = f"http://127.0.0.1:{port}"
     try:
         wait_for("WebKitWebDriver", lambda: request("GET", f"{driver}/status", timeout=2), limit=20)
         screen = wait_for("the X display", lambda: display.Display(f":{display_number}"), limit=20)
-        run_once(driver, data_home, screen, "first-launch")
+        os.makedirs(OUTPUT, exist_ok=True)
+        startup_failure_is_shown(free_port(), environment, screen)
+        run_once(driver, data_home, screen, "first-launch", environment=environment)
         warm = run_once(driver, data_home, screen, "relaunch", check_user=True)
         run_once(driver, data_home, screen, "sigterm", check_user=True, stop="sigterm")
         print(f"warm start (binaries cached, existing data directory): {warm:.2f} s (target ≤ 2 s: {'met' if warm <= 2 else 'MISSED'})")
     finally:
         driver_process.terminate()
+        bus.terminate()
         xvfb.terminate()
         shutil.rmtree(data_home, ignore_errors=True)
 
