@@ -215,7 +215,8 @@ fn main() {
                     port: None,
                     database: "app_db".to_owned(),
                     durable: false,
-                    configuration: Default::default(),
+                    // Room for the API's pool and pgbench's 64 clients at once.
+                    configuration: [("max_connections".to_owned(), "300".to_owned())].into(),
                 },
             )
             .await
