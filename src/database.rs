@@ -71,7 +71,7 @@ pub enum DatabaseError {
 }
 
 /// Pool usage for the API and UI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PoolStats {
     /// Open connections.
     pub size: u32,

@@ -167,12 +167,6 @@ where
     }
 }
 
-impl<T: Serialize> IntoResponse for ApiJson<T> {
-    fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
-    }
-}
-
 /// `axum::extract::Query` with 422 naming the bad parameter.
 #[derive(Debug)]
 pub struct ApiQuery<T>(pub T);

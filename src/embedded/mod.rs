@@ -393,11 +393,6 @@ impl EmbeddedServer {
         self.home.join("pgdata")
     }
 
-    #[must_use]
-    pub fn binaries(&self) -> &Binaries {
-        &self.binaries
-    }
-
     /// `Some(pid)` when another process owns the server this one attached to.
     #[must_use]
     pub fn owner_pid(&self) -> Option<u32> {
