@@ -68,13 +68,7 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
 #[tokio::test]
 async fn a_user_is_created_with_its_location_and_read_back() {
     let app = TestApp::spawn().await;
-    let reply = app
-        .call(
-            "POST",
-            "/users",
-            json!({"username": "alice", "email": "Alice@Example.com"}),
-        )
-        .await;
+    let reply = app.post_user("alice", "Alice@Example.com").await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let id = reply.body["id"].as_i64().unwrap();
     assert_eq!(reply.headers["location"], format!("/users/{id}").as_str());
@@ -102,26 +96,14 @@ async fn an_unknown_user_is_the_guides_404_and_a_non_integer_id_is_422() {
 #[tokio::test]
 async fn invalid_fields_are_422_naming_each_field() {
     let app = TestApp::spawn().await;
-    let reply = app
-        .call(
-            "POST",
-            "/users",
-            json!({"username": "al", "email": "not-an-address"}),
-        )
-        .await;
+    let reply = app.post_user("al", "not-an-address").await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         locations(&reply.body),
         vec![json!(["body", "username"]), json!(["body", "email"])]
     );
     let long_name = "x".repeat(51);
-    let reply = app
-        .call(
-            "POST",
-            "/users",
-            json!({"username": long_name, "email": "x@y.z"}),
-        )
-        .await;
+    let reply = app.post_user(&long_name, "x@y.z").await;
     assert_eq!(locations(&reply.body), vec![json!(["body", "username"])]);
     let missing = app
         .call("POST", "/users", json!({"username": "alice"}))
@@ -136,25 +118,13 @@ async fn invalid_fields_are_422_naming_each_field() {
 async fn a_taken_username_or_email_is_409_naming_which() {
     let app = TestApp::spawn().await;
     app.create_user("alice", "alice@example.com").await;
-    let same_name = app
-        .call(
-            "POST",
-            "/users",
-            json!({"username": "alice", "email": "other@example.com"}),
-        )
-        .await;
+    let same_name = app.post_user("alice", "other@example.com").await;
     assert_eq!(same_name.status, StatusCode::CONFLICT);
     assert_eq!(
         locations(&same_name.body),
         vec![json!(["body", "username"])]
     );
-    let same_email = app
-        .call(
-            "POST",
-            "/users",
-            json!({"username": "alicia", "email": "ALICE@example.com"}),
-        )
-        .await;
+    let same_email = app.post_user("alicia", "ALICE@example.com").await;
     assert_eq!(same_email.status, StatusCode::CONFLICT);
     assert_eq!(locations(&same_email.body), vec![json!(["body", "email"])]);
     assert_eq!(app.user_count().await, 1);

@@ -283,14 +283,19 @@ impl TestApp {
         .await
     }
 
+    /// `POST /users`, whatever the answer.
+    pub async fn post_user(&self, username: &str, email: &str) -> Reply {
+        self.call(
+            "POST",
+            "/users",
+            serde_json::json!({"username": username, "email": email}),
+        )
+        .await
+    }
+
+    /// `POST /users` that must succeed; the created user.
     pub async fn create_user(&self, username: &str, email: &str) -> serde_json::Value {
-        let reply = self
-            .call(
-                "POST",
-                "/users",
-                serde_json::json!({"username": username, "email": email}),
-            )
-            .await;
+        let reply = self.post_user(username, email).await;
         assert_eq!(
             reply.status,
             axum::http::StatusCode::CREATED,
