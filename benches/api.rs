@@ -5,6 +5,10 @@
 //! the same query straight against PostgreSQL with pgbench (`-M prepared`, best of 8, 16 and
 //! 64 clients). Prints requests/s, p50 and p99 of each and the ratio API / ceiling.
 //!
+//! It also drives `GET /health/live`, which touches no database: the cost of the HTTP exchange
+//! alone on these cores. Every `GET /users/{id}` pays for one HTTP exchange and one query on the
+//! same cores, so `1 / (1 / http + 1 / ceiling)` estimates the most any HTTP API could serve here.
+//!
 //! Needs `wrk` and `pgbench` (Debian: `apt-get install wrk postgresql-15`). Target on a 2-core
 //! machine, load generator included: API ≥ 60 % of the ceiling, p99 ≤ 10 ms, no errors.
 
@@ -66,7 +70,10 @@ fn milliseconds(text: &str) -> f64 {
 }
 
 fn wrk(name: &str, base: &str, path_script: &str, directory: &Path) -> Measurement {
-    let script = directory.join(format!("{}.lua", name.replace(['/', ' ', '{', '}'], "_")));
+    let script = directory.join(format!(
+        "{}.lua",
+        name.replace(['/', ' ', '{', '}', ','], "_")
+    ));
     std::fs::write(&script, path_script).unwrap();
     let output = Command::new("wrk")
         .args([
@@ -268,6 +275,12 @@ fn main() {
         "wrk.path = '/health'\n",
         directory.path(),
     );
+    let http_alone = wrk(
+        "GET /health/live, no database",
+        &base,
+        "wrk.path = '/health/live'\n",
+        directory.path(),
+    );
     let ceilings: Vec<Measurement> = [8, 16, 64]
         .into_iter()
         .map(|clients| pgbench(&server, clients, directory.path()))
@@ -275,6 +288,7 @@ fn main() {
 
     users.print();
     health.print();
+    http_alone.print();
     for ceiling in &ceilings {
         ceiling.print();
     }
@@ -294,6 +308,15 @@ fn main() {
             "MISSED"
         },
         users.errors + health.errors,
+    );
+    let bound = 1.0 / (1.0 / http_alone.requests_per_second + 1.0 / best.requests_per_second);
+    println!(
+        "HTTP exchange + query on shared cores, 1 / (1 / {:.0} + 1 / {:.0}): at most ~{:.0} req/s = {:.0} % of the ceiling; the API reaches {:.0} % of that",
+        http_alone.requests_per_second,
+        best.requests_per_second,
+        bound,
+        bound / best.requests_per_second * 100.0,
+        users.requests_per_second / bound * 100.0,
     );
     runtime.block_on(server.stop()).unwrap();
 }

@@ -19,6 +19,15 @@ use crate::config::{DatabaseUrl, PoolSettings};
 const OVERFLOW_IDLE: Duration = Duration::from_secs(30);
 /// An acquisition that takes longer than this is counted as having waited for a connection.
 const WAIT_THRESHOLD: Duration = Duration::from_millis(1);
+/// Waiting this long for a connection while the pool is below its maximum means it cannot open
+/// one, so the server is tried directly: sqlx retries a refused connection until the pool
+/// timeout (it takes the server for starting up), which would hold a request 30 s for a server
+/// that is down.
+const SERVER_CHECK_AFTER: Duration = Duration::from_millis(500);
+/// How long that direct attempt may take before the server counts as not answering.
+const SERVER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+/// SQLSTATE `cannot_connect_now`: the server is starting or shutting down; worth waiting for.
+const CANNOT_CONNECT_NOW: &str = "57P03";
 
 /// Connection options: `DATABASE_ECHO` logs every statement; slow ones are always warned about.
 #[must_use]
@@ -129,10 +138,14 @@ impl Database {
     /// # Errors
     ///
     /// [`DatabaseError::PoolExhausted`] when every connection stayed busy for the pool timeout;
-    /// [`DatabaseError::Connection`] when no connection could be opened.
+    /// [`DatabaseError::Connection`] when no connection could be opened, within about a
+    /// second when the server refuses connections or does not answer.
     pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, DatabaseError> {
         let started = Instant::now();
-        let result = self.pool.acquire().await;
+        let result = tokio::select! {
+            result = self.pool.acquire() => result,
+            failure = self.unreachable_server() => Err(failure),
+        };
         let waited = started.elapsed();
         if waited > WAIT_THRESHOLD {
             self.counters.waited.fetch_add(1, Ordering::Relaxed);
@@ -163,6 +176,35 @@ impl Database {
                 other => DatabaseError::Connection(ConnectionFailure::new(&other)),
             }
         })
+    }
+
+    /// Resolves only once the server turns out to be down: while an acquisition waits with the
+    /// pool below its maximum (so not because every connection is busy), connects directly
+    /// every [`SERVER_CHECK_AFTER`] and returns that attempt's error, unless the server says it
+    /// is starting up.
+    async fn unreachable_server(&self) -> sqlx::Error {
+        loop {
+            tokio::time::sleep(SERVER_CHECK_AFTER).await;
+            if self.pool.size() >= self.settings.max_connections() {
+                continue;
+            }
+            let options = self.pool.connect_options();
+            match tokio::time::timeout(SERVER_CHECK_TIMEOUT, options.connect()).await {
+                Ok(Ok(connection)) => {
+                    // The server is up: the pool will get its connection.
+                    let _ = sqlx::Connection::close(connection).await;
+                }
+                Ok(Err(sqlx::Error::Database(error)))
+                    if error.code().as_deref() == Some(CANNOT_CONNECT_NOW) => {}
+                Ok(Err(error)) => return error,
+                Err(_) => {
+                    return sqlx::Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no answer within {} s", SERVER_CHECK_TIMEOUT.as_secs()),
+                    ));
+                }
+            }
+        }
     }
 
     /// Starts a unit of work: see [`UnitOfWork`].

@@ -4,7 +4,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::helpers::{Reply, TestApp};
 
 fn locations(reply_body: &Value) -> Vec<Value> {
     reply_body["detail"]
@@ -31,6 +31,18 @@ async fn health_reports_the_guides_body_when_the_database_answers() {
     app.stop().await;
 }
 
+/// `GET path`, failing the test when the answer takes 3 s or more.
+async fn get_within_3_s(app: &TestApp, path: &str) -> Reply {
+    let started = Instant::now();
+    let reply = app.get(path).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{path} took {:?}",
+        started.elapsed()
+    );
+    reply
+}
+
 #[tokio::test]
 async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
     let app = TestApp::spawn().await;
@@ -38,13 +50,7 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
 
     let stopped = app.call("POST", "/api/database/stop", json!({})).await;
     assert_eq!(stopped.body, json!({"status": "stopped"}));
-    let started = Instant::now();
-    let reply = app.get("/health").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    let reply = get_within_3_s(&app, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.body["status"], "unhealthy");
     assert_eq!(reply.body["checks"]["database"], "unhealthy");
@@ -62,6 +68,30 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
     let restart = app.call("POST", "/api/database/restart", json!({})).await;
     assert_eq!(restart.status, StatusCode::OK);
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_while_the_database_is_stopped_is_503_naming_the_refused_connection_at_once() {
+    let app = TestApp::spawn().await;
+    app.call("POST", "/api/database/stop", json!({})).await;
+
+    // The pool timeout is 30 s; a stopped server must not hold the request that long.
+    let reply = get_within_3_s(&app, "/users/1").await;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert_eq!(
+        reply.body["detail"],
+        "database unavailable: connection refused"
+    );
+
+    app.call("POST", "/api/database/start", json!({})).await;
+    assert_eq!(app.get("/users/1").await.status, StatusCode::NOT_FOUND);
     app.stop().await;
 }
 
