@@ -135,13 +135,17 @@ test("the connection screen shows the server, the pool and the migrations", asyn
   await page.screenshot({ path: join(output, "connection.png") });
 });
 
-test("stopping the database turns health red; starting it turns it green", async () => {
+test("stopping the database turns health red and says why on the users screen; starting it turns it green", async () => {
   await page.goto(`${base}/#/health`);
   await page.locator('#health-status[data-state="healthy"]').waitFor();
   await api("POST", "/api/database/stop");
   await page.locator('#health-status[data-state="unhealthy"]').waitFor({ timeout: 6000 });
   assert.equal(await badgeState(), "unhealthy");
   await page.screenshot({ path: join(output, "health-down.png") });
+  await page.goto(`${base}/#/users`);
+  // Well inside the 30 s pool timeout: a stopped server is reported, not waited for.
+  await page.locator("#message", { hasText: "database unavailable: connection refused" }).waitFor({ timeout: 3000 });
+  await page.goto(`${base}/#/health`);
   await api("POST", "/api/database/start");
   await page.locator('#health-status[data-state="healthy"]').waitFor({ timeout: 6000 });
 });
