@@ -26,8 +26,9 @@ const WAIT_THRESHOLD: Duration = Duration::from_millis(1);
 const SERVER_CHECK_AFTER: Duration = Duration::from_millis(500);
 /// How long that direct attempt may take before the server counts as not answering.
 const SERVER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
-/// SQLSTATE `cannot_connect_now`: the server is starting or shutting down; worth waiting for.
-const CANNOT_CONNECT_NOW: &str = "57P03";
+/// SQLSTATEs worth waiting for, as sqlx does: `cannot_connect_now` (the server is starting up)
+/// and `too_many_connections` (often a connection just closed and not yet noticed).
+const WAIT_FOR_CODES: [&str; 2] = ["57P03", "53300"];
 
 /// Connection options: `DATABASE_ECHO` logs every statement; slow ones are always warned about.
 #[must_use]
@@ -180,8 +181,8 @@ impl Database {
 
     /// Resolves only once the server turns out to be down: while an acquisition waits with the
     /// pool below its maximum (so not because every connection is busy), connects directly
-    /// every [`SERVER_CHECK_AFTER`] and returns that attempt's error, unless the server says it
-    /// is starting up.
+    /// every [`SERVER_CHECK_AFTER`] and returns that attempt's error, unless it is one sqlx
+    /// waits out ([`WAIT_FOR_CODES`]).
     async fn unreachable_server(&self) -> sqlx::Error {
         loop {
             tokio::time::sleep(SERVER_CHECK_AFTER).await;
@@ -195,7 +196,9 @@ impl Database {
                     let _ = sqlx::Connection::close(connection).await;
                 }
                 Ok(Err(sqlx::Error::Database(error)))
-                    if error.code().as_deref() == Some(CANNOT_CONNECT_NOW) => {}
+                    if error
+                        .code()
+                        .is_some_and(|code| WAIT_FOR_CODES.contains(&code.as_ref())) => {}
                 Ok(Err(error)) => return error,
                 Err(_) => {
                     return sqlx::Error::Io(std::io::Error::new(
