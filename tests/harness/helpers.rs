@@ -215,6 +215,13 @@ pub struct Reply {
     pub text: String,
 }
 
+impl Reply {
+    /// A header's value as text; panics when it is missing or not text.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers[name].to_str().unwrap()
+    }
+}
+
 impl TestApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(&[]).await
