@@ -61,9 +61,10 @@ impl Harness {
                     durable: true,
                     configuration: settings.configuration.clone(),
                 };
-                let server = EmbeddedServer::start(&binaries, &options).await?;
+                let server = Arc::new(EmbeddedServer::start(&binaries, &options).await?);
+                server.supervise();
                 let url = server.url();
-                (Some(Arc::new(server)), url)
+                (Some(server), url)
             }
         };
         let database = Database::connect_lazy(&url, &config.pool);
@@ -107,6 +108,7 @@ impl Harness {
             self.server.clone(),
             Arc::clone(&self.migrations),
         )
+        .with_access(crate::api::AccessPolicy::new(&self.config.api))
     }
 
     /// The embedded server, when there is one.

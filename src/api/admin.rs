@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::ApiContext;
+use super::access::AdminGranted;
 use super::error::ApiError;
 use crate::config::PoolSettings;
 use crate::database::PoolStats;
@@ -157,7 +158,10 @@ pub struct ConnectionString {
 #[utoipa::path(post, path = "/api/connection/reveal", tag = "database", responses(
     (status = 200, description = "The connection string with its password", body = ConnectionString),
 ))]
-pub async fn reveal_connection_string(State(context): State<ApiContext>) -> Json<ConnectionString> {
+pub async fn reveal_connection_string(
+    _admin: AdminGranted,
+    State(context): State<ApiContext>,
+) -> Json<ConnectionString> {
     Json(ConnectionString {
         url: context.url.expose_url(),
     })
@@ -234,8 +238,11 @@ pub async fn slow_queries(
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DatabaseState {
-    /// `running` or `stopped`.
+    /// `running`, `stopped`, or `recovering` (it exited unexpectedly and is being restarted).
     status: &'static str,
+    /// Why it is recovering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
 }
 
 fn embedded(context: &ApiContext) -> Result<&EmbeddedServer, ApiError> {
@@ -256,12 +263,14 @@ fn control_error(error: ServerError) -> ApiError {
 }
 
 fn state(server: &EmbeddedServer) -> Json<DatabaseState> {
+    let outage = server.outage();
     Json(DatabaseState {
-        status: if server.is_running() {
-            "running"
-        } else {
-            "stopped"
+        status: match (&outage, server.is_running()) {
+            (Some(_), _) => "recovering",
+            (None, true) => "running",
+            (None, false) => "stopped",
         },
+        detail: outage,
     })
 }
 
@@ -271,6 +280,7 @@ fn state(server: &EmbeddedServer) -> Json<DatabaseState> {
     (status = 403, description = "External server, or a server owned by another process"),
 ))]
 pub async fn stop_database(
+    _admin: AdminGranted,
     State(context): State<ApiContext>,
 ) -> Result<Json<DatabaseState>, ApiError> {
     let server = embedded(&context)?;
@@ -284,6 +294,7 @@ pub async fn stop_database(
     (status = 403, description = "External server, or a server owned by another process"),
 ))]
 pub async fn start_database(
+    _admin: AdminGranted,
     State(context): State<ApiContext>,
 ) -> Result<Json<DatabaseState>, ApiError> {
     let server = embedded(&context)?;
@@ -297,6 +308,7 @@ pub async fn start_database(
     (status = 403, description = "External server, or a server owned by another process"),
 ))]
 pub async fn restart_database(
+    _admin: AdminGranted,
     State(context): State<ApiContext>,
 ) -> Result<Json<DatabaseState>, ApiError> {
     let server = embedded(&context)?;

@@ -34,29 +34,54 @@ impl FieldError {
     }
 }
 
+/// Every error's body: `{"detail": "message"}`, or `{"detail": [FieldError, ...]}` for 409
+/// and 422 (FastAPI's shape).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub detail: ErrorDetail,
+}
+
+/// A message, or the invalid fields.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum ErrorDetail {
+    Message(String),
+    Fields(Vec<FieldError>),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the body is not valid JSON.
     #[error("{0}")]
     BadRequest(String),
-    /// 403: not allowed in this mode (e.g. database control against an external server).
+    /// 401 with `WWW-Authenticate: Bearer`: an admin route beyond loopback without the token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: not allowed in this mode (database control against an external server, admin
+    /// routes beyond loopback without a token) or from another site.
     #[error("{0}")]
     Forbidden(String),
     /// 404.
     #[error("{0}")]
     NotFound(&'static str),
+    /// 408: the request body did not arrive in time.
+    #[error("{0}")]
+    RequestTimeout(String),
     /// 409: a unique value is taken; `detail` says which.
     #[error("conflict")]
-    Conflict(serde_json::Value),
+    Conflict(Vec<FieldError>),
     /// 413: the body is over the limit.
     #[error("{0}")]
     PayloadTooLarge(String),
     /// 415: not `application/json`.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 421: the `Host` header names a server this is not (DNS rebinding).
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// 422: invalid fields, each named.
     #[error("validation failed")]
-    Validation(serde_json::Value),
+    Validation(Vec<FieldError>),
     /// 503 with `Retry-After`: the database is down or every connection is busy.
     #[error("{0}")]
     Unavailable(String),
@@ -68,17 +93,20 @@ pub enum ApiError {
 impl ApiError {
     #[must_use]
     pub fn fields(errors: Vec<FieldError>) -> Self {
-        Self::Validation(json!(errors))
+        Self::Validation(errors)
     }
 
     fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,19 +117,26 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
+        let extra_header = match &self {
+            Self::Unavailable(_) => Some((header::RETRY_AFTER, RETRY_AFTER_SECONDS)),
+            Self::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, "Bearer")),
+            _ => None,
+        };
         let detail = match self {
-            Self::Conflict(detail) | Self::Validation(detail) => detail,
+            Self::Conflict(fields) | Self::Validation(fields) => ErrorDetail::Fields(fields),
             Self::Internal(message) => {
                 error!(%message, "internal error");
-                json!("Internal server error")
+                ErrorDetail::Message("Internal server error".to_owned())
             }
-            Self::Unavailable(message) => {
-                let body = axum::Json(json!({ "detail": message }));
-                return (status, [(header::RETRY_AFTER, "1")], body).into_response();
-            }
-            other => json!(other.to_string()),
+            other => ErrorDetail::Message(other.to_string()),
         };
-        (status, axum::Json(json!({ "detail": detail }))).into_response()
+        let mut response = (status, axum::Json(ErrorBody { detail })).into_response();
+        if let Some((name, value)) = extra_header {
+            response
+                .headers_mut()
+                .insert(name, axum::http::HeaderValue::from_static(value));
+        }
+        response
     }
 }
 
@@ -119,14 +154,32 @@ impl From<DatabaseError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable("database unavailable".to_owned())
-            }
-            _ => Self::Internal(error.to_string()),
+        if connection_lost(&error) {
+            return Self::Unavailable(format!("database unavailable: {error}"));
         }
+        Self::Internal(error.to_string())
     }
 }
+
+/// Whether the statement failed because the database went away, not because of the request:
+/// a broken connection, or the server shutting down or restarting (SQLSTATE class 08,
+/// 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+fn connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// How long a client is told to wait before retrying a 503.
+pub(super) const RETRY_AFTER_SECONDS: &str = "1";
 
 /// `axum::Json` whose rejections use our error format: 400 malformed, 415 wrong content type,
 /// 413 too large, 422 wrong shape.
@@ -141,7 +194,14 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(request, state).await {
+        let read = axum::Json::<T>::from_request(request, state);
+        let Ok(parsed) = tokio::time::timeout(super::BODY_READ_TIMEOUT, read).await else {
+            return Err(ApiError::RequestTimeout(format!(
+                "the request body did not arrive within {} s",
+                super::BODY_READ_TIMEOUT.as_secs()
+            )));
+        };
+        match parsed {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(match rejection {
                 JsonRejection::JsonDataError(error) => ApiError::fields(vec![FieldError::new(
@@ -190,4 +250,23 @@ where
                 )])
             })
     }
+}
+
+/// Gives the bodiless errors axum answers by itself (404 no such route, 405 wrong method) the
+/// `{"detail": ...}` body of every other error, keeping their headers (`Allow`).
+pub(super) async fn detail_for_empty_errors(response: Response) -> Response {
+    let status = response.status();
+    if !(status.is_client_error() && response.headers().get(header::CONTENT_TYPE).is_none()) {
+        return response;
+    }
+    let (parts, _empty) = response.into_parts();
+    let detail = ErrorDetail::Message(status.canonical_reason().unwrap_or("Error").to_owned());
+    let mut answer = (status, axum::Json(ErrorBody { detail })).into_response();
+    for (name, value) in &parts.headers {
+        answer
+            .headers_mut()
+            .entry(name)
+            .or_insert_with(|| value.clone());
+    }
+    answer
 }

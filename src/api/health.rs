@@ -3,12 +3,14 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
 use super::ApiContext;
+use super::error::RETRY_AFTER_SECONDS;
 use crate::database::{DatabaseError, PoolStats};
 
 /// A database that does not answer within this is reported down: health never hangs.
@@ -59,11 +61,16 @@ async fn check_database(context: &ApiContext) -> Result<f64, String> {
             .map_err(DatabaseError::Query)?;
         Ok::<_, DatabaseError>(())
     };
-    match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
-        Ok(Ok(())) => Ok(started.elapsed().as_secs_f64() * 1000.0),
-        Ok(Err(DatabaseError::Connection(failure))) => Err(failure.kind.cause().to_owned()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {} s", CHECK_TIMEOUT.as_secs())),
+    let reason = match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
+        Ok(Ok(())) => return Ok(started.elapsed().as_secs_f64() * 1000.0),
+        Ok(Err(DatabaseError::Connection(failure))) => failure.kind.cause().to_owned(),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+    };
+    // What the server's supervisor knows says more than the refused connection.
+    match context.server.as_ref().and_then(|server| server.outage()) {
+        Some(outage) => Err(format!("{reason}: {outage}")),
+        None => Err(reason),
     }
 }
 
@@ -72,7 +79,7 @@ async fn check_database(context: &ApiContext) -> Result<f64, String> {
     (status = 200, description = "Healthy", body = Health),
     (status = 503, description = "The database is down or does not answer within 2 s", body = Health),
 ))]
-pub async fn health(State(context): State<ApiContext>) -> (StatusCode, Json<Health>) {
+pub async fn health(State(context): State<ApiContext>) -> Response {
     let check = check_database(&context).await;
     let healthy = check.is_ok();
     let body = Health {
@@ -94,12 +101,12 @@ pub async fn health(State(context): State<ApiContext>) -> (StatusCode, Json<Heal
         },
         pool: context.database.stats(),
     };
-    let status = if healthy {
-        StatusCode::OK
+    if healthy {
+        (StatusCode::OK, Json(body)).into_response()
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body))
+        let retry = [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)];
+        (StatusCode::SERVICE_UNAVAILABLE, retry, Json(body)).into_response()
+    }
 }
 
 /// Liveness: the process answers (the database is not consulted).
@@ -115,15 +122,14 @@ pub async fn live() -> Json<serde_json::Value> {
     (status = 200, description = "Ready"),
     (status = 503, description = "The database is not reachable"),
 ))]
-pub async fn ready(State(context): State<ApiContext>) -> (StatusCode, Json<serde_json::Value>) {
+pub async fn ready(State(context): State<ApiContext>) -> Response {
     match check_database(&context).await {
-        Ok(_) => (
-            StatusCode::OK,
-            Json(serde_json::json!({ "status": "ready" })),
-        ),
+        Ok(_) => Json(serde_json::json!({ "status": "ready" })).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
             Json(serde_json::json!({ "status": "not ready", "detail": reason })),
-        ),
+        )
+            .into_response(),
     }
 }

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use secrecy::SecretString;
+
 pub use self::url::{DatabaseUrl, mask_password};
 
 /// A configuration value that cannot be used, or a combination that is refused.
@@ -148,13 +150,19 @@ pub struct Config {
     pub logging: LogSettings,
 }
 
-/// Where the HTTP API listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the HTTP API listens, and who may use it.
+#[derive(Debug, Clone)]
 pub struct ApiSettings {
     /// `APP_HOST`.
     pub host: String,
     /// `APP_PORT`; 0 picks a free port.
     pub port: u16,
+    /// `PGHARNESS_ALLOWED_HOSTS`: host names accepted in the `Host` header besides loopback
+    /// and `APP_HOST` (comma-separated), e.g. the name of a reverse proxy in front of the API.
+    pub allowed_hosts: Vec<String>,
+    /// `PGHARNESS_ADMIN_TOKEN`: bearer token that opens the admin routes (connection string,
+    /// database stop/start/restart) when the API listens beyond loopback.
+    pub admin_token: Option<SecretString>,
 }
 
 /// How logs are written.
@@ -275,6 +283,16 @@ impl Config {
         let api = ApiSettings {
             host: var("APP_HOST").unwrap_or_else(|| "127.0.0.1".to_owned()),
             port: parse_number(&var, "APP_PORT", 8000, 0)?,
+            allowed_hosts: var("PGHARNESS_ALLOWED_HOSTS")
+                .map(|names| {
+                    names
+                        .split(',')
+                        .map(|name| name.trim().to_ascii_lowercase())
+                        .filter(|name| !name.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            admin_token: admin_token(&var)?,
         };
         let logging = LogSettings {
             json: match var("PGHARNESS_LOG_FORMAT").as_deref() {
@@ -306,6 +324,27 @@ impl Config {
             logging,
         })
     }
+}
+
+/// Shortest `PGHARNESS_ADMIN_TOKEN` accepted: it guards the database's password.
+const ADMIN_TOKEN_MIN_LENGTH: usize = 16;
+
+fn admin_token(var: &impl Fn(&str) -> Option<String>) -> Result<Option<SecretString>, ConfigError> {
+    let Some(token) = var("PGHARNESS_ADMIN_TOKEN") else {
+        return Ok(None);
+    };
+    let token = token.trim();
+    if token.chars().count() < ADMIN_TOKEN_MIN_LENGTH {
+        return Err(ConfigError::Invalid {
+            variable: "PGHARNESS_ADMIN_TOKEN",
+            // The value itself is a secret: never echoed.
+            value: "…".to_owned(),
+            reason: format!("shorter than {ADMIN_TOKEN_MIN_LENGTH} characters"),
+            allowed: "a random string of 16 characters or more, e.g. `openssl rand -hex 24`"
+                .to_owned(),
+        });
+    }
+    Ok(Some(SecretString::from(token.to_owned())))
 }
 
 fn embedded_settings(

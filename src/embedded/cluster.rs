@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt as _;
 use tracing::{info, warn};
 
-use super::{Privilege, ServerError, io_error, run, stop_builder};
+use super::{Privilege, ServerError, io_error, process, run, stop_builder};
 use crate::binaries::Binaries;
 
 /// Creates `pgdata` with `password` for the superuser.
@@ -174,15 +174,10 @@ pub(super) async fn reap_orphan(
     pgdata: &Path,
 ) -> Result<(), ServerError> {
     let pid_file = pgdata.join("postmaster.pid");
-    let Some(pid) = std::fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|text| text.lines().next()?.trim().parse::<i32>().ok())
-    else {
+    let Some(pid) = process::postmaster_pid(pgdata) else {
         return Ok(());
     };
-    let is_postgres = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .is_ok_and(|name| name.trim() == "postgres");
-    if is_postgres {
+    if process::is_postgres(pid) {
         warn!(
             pid,
             "a PostgreSQL server from an earlier run is still running on this data directory; stopping it"

@@ -17,6 +17,7 @@
 
 mod cluster;
 mod privilege;
+mod process;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -24,6 +25,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use postgresql_commands::CommandBuilder;
@@ -31,7 +33,7 @@ use postgresql_commands::pg_ctl::{Mode, PgCtlBuilder, ShutdownMode};
 use rand::distr::{Alphanumeric, SampleString as _};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 pub use self::privilege::{Privilege, PrivilegeError};
 use crate::binaries::Binaries;
@@ -44,6 +46,11 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long an attaching process waits for the owner to report its server ready.
 const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
 const PORT_ATTEMPTS: usize = 5;
+/// How often an owned server's postmaster is checked for an unexpected exit.
+const SUPERVISION_INTERVAL: Duration = Duration::from_millis(250);
+/// After a crash, the old server's backends may hold its shared memory for a moment, and
+/// PostgreSQL refuses to start until they are gone: starts are retried this long.
+const RESTART_PATIENCE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -126,8 +133,11 @@ pub struct EmbeddedServer {
     database: String,
     role: Role,
     options: ServerOptions,
+    /// Whether the server is meant to run: set by start and resume, cleared by pause and stop.
     running: AtomicBool,
-    /// Serialises stop, pause and resume.
+    /// Why the server is down against its owner's will, while it is being restarted.
+    outage: Mutex<Option<String>>,
+    /// Serialises stop, pause, resume and crash recovery.
     control: tokio::sync::Mutex<()>,
 }
 
@@ -185,6 +195,7 @@ impl EmbeddedServer {
             role: Role::Owner { lock },
             options: options.clone(),
             running: AtomicBool::new(false),
+            outage: Mutex::new(None),
             control: tokio::sync::Mutex::new(()),
         };
         server.start_postgres(options).await?;
@@ -243,6 +254,7 @@ impl EmbeddedServer {
             },
             options: options.clone(),
             running: AtomicBool::new(true),
+            outage: Mutex::new(None),
             control: tokio::sync::Mutex::new(()),
         };
         server.ensure_database().await?;
@@ -402,10 +414,90 @@ impl EmbeddedServer {
         }
     }
 
-    /// Whether the server is up (as far as this process knows).
+    /// Whether the server is up: meant to run, and its postmaster alive.
     #[must_use]
     pub fn is_running(&self) -> bool {
-        self.running.load(Ordering::SeqCst)
+        self.running.load(Ordering::SeqCst) && self.postmaster_alive()
+    }
+
+    fn postmaster_alive(&self) -> bool {
+        process::postmaster_pid(&self.data_dir()).is_some_and(process::is_postgres)
+    }
+
+    /// Why the server is down while it should run, until it has been restarted.
+    #[must_use]
+    pub fn outage(&self) -> Option<String> {
+        self.outage
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_outage(&self, cause: Option<String>) {
+        *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = cause;
+    }
+
+    /// Watches an owned server until it is dropped: if its postmaster exits unexpectedly
+    /// (killed, out of memory), logs it and starts it again on the same data and port.
+    pub fn supervise(self: &Arc<Self>) {
+        if self.owner_pid().is_some() {
+            return;
+        }
+        let server = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(SUPERVISION_INTERVAL).await;
+                let Some(server) = Weak::upgrade(&server) else {
+                    return;
+                };
+                server.recover_if_crashed().await;
+            }
+        });
+    }
+
+    async fn recover_if_crashed(&self) {
+        // Busy: a stop, start or restart is under way, and the postmaster may be gone on purpose.
+        let Ok(_guard) = self.control.try_lock() else {
+            return;
+        };
+        if !self.running.load(Ordering::SeqCst) || self.postmaster_alive() {
+            return;
+        }
+        let cause = format!(
+            "the embedded PostgreSQL server (data {}) exited unexpectedly; restarting it",
+            self.home.display()
+        );
+        error!(data = %self.home.display(), "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data");
+        self.set_outage(Some(cause));
+        match self.start_on_same_port().await {
+            Ok(()) => {
+                info!(
+                    port = self.port,
+                    "the embedded PostgreSQL server is running again"
+                );
+                self.set_outage(None);
+            }
+            Err(failure) => {
+                error!(%failure, "cannot restart the embedded PostgreSQL server; trying again");
+                self.set_outage(Some(format!(
+                    "the embedded PostgreSQL server exited unexpectedly and does not start again: {failure}"
+                )));
+            }
+        }
+    }
+
+    /// Starts the server on its port, waiting out a crashed server's leftovers.
+    async fn start_on_same_port(&self) -> Result<(), ServerError> {
+        let deadline = Instant::now() + RESTART_PATIENCE;
+        loop {
+            cluster::reap_orphan(&self.binaries, &self.privilege, &self.data_dir()).await?;
+            match self.pg_ctl_start(self.port, &self.options).await {
+                Err(ServerError::Command { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// Stops the server for good (fast shutdown: clients are disconnected, committed data is
@@ -442,6 +534,12 @@ impl EmbeddedServer {
         if !self.running.load(Ordering::SeqCst) {
             return Ok(());
         }
+        if !self.postmaster_alive() {
+            // It died on its own: stopped already.
+            self.running.store(false, Ordering::SeqCst);
+            self.set_outage(None);
+            return Ok(());
+        }
         run(&self.privilege, self.stop_builder())
             .await
             .map_err(|detail| ServerError::Command {
@@ -464,11 +562,12 @@ impl EmbeddedServer {
             return Err(ServerError::NotOwner { owner });
         }
         let _guard = self.control.lock().await;
-        if self.running.load(Ordering::SeqCst) {
+        if self.running.load(Ordering::SeqCst) && self.postmaster_alive() {
             return Ok(());
         }
-        self.pg_ctl_start(self.port, &self.options).await?;
+        self.start_on_same_port().await?;
         self.running.store(true, Ordering::SeqCst);
+        self.set_outage(None);
         Ok(())
     }
 

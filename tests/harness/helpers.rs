@@ -24,6 +24,21 @@ pub async fn binaries() -> Binaries {
         .clone()
 }
 
+/// The versions of the project's migrations, oldest first.
+pub fn migration_versions() -> Vec<String> {
+    let mut versions: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations"))
+            .unwrap()
+            .filter_map(|entry| {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                name.ends_with(".up.sql")
+                    .then(|| name.split('_').next().unwrap().to_owned())
+            })
+            .collect();
+    versions.sort();
+    versions
+}
+
 pub fn options(home: &Path) -> ServerOptions {
     ServerOptions {
         home: home.to_owned(),

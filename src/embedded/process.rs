@@ -1,0 +1,43 @@
+//! Whether the server's postmaster is alive, from its `postmaster.pid`: the one place that asks
+//! the operating system about a process.
+
+use std::path::Path;
+
+/// The postmaster's pid, while `pgdata/postmaster.pid` exists.
+pub(super) fn postmaster_pid(pgdata: &Path) -> Option<u32> {
+    std::fs::read_to_string(pgdata.join("postmaster.pid"))
+        .ok()?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether `pid` is a running `postgres` process. A zombie (dead, not yet reaped by its parent,
+/// as happens under a container's init) does not count.
+#[cfg(target_os = "linux")]
+pub(super) fn is_postgres(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        let Some((name, rest)) = stat
+            .split_once(" (")
+            .and_then(|(_, rest)| rest.rsplit_once(')'))
+        else {
+            return false;
+        };
+        name == "postgres" && !rest.trim_start().starts_with('Z')
+    })
+}
+
+/// Whether `pid` is running (other Unix systems have no `/proc` to tell its name).
+#[cfg(all(unix, not(target_os = "linux")))]
+pub(super) fn is_postgres(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        // It exists, under another user.
+        Err(error) => error == nix::errno::Errno::EPERM,
+    }
+}
