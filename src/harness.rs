@@ -224,7 +224,11 @@ impl Stack {
         progress(binaries::Progress::Step("Applying migrations".to_owned()));
         harness.prepare().await?;
         progress(binaries::Progress::Step("Starting the API".to_owned()));
-        let application = crate::api::Application::bind(harness.api_context(), &host, port).await?;
+        let context = harness.api_context();
+        if let Some(exposure) = context.access.exposure() {
+            warn!("{exposure}");
+        }
+        let application = crate::api::Application::bind(context, &host, port).await?;
         let address = application.local_addr().map_err(StackError::Address)?;
         let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(application.run_until(async move {

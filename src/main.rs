@@ -296,14 +296,17 @@ async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
         println!("Applied migration {}", entry.file);
     }
     let settings = &harness.config().api;
-    let application =
-        match Application::bind(harness.api_context(), &settings.host, settings.port).await {
-            Ok(application) => application,
-            Err(error) => {
-                eprintln!("✗ {error}");
-                return Ok(false);
-            }
-        };
+    let context = harness.api_context();
+    if let Some(exposure) = context.access.exposure() {
+        println!("⚠ {exposure}");
+    }
+    let application = match Application::bind(context, &settings.host, settings.port).await {
+        Ok(application) => application,
+        Err(error) => {
+            eprintln!("✗ {error}");
+            return Ok(false);
+        }
+    };
     println!("PostgreSQL is ready at {}", harness.url());
     if let Some(server) = harness.server() {
         println!("  data directory: {}", server.data_dir().display());

@@ -157,6 +157,8 @@ pub struct ConnectionString {
 /// cache fetches it.
 #[utoipa::path(post, path = "/api/connection/reveal", tag = "database", responses(
     (status = 200, description = "The connection string with its password", body = ConnectionString),
+    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 403, description = "Beyond loopback with no PGHARNESS_ADMIN_TOKEN set: admin routes are disabled"),
 ))]
 pub async fn reveal_connection_string(
     _admin: AdminGranted,
@@ -277,7 +279,8 @@ fn state(server: &EmbeddedServer) -> Json<DatabaseState> {
 /// Stop the embedded server (fast shutdown), e.g. to rehearse an outage.
 #[utoipa::path(post, path = "/api/database/stop", tag = "database", responses(
     (status = 200, description = "Stopped", body = DatabaseState),
-    (status = 403, description = "External server, or a server owned by another process"),
+    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 403, description = "External server, a server owned by another process, or admin routes disabled beyond loopback"),
 ))]
 pub async fn stop_database(
     _admin: AdminGranted,
@@ -291,7 +294,8 @@ pub async fn stop_database(
 /// Start the embedded server again, on the same port.
 #[utoipa::path(post, path = "/api/database/start", tag = "database", responses(
     (status = 200, description = "Running", body = DatabaseState),
-    (status = 403, description = "External server, or a server owned by another process"),
+    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 403, description = "External server, a server owned by another process, or admin routes disabled beyond loopback"),
 ))]
 pub async fn start_database(
     _admin: AdminGranted,
@@ -305,7 +309,8 @@ pub async fn start_database(
 /// Stop and start the embedded server.
 #[utoipa::path(post, path = "/api/database/restart", tag = "database", responses(
     (status = 200, description = "Running", body = DatabaseState),
-    (status = 403, description = "External server, or a server owned by another process"),
+    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 403, description = "External server, a server owned by another process, or admin routes disabled beyond loopback"),
 ))]
 pub async fn restart_database(
     _admin: AdminGranted,

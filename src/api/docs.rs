@@ -2,11 +2,12 @@
 //! built into the binary, so the docs work offline.
 
 use axum::Router;
+use axum::http::header;
 use axum::response::Html;
 use axum::routing::get;
 
 use super::ApiContext;
-use super::ui::asset;
+use super::ui::{CONTENT_SECURITY_POLICY, asset};
 
 const PAGE: &str = r#"<!doctype html>
 <html lang="en">
@@ -31,7 +32,16 @@ const CACHE_A_DAY: &str = "public, max-age=86400";
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
-        .route("/docs", get(async || Html(PAGE)))
+        .route(
+            "/docs",
+            get(async || {
+                // Swagger UI's "Execute" buttons change data: no other site may frame them.
+                (
+                    [(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)],
+                    Html(PAGE),
+                )
+            }),
+        )
         .route(
             "/docs/init.js",
             get(async || {

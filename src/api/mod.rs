@@ -30,7 +30,7 @@ pub use self::access::{AccessPolicy, AdminGranted};
 pub use self::error::{ApiError, ApiJson, FieldError};
 pub use self::openapi::openapi;
 pub use self::serve::{Application, BindError, HEADER_READ_TIMEOUT};
-pub use self::users::{BATCH_LIMIT, NewUser, User};
+pub use self::users::{BATCH_LIMIT, EMAIL_PATTERN, NewUser, USERNAME_PATTERN, User};
 use crate::config::{DatabaseUrl, Environment};
 use crate::database::Database;
 use crate::embedded::EmbeddedServer;

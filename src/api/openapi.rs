@@ -90,6 +90,16 @@ fn add_common(operation: &mut Operation, changes_state: bool) {
             "A body that is not `application/json` (what a cross-site form could send)",
         ));
     }
+    let uses_database = operation
+        .tags
+        .as_ref()
+        .is_some_and(|tags| tags.iter().any(|tag| tag == "users"));
+    if uses_database {
+        statuses.push((
+            "503",
+            "The database is down, restarting, or every connection is busy (with Retry-After)",
+        ));
+    }
     if operation.request_body.is_some() {
         statuses.extend([
             ("400", "Malformed JSON"),

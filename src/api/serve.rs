@@ -75,9 +75,6 @@ impl Application {
                     source,
                 },
             })?;
-        if let Some(exposure) = context.access.exposure() {
-            warn!("{exposure}");
-        }
         Ok(Self {
             listener,
             router: super::router(context),

@@ -11,7 +11,7 @@ use super::ApiContext;
 /// Revalidate every time: the files change with the binary, and they are small.
 const NO_CACHE: &str = "no-cache";
 /// Only this origin's scripts, styles and API; nothing from elsewhere.
-const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
 pub fn router() -> Router<ApiContext> {
     Router::new()

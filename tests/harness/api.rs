@@ -625,3 +625,243 @@ async fn the_connection_string_with_its_password_comes_only_on_an_explicit_post(
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn nul_bytes_and_out_of_range_dates_are_422_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let nul_name = app.post_user("nul\u{0}user", "nul@example.com").await;
+    assert_eq!(nul_name.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(locations(&nul_name.body), vec![json!(["body", "username"])]);
+    let nul_email = app.post_user("nulmail", "nul\u{0}@example.com").await;
+    assert_eq!(locations(&nul_email.body), vec![json!(["body", "email"])]);
+    for (query, field) in [
+        ("q=a%00b", "q"),
+        ("created_after=-4714-01-01", "created_after"),
+        ("created_after=0000-01-01", "created_after"),
+        ("created_after=%2B10000-01-01", "created_after"),
+    ] {
+        let reply = app.get(&format!("/users?{query}")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{query}: {}",
+            reply.text
+        );
+        assert_eq!(
+            locations(&reply.body),
+            vec![json!(["query", field])],
+            "{query}"
+        );
+    }
+    let earliest = app.get("/users?created_after=0001-01-01").await;
+    assert_eq!(earliest.status, StatusCode::OK, "{}", earliest.text);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn total_counts_the_filtered_users_on_every_page() {
+    let app = TestApp::spawn().await;
+    for name in ["alice", "bob", "carol"] {
+        app.create_user(name, &format!("{name}@example.com")).await;
+    }
+    let nothing = app.get("/users?q=nomatch&offset=1").await;
+    assert_eq!(nothing.body["total"], 0);
+    let past_the_end = app.get("/users?q=ar&offset=5").await;
+    assert_eq!(past_the_end.body["items"], json!([]));
+    assert_eq!(past_the_end.body["total"], 1);
+    let future = app.get("/users?created_after=2999-01-01&offset=1").await;
+    assert_eq!(future.body["total"], 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn email_addresses_differing_only_in_case_are_one_address_in_any_script() {
+    let app = TestApp::spawn().await;
+    app.create_user("oscar", "ÖX@example.com").await;
+    let single = app.post_user("otto", "öx@example.com").await;
+    assert_eq!(single.status, StatusCode::CONFLICT, "{}", single.text);
+    assert_eq!(locations(&single.body), vec![json!(["body", "email"])]);
+
+    let taken = app
+        .call(
+            "POST",
+            "/users/batch",
+            json!([{"username": "olga", "email": "öX@EXAMPLE.com"}]),
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT, "{}", taken.text);
+    assert_eq!(
+        taken.body["detail"][0]["msg"],
+        "email is already registered"
+    );
+
+    let repeated = app
+        .call(
+            "POST",
+            "/users/batch",
+            json!([
+                {"username": "ulla", "email": "ÜY@example.com"},
+                {"username": "uwe", "email": "üy@example.com"},
+            ]),
+        )
+        .await;
+    assert_eq!(repeated.status, StatusCode::CONFLICT, "{}", repeated.text);
+    assert_eq!(
+        repeated.body["detail"][0]["loc"],
+        json!(["body", 1, "email"])
+    );
+    assert_eq!(
+        repeated.body["detail"][0]["msg"],
+        "email repeats row 0 of this batch"
+    );
+    assert_eq!(app.user_count().await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn usernames_that_are_blank_or_hold_invisible_characters_are_422() {
+    let app = TestApp::spawn().await;
+    for (index, username) in [
+        "   ",
+        "\u{202e}admin",
+        "ad\u{200b}min",
+        " bob",
+        "bob\t",
+        "a\u{2028}b",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = app
+            .post_user(username, &format!("user{index}@example.com"))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{username:?}: {}",
+            reply.text
+        );
+        assert_eq!(locations(&reply.body), vec![json!(["body", "username"])]);
+    }
+    // Letters of any script, inner spaces and emoji are fine.
+    app.create_user("Zoë Ångström 🦀", "zoe@example.com").await;
+    app.stop().await;
+}
+
+#[test]
+fn the_username_pattern_refuses_exactly_the_control_format_and_separator_characters() {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
+    let pattern = regex::Regex::new(pgharness::api::USERNAME_PATTERN).unwrap();
+    for character in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+        let invisible = matches!(
+            character.general_category(),
+            GeneralCategory::Control
+                | GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        );
+        let accepted = pattern.is_match(&format!("a{character}b"));
+        assert_eq!(accepted, !invisible, "U+{:04X}", u32::from(character));
+    }
+}
+
+#[tokio::test]
+async fn a_connection_lost_mid_statement_is_503_with_retry_after_not_500() {
+    use axum::response::IntoResponse as _;
+    let app = TestApp::spawn().await;
+    let mut victim = app.database.acquire().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *victim)
+        .await
+        .unwrap();
+    // What a database restart does to every open connection (57P01).
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .execute(app.database.pool())
+        .await
+        .unwrap();
+    let error = sqlx::query("SELECT 1")
+        .execute(&mut *victim)
+        .await
+        .unwrap_err();
+    let response = pgharness::api::ApiError::from(error).into_response();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    drop(victim);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_answer_json_and_every_answer_forbids_sniffing() {
+    let app = TestApp::spawn().await;
+    let missing = app.get("/no/such/route").await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert_eq!(missing.body, json!({"detail": "Not Found"}));
+    let wrong_method = app.call("PUT", "/users", json!({})).await;
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(wrong_method.body, json!({"detail": "Method Not Allowed"}));
+    assert!(wrong_method.header("allow").contains("POST"));
+    for path in ["/", "/health", "/users/1", "/docs", "/openapi.json"] {
+        assert_eq!(
+            app.get(path).await.header("x-content-type-options"),
+            "nosniff",
+            "{path}"
+        );
+    }
+    let docs = app.get("/docs").await;
+    let policy = docs.header("content-security-policy");
+    assert!(
+        policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'self'"),
+        "{policy}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn openapi_declares_query_parameters_limits_and_the_answers_before_the_handler() {
+    let app = TestApp::spawn().await;
+    let spec = app.get("/openapi.json").await.body;
+    let list = &spec["paths"]["/users"]["get"];
+    let parameters = list["parameters"].as_array().unwrap();
+    for parameter in parameters {
+        assert_eq!(parameter["in"], "query", "{parameter}");
+        assert_eq!(parameter["required"], false, "{parameter}");
+    }
+    let limit = parameters.iter().find(|p| p["name"] == "limit").unwrap();
+    assert_eq!(limit["schema"]["minimum"], 1);
+    assert_eq!(limit["schema"]["maximum"], 100);
+    let new_user = &spec["components"]["schemas"]["NewUser"]["properties"];
+    assert_eq!(new_user["username"]["maxLength"], 50);
+    assert_eq!(
+        new_user["username"]["pattern"],
+        pgharness::api::USERNAME_PATTERN
+    );
+    assert_eq!(new_user["email"]["maxLength"], 254);
+    let batch = &spec["paths"]["/users/batch"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(batch["maxItems"], 1000);
+    assert_eq!(batch["minItems"], 1);
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            assert!(responses.get("421").is_some(), "{method} {path} lacks 421");
+            if method != "get" {
+                for status in ["403", "415"] {
+                    assert!(
+                        responses.get(status).is_some(),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+            if operation.get("requestBody").is_some() {
+                for status in ["400", "408", "413", "422"] {
+                    assert!(
+                        responses.get(status).is_some(),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+        }
+    }
+    app.stop().await;
+}

@@ -60,7 +60,20 @@ pub async fn temporary_server() -> (TempDir, EmbeddedServer) {
 
 /// The `pgharness` binary, isolated from the developer's environment and `.env`.
 pub fn pgharness(workdir: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pgharness"));
+    isolated(Command::new(env!("CARGO_BIN_EXE_pgharness")), workdir)
+}
+
+/// The `pgharness` binary with at most `limit` open files (`prlimit`, util-linux).
+pub fn pgharness_with_file_limit(workdir: &Path, limit: u32) -> Command {
+    let mut command = Command::new("prlimit");
+    command
+        .arg(format!("--nofile={limit}:{limit}"))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_pgharness"));
+    isolated(command, workdir)
+}
+
+fn isolated(mut command: Command, workdir: &Path) -> Command {
     for variable in [
         "DATABASE_URL",
         "APP_ENV",
@@ -113,8 +126,10 @@ pub fn run(mut command: Command) -> Output {
 pub struct Serve {
     pub child: Child,
     pub home: PathBuf,
-    /// `http://127.0.0.1:<port>`, as printed at start.
+    /// `http://127.0.0.1:<port>`, as printed at start (on loopback whatever the listening address).
     pub api: String,
+    /// What it printed until it was ready.
+    pub startup: String,
 }
 
 impl Serve {
@@ -123,7 +138,12 @@ impl Serve {
     }
 
     pub fn start_with(workdir: &Path, home: &Path, variables: &[(&str, &str)]) -> Self {
-        let mut child = pgharness(workdir)
+        Self::spawn(pgharness(workdir), home, variables)
+    }
+
+    /// `command` (a `pgharness` binary) with `serve`.
+    pub fn spawn(mut command: Command, home: &Path, variables: &[(&str, &str)]) -> Self {
+        let mut child = command
             .arg("serve")
             .env("PGHARNESS_DATA_DIR", home)
             .envs(variables.iter().copied())
@@ -134,8 +154,11 @@ impl Serve {
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut api = None;
+        let mut startup = String::new();
         let ready = lines.by_ref().any(|line| {
             let line = line.unwrap_or_default();
+            startup.push_str(&line);
+            startup.push('\n');
             if let Some(rest) = line.strip_prefix("API and UI at ") {
                 api = rest
                     .split_whitespace()
@@ -147,10 +170,13 @@ impl Serve {
         assert!(ready, "pgharness serve did not become ready");
         // Keep reading, so that serve never writes to a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
+        let api = api.expect("serve printed no API address");
+        let port = api.rsplit(':').next().unwrap();
         Self {
             child,
             home: home.to_owned(),
-            api: api.expect("serve printed no API address"),
+            api: format!("http://127.0.0.1:{port}"),
+            startup,
         }
     }
 

@@ -10,5 +10,6 @@ mod config;
 mod helpers;
 mod migrate;
 mod pool;
+mod security;
 mod server;
 mod testing;

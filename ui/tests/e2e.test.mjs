@@ -8,6 +8,7 @@ import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createInterface } from "node:readline";
+import { createServer } from "node:http";
 import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -37,7 +38,9 @@ before(async () => {
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
+    // evil.test stands for an attacker's name rebound to this machine (DNS rebinding).
     args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--host-resolver-rules=MAP evil.test 127.0.0.1",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"],
   });
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
@@ -155,6 +158,76 @@ test("losing the API shows a banner that clears by itself", async () => {
   await page.locator("#offline").waitFor({ state: "visible", timeout: 6000 });
   await page.unroute("**/health");
   await page.locator("#offline").waitFor({ state: "hidden", timeout: 6000 });
+});
+
+test("a page from another site can neither stop the database nor read the connection string", async () => {
+  const hostile = createServer((_request, response) => {
+    response.setHeader("content-type", "text/html");
+    response.end("<!doctype html><title>hostile</title><p>nothing to see");
+  });
+  await new Promise((resolve) => hostile.listen(0, "127.0.0.1", resolve));
+  const attacker = await page.context().newPage();
+  try {
+    // Another origin on this machine, as any site the developer visits would be.
+    await attacker.goto(`http://localhost:${hostile.address().port}/`);
+    const tried = await attacker.evaluate(async (target) => {
+      // What a page can send without asking the server first: a no-cors fetch and a form.
+      await fetch(`${target}/api/database/stop`, { method: "POST", mode: "no-cors", body: "x" });
+      const frame = document.createElement("iframe");
+      frame.name = "sink";
+      document.body.append(frame);
+      const form = document.createElement("form");
+      form.method = "POST";
+      form.action = `${target}/api/database/restart`;
+      form.target = "sink";
+      document.body.append(form);
+      const loaded = new Promise((resolve) => frame.addEventListener("load", resolve, { once: true }));
+      form.submit();
+      await loaded;
+      try {
+        const reveal = await fetch(`${target}/api/connection/reveal`, { method: "POST" });
+        return await reveal.text();
+      } catch (error) {
+        return `blocked: ${error.message}`;
+      }
+    }, base);
+    assert.ok(!tried.includes("postgresql://"), tried);
+    const health = await api("GET", "/health");
+    assert.equal(health.status, "healthy");
+
+    // DNS rebinding: the attacker's name now resolves to 127.0.0.1, so its page is same-origin
+    // with the API. The server refuses to answer to that name.
+    const rebound = `http://evil.test:${new URL(base).port}`;
+    const response = await attacker.goto(`${rebound}/api/connection`);
+    assert.equal(response.status(), 421);
+    const reveal = await attacker.evaluate(async () => {
+      const answer = await fetch("/api/connection/reveal", { method: "POST" });
+      return { status: answer.status, text: await answer.text() };
+    });
+    assert.equal(reveal.status, 421);
+    assert.ok(!reveal.text.includes("postgresql://"), reveal.text);
+  } finally {
+    await attacker.close();
+    hostile.close();
+  }
+});
+
+test("the API docs render under a strict content security policy", async () => {
+  const refused = [];
+  const listen = (message) => {
+    if (/Content Security Policy/.test(message.text())) refused.push(message.text());
+  };
+  page.on("console", listen);
+  try {
+    const response = await page.goto(`${base}/docs`);
+    assert.match(response.headers()["content-security-policy"], /frame-ancestors 'none'/);
+    assert.equal(response.headers()["x-content-type-options"], "nosniff");
+    await page.locator(".swagger-ui .info .title", { hasText: "pgharness" }).waitFor();
+    await page.locator(".opblock-summary-path", { hasText: "/users/{user_id}" }).first().waitFor();
+    assert.deepEqual(refused, []);
+  } finally {
+    page.off("console", listen);
+  }
 });
 
 test("every screen fits 1024×768 and 1920×1080, in light and dark mode", async () => {

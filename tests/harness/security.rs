@@ -1,0 +1,426 @@
+//! The local server as a hostile web page, a slow client and a crash would meet it: through
+//! the real `pgharness serve`, over real sockets.
+
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use crate::helpers::{
+    Serve, pgharness_with_file_limit, postgres_running, postmaster_pid, wait_until,
+};
+
+/// An HTTP answer read off the socket.
+struct Answer {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Answer {
+    fn has_header(&self, line: &str) -> bool {
+        self.head
+            .lines()
+            .any(|header| header.eq_ignore_ascii_case(line))
+    }
+}
+
+/// `host:port` of a serve.
+fn address(serve: &Serve) -> String {
+    serve.api.trim_start_matches("http://").to_owned()
+}
+
+/// Sends `method path` with `headers` and `body` on a fresh connection and reads the answer.
+fn send(serve: &Serve, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+    let address = address(serve);
+    let mut stream = TcpStream::connect(&address).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("host: {address}\r\n"));
+    }
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    read_answer(&mut stream)
+}
+
+fn read_answer(stream: &mut TcpStream) -> Answer {
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Answer {
+        status: head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0),
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
+fn serve_with(variables: &[(&str, &str)]) -> (tempfile::TempDir, Serve) {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("data");
+    let serve = Serve::start_with(workdir.path(), &home, variables);
+    (workdir, serve)
+}
+
+#[test]
+fn a_request_under_another_host_name_is_421_and_reveals_nothing() {
+    let (_workdir, serve) = serve_with(&[]);
+    // DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1.
+    let rebound = send(
+        &serve,
+        "POST",
+        "/api/connection/reveal",
+        &[("host", "evil.example:8000")],
+        "",
+    );
+    assert_eq!(rebound.status, 421, "{}", rebound.body);
+    assert!(!rebound.body.contains("postgresql://"), "{}", rebound.body);
+    assert!(
+        rebound.body.contains("PGHARNESS_ALLOWED_HOSTS"),
+        "{}",
+        rebound.body
+    );
+    let listing = send(&serve, "GET", "/users", &[("host", "evil.example")], "");
+    assert_eq!(listing.status, 421);
+
+    // This machine's own names still work.
+    let port = address(&serve).rsplit(':').next().unwrap().to_owned();
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let own = send(
+            &serve,
+            "POST",
+            "/api/connection/reveal",
+            &[("host", &host)],
+            "",
+        );
+        assert_eq!(own.status, 200, "{host}: {}", own.body);
+        assert!(own.body.contains("postgresql://"));
+    }
+}
+
+#[test]
+fn a_name_in_pgharness_allowed_hosts_is_served() {
+    let (_workdir, serve) = serve_with(&[("PGHARNESS_ALLOWED_HOSTS", "dev.example.test")]);
+    let answer = send(
+        &serve,
+        "GET",
+        "/health",
+        &[("host", "dev.example.test")],
+        "",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+}
+
+#[test]
+fn a_cross_site_request_changes_nothing_and_no_cors_header_is_sent() {
+    let (_workdir, serve) = serve_with(&[]);
+    let stop = |headers: &[(&str, &str)], body: &str| {
+        send(&serve, "POST", "/api/database/stop", headers, body)
+    };
+    // A form or no-cors fetch from another site.
+    let forged = stop(
+        &[
+            ("origin", "http://evil.example"),
+            ("content-type", "text/plain"),
+        ],
+        "x",
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(forged.body.contains("cross-site"), "{}", forged.body);
+    // A browser that sends Sec-Fetch-Site but no Origin.
+    assert_eq!(stop(&[("sec-fetch-site", "cross-site")], "").status, 403);
+    // A page with an opaque origin (sandboxed frame, file://).
+    assert_eq!(stop(&[("origin", "null")], "").status, 403);
+    // A body a cross-site form could send, even without Origin.
+    let form = stop(
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "a=b",
+    );
+    assert_eq!(form.status, 415, "{}", form.body);
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(
+        health.status, 200,
+        "the database was stopped: {}",
+        health.body
+    );
+
+    // The UI's own requests: same origin, JSON.
+    let origin = serve.api.clone();
+    let created = send(
+        &serve,
+        "POST",
+        "/users",
+        &[
+            ("origin", &origin),
+            ("sec-fetch-site", "same-origin"),
+            ("content-type", "application/json"),
+        ],
+        r#"{"username": "same_site", "email": "same@example.com"}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+
+    // No CORS: a preflight gets no permission.
+    let preflight = send(
+        &serve,
+        "OPTIONS",
+        "/api/database/stop",
+        &[
+            ("origin", "http://evil.example"),
+            ("access-control-request-method", "POST"),
+        ],
+        "",
+    );
+    assert!(
+        !preflight
+            .head
+            .to_ascii_lowercase()
+            .contains("access-control-allow"),
+        "{}",
+        preflight.head
+    );
+    assert!(forged.has_header("x-content-type-options: nosniff"));
+}
+
+#[test]
+fn beyond_loopback_the_admin_routes_are_closed_without_a_token() {
+    let (_workdir, serve) = serve_with(&[("APP_HOST", "0.0.0.0")]);
+    assert!(
+        serve.startup.contains("beyond this machine") && serve.startup.contains("disabled"),
+        "{}",
+        serve.startup
+    );
+    let reveal = send(&serve, "POST", "/api/connection/reveal", &[], "");
+    assert_eq!(reveal.status, 403, "{}", reveal.body);
+    assert!(
+        reveal.body.contains("PGHARNESS_ADMIN_TOKEN"),
+        "{}",
+        reveal.body
+    );
+    assert!(!reveal.body.contains("postgresql://"));
+    assert_eq!(
+        send(&serve, "POST", "/api/database/stop", &[], "").status,
+        403
+    );
+    // The users API stays open, as in the guide's service; so does a LAN address (an IP
+    // literal cannot be rebound).
+    let users = send(&serve, "GET", "/users", &[("host", "192.0.2.10:8000")], "");
+    assert_eq!(users.status, 200, "{}", users.body);
+}
+
+#[test]
+fn beyond_loopback_the_admin_routes_need_the_bearer_token() {
+    let token = "correct-horse-battery-staple-42";
+    let (_workdir, serve) =
+        serve_with(&[("APP_HOST", "0.0.0.0"), ("PGHARNESS_ADMIN_TOKEN", token)]);
+    assert!(serve.startup.contains("Bearer"), "{}", serve.startup);
+    let reveal = |authorization: Option<&str>| {
+        let headers: Vec<(&str, &str)> = authorization
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect();
+        send(&serve, "POST", "/api/connection/reveal", &headers, "")
+    };
+    let missing = reveal(None);
+    assert_eq!(missing.status, 401);
+    assert!(
+        missing.has_header("www-authenticate: Bearer"),
+        "{}",
+        missing.head
+    );
+    assert_eq!(
+        reveal(Some("Bearer wrong-token-of-enough-length")).status,
+        401
+    );
+    let granted = reveal(Some(&format!("Bearer {token}")));
+    assert_eq!(granted.status, 200, "{}", granted.body);
+    assert!(granted.body.contains("postgresql://"));
+}
+
+#[test]
+fn slow_clients_hold_no_database_connection_and_get_408() {
+    let (_workdir, serve) = serve_with(&[
+        ("DATABASE_POOL_SIZE", "1"),
+        ("DATABASE_MAX_OVERFLOW", "0"),
+        ("DATABASE_POOL_TIMEOUT", "2"),
+    ]);
+    // More slow writers than the pool has connections: each promises a body, sends `{`.
+    let slow: Vec<TcpStream> = (0..5)
+        .map(|_| {
+            let mut stream = TcpStream::connect(address(&serve)).unwrap();
+            write!(
+                stream,
+                "POST /users HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+                 content-length: 1000\r\n\r\n{{",
+                address(&serve)
+            )
+            .unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let listing = send(&serve, "GET", "/users", &[], "");
+    assert_eq!(listing.status, 200, "{}", listing.body);
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    for mut stream in slow {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let answer = read_answer(&mut stream);
+        assert_eq!(answer.status, 408, "{}", answer.head);
+        assert!(answer.body.contains("did not arrive"), "{}", answer.body);
+    }
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_or_idles_is_disconnected() {
+    let (_workdir, serve) = serve_with(&[]);
+    let mut unfinished = TcpStream::connect(address(&serve)).unwrap();
+    unfinished
+        .write_all(b"GET /health HTTP/1.1\r\nhost: 127")
+        .unwrap();
+    // A kept-alive connection that sends nothing after its first answer.
+    let mut idle = TcpStream::connect(address(&serve)).unwrap();
+    write!(
+        idle,
+        "GET /health/live HTTP/1.1\r\nhost: {}\r\n\r\n",
+        address(&serve)
+    )
+    .unwrap();
+    let started = Instant::now();
+    for stream in [&mut unfinished, &mut idle] {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        // Reads what answer there is, until the server closes the connection.
+        let mut rest = Vec::new();
+        stream.read_to_end(&mut rest).unwrap();
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "closed after {waited:?}"
+    );
+}
+
+#[test]
+fn with_few_file_descriptors_excess_connections_get_503_and_the_server_recovers() {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("data");
+    // 300 descriptors: 128 kept for the server itself, so 172 client connections at once.
+    let serve = Serve::spawn(pgharness_with_file_limit(workdir.path(), 300), &home, &[]);
+    let mut held: Vec<TcpStream> = (0..250)
+        .map(|_| TcpStream::connect(address(&serve)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut refused = 0;
+    for stream in &mut held {
+        stream.set_nonblocking(true).unwrap();
+        let mut buffer = [0; 512];
+        if let Ok(read) = stream.read(&mut buffer)
+            && String::from_utf8_lossy(&buffer[..read]).starts_with("HTTP/1.1 503")
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        (60..=90).contains(&refused),
+        "{refused} connections refused"
+    );
+    drop(held);
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(health.status, 200, "{}", health.body);
+}
+
+#[test]
+fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api() {
+    let (_workdir, serve) = serve_with(&[]);
+    let created = send(
+        &serve,
+        "POST",
+        "/users",
+        &[("content-type", "application/json")],
+        r#"{"username": "survivor", "email": "survivor@example.com"}"#,
+    );
+    assert_eq!(created.status, 201, "{}", created.body);
+    let postmaster = postmaster_pid(&serve.home).unwrap();
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    let outage_reason = std::cell::RefCell::new(None);
+    wait_until(
+        Duration::from_secs(20),
+        "the database to be healthy again",
+        || {
+            let health = send(&serve, "GET", "/health", &[], "");
+            if health.status == 503 {
+                assert!(health.has_header("retry-after: 1"), "{}", health.head);
+                outage_reason.borrow_mut().get_or_insert(health.body);
+            }
+            health.status == 200
+        },
+    );
+    assert!(!postgres_running(postmaster));
+    assert_ne!(postmaster_pid(&serve.home), Some(postmaster));
+    if let Some(reason) = outage_reason.into_inner() {
+        assert!(reason.contains("unhealthy"), "{reason}");
+    }
+    let listing = send(&serve, "GET", "/users?q=survivor", &[], "");
+    assert!(
+        listing.body.contains("survivor@example.com"),
+        "{}",
+        listing.body
+    );
+    let state = send(&serve, "POST", "/api/database/start", &[], "");
+    assert_eq!(state.status, 200);
+    assert!(
+        state.body.contains(r#""status":"running""#),
+        "{}",
+        state.body
+    );
+}
+
+#[test]
+fn start_after_a_crash_starts_the_server_and_says_so() {
+    let (_workdir, serve) = serve_with(&[]);
+    let postmaster = postmaster_pid(&serve.home).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    // Whether the supervisor or this request gets there first, the answer is the truth.
+    let state = send(&serve, "POST", "/api/database/start", &[], "");
+    assert_eq!(state.status, 200, "{}", state.body);
+    assert!(
+        state.body.contains(r#""status":"running""#),
+        "{}",
+        state.body
+    );
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(health.status, 200, "{}", health.body);
+    // Stop and restart answer for the real server, not a stale flag.
+    let stopped = send(&serve, "POST", "/api/database/stop", &[], "");
+    assert!(
+        stopped.body.contains(r#""status":"stopped""#),
+        "{}",
+        stopped.body
+    );
+    let restarted = send(&serve, "POST", "/api/database/restart", &[], "");
+    assert!(
+        restarted.body.contains(r#""status":"running""#),
+        "{}",
+        restarted.body
+    );
+}
