@@ -186,15 +186,49 @@ pub(super) const RETRY_AFTER_SECONDS: &str = "1";
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
+/// The JSON type a body (or a part of it) must have before its fields are read: serde would
+/// also build a struct from an array of its field values (`[null, null]`), which no client
+/// means.
+pub trait JsonShape {
+    /// Where `value`, found at `location`, is not of this shape.
+    fn misshapen(value: &serde_json::Value, location: &[serde_json::Value]) -> Option<FieldError>;
+}
+
+/// For a body that is a JSON object.
+pub(super) fn object_at(
+    value: &serde_json::Value,
+    location: &[serde_json::Value],
+) -> Option<FieldError> {
+    (!value.is_object())
+        .then(|| FieldError::new(location, "expected a JSON object", "type_error.dict"))
+}
+
+impl<T: JsonShape> JsonShape for Vec<T> {
+    fn misshapen(value: &serde_json::Value, location: &[serde_json::Value]) -> Option<FieldError> {
+        let Some(items) = value.as_array() else {
+            return Some(FieldError::new(
+                location,
+                "expected a JSON array",
+                "type_error.list",
+            ));
+        };
+        items.iter().enumerate().find_map(|(index, item)| {
+            let mut place = location.to_vec();
+            place.push(json!(index));
+            T::misshapen(item, &place)
+        })
+    }
+}
+
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    T: DeserializeOwned,
+    T: DeserializeOwned + JsonShape,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let read = axum::Json::<T>::from_request(request, state);
+        let read = axum::Json::<serde_json::Value>::from_request(request, state);
         let Ok(parsed) = tokio::time::timeout(super::BODY_READ_TIMEOUT, read).await else {
             return Err(ApiError::RequestTimeout(format!(
                 "the request body did not arrive within {} s",
@@ -202,13 +236,19 @@ where
             )));
         };
         match parsed {
-            Ok(axum::Json(value)) => Ok(Self(value)),
+            Ok(axum::Json(value)) => {
+                if let Some(error) = T::misshapen(&value, &[json!("body")]) {
+                    return Err(ApiError::fields(vec![error]));
+                }
+                serde_json::from_value(value).map(Self).map_err(|error| {
+                    ApiError::fields(vec![FieldError::new(
+                        &[json!("body")],
+                        error.to_string(),
+                        "value_error",
+                    )])
+                })
+            }
             Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(error) => ApiError::fields(vec![FieldError::new(
-                    &[json!("body")],
-                    error.body_text(),
-                    "value_error",
-                )]),
                 JsonRejection::JsonSyntaxError(error) => {
                     ApiError::BadRequest(format!("malformed JSON: {}", error.body_text()))
                 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::ApiContext;
-use super::error::{ApiError, ApiJson, ApiQuery, FieldError};
+use super::error::{ApiError, ApiJson, ApiQuery, FieldError, JsonShape, object_at};
 use crate::database::UnitOfWork;
 
 /// Rows one `POST /users/batch` may create.
@@ -92,6 +92,18 @@ pub struct ListQuery {
     /// Only users created after this instant (RFC 3339) or day (YYYY-MM-DD), years 0001 to 9999.
     #[param(format = DateTime)]
     created_after: Option<String>,
+}
+
+impl JsonShape for NewUser {
+    fn misshapen(value: &Value, location: &[Value]) -> Option<FieldError> {
+        object_at(value, location)
+    }
+}
+
+impl JsonShape for UserPatch {
+    fn misshapen(value: &Value, location: &[Value]) -> Option<FieldError> {
+        object_at(value, location)
+    }
 }
 
 /// The `{user_id}` path segment: an integer, or 422.

@@ -865,3 +865,38 @@ async fn openapi_declares_query_parameters_limits_and_the_answers_before_the_han
     }
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_of_the_wrong_json_type_is_422_even_where_serde_would_read_it() {
+    let app = TestApp::spawn().await;
+    let alice = app.create_user("alice", "alice@example.com").await;
+    // serde reads a struct from an array of its fields; no client means that.
+    let patch = app
+        .call(
+            "PATCH",
+            &format!("/users/{}", alice["id"]),
+            json!([null, null]),
+        )
+        .await;
+    assert_eq!(
+        patch.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        patch.text
+    );
+    assert_eq!(locations(&patch.body), vec![json!(["body"])]);
+    let batch = app
+        .call("POST", "/users/batch", json!([["bob", "bob@example.com"]]))
+        .await;
+    assert_eq!(
+        batch.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        batch.text
+    );
+    assert_eq!(locations(&batch.body), vec![json!(["body", 0])]);
+    let single = app.call("POST", "/users", json!("bob")).await;
+    assert_eq!(single.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.user_count().await, 1);
+    app.stop().await;
+}
