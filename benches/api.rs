@@ -9,6 +9,9 @@
 //! alone on these cores. Every `GET /users/{id}` pays for one HTTP exchange and one query on the
 //! same cores, so `1 / (1 / http + 1 / ceiling)` estimates the most any HTTP API could serve here.
 //!
+//! Last, it restarts the database under the same load and counts the answers by status: while
+//! it is down they must be 503 with Retry-After, never 500.
+//!
 //! Needs `wrk` and `pgbench` (Debian: `apt-get install wrk postgresql-15`). Target on a 2-core
 //! machine, load generator included: API ≥ 60 % of the ceiling, p99 ≤ 10 ms, no errors.
 
@@ -203,6 +206,79 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
     }
 }
 
+/// wrk script: random user ids, and the count of each status across threads.
+const COUNT_STATUSES: &str = r#"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) statuses = {} end
+request = function() return wrk.format('GET', '/users/' .. math.random(1, USERS)) end
+function response(status, headers, body) statuses[status] = (statuses[status] or 0) + 1 end
+function done(summary, latency, requests)
+  local total = {}
+  for _, thread in ipairs(threads) do
+    for status, count in pairs(thread:get("statuses")) do total[status] = (total[status] or 0) + count end
+  end
+  for status, count in pairs(total) do io.write(string.format("status %d %d\n", status, count)) end
+  io.write(string.format("socket errors %d\n", summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout))
+end
+"#;
+
+/// `GET /users/{id}` under wrk load while the database restarts: answers by status. The
+/// promise: 503 with Retry-After while it is down, never a 500.
+fn restart_under_load(
+    runtime: &tokio::runtime::Runtime,
+    server: &Arc<EmbeddedServer>,
+    base: &str,
+    directory: &Path,
+) {
+    let script = directory.join("restart.lua");
+    std::fs::write(&script, COUNT_STATUSES.replace("USERS", &USERS.to_string())).unwrap();
+    let restarting = Arc::clone(server);
+    let restart = runtime.spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let started = std::time::Instant::now();
+        restarting.pause().await.unwrap();
+        restarting.resume().await.unwrap();
+        started.elapsed()
+    });
+    let output = Command::new("wrk")
+        .args(["-t2", &format!("-c{CONNECTIONS}"), "-d8s"])
+        .arg("-s")
+        .arg(&script)
+        .arg(base)
+        .output()
+        .unwrap();
+    let took = runtime.block_on(restart).unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut counts: Vec<(u16, u64)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("status ")?.split_whitespace();
+            Some((words.next()?.parse().ok()?, words.next()?.parse().ok()?))
+        })
+        .collect();
+    counts.sort_unstable();
+    let socket_errors = text
+        .lines()
+        .find_map(|line| line.strip_prefix("socket errors "))
+        .unwrap_or("?");
+    let by_status: Vec<String> = counts
+        .iter()
+        .map(|(status, count)| format!("{status}: {count}"))
+        .collect();
+    let server_errors: u64 = counts
+        .iter()
+        .filter(|(status, _)| *status >= 500 && *status != 503)
+        .map(|(_, count)| count)
+        .sum();
+    println!(
+        "Database restart ({:.1} s) under wrk load on GET /users/{{id}}, 8 s: {}; socket errors {socket_errors}; 5xx other than 503: {server_errors} (target 0: {})",
+        took.as_secs_f64(),
+        by_status.join(", "),
+        if server_errors == 0 { "met" } else { "MISSED" },
+    );
+}
+
 fn main() {
     require("wrk");
     require("pgbench");
@@ -318,5 +394,6 @@ fn main() {
         bound / best.requests_per_second * 100.0,
         users.requests_per_second / bound * 100.0,
     );
+    restart_under_load(&runtime, &server, &base, directory.path());
     runtime.block_on(server.stop()).unwrap();
 }
