@@ -467,7 +467,17 @@ impl EmbeddedServer {
             "the embedded PostgreSQL server (data {}) exited unexpectedly; restarting it",
             self.home.display()
         );
-        error!(data = %self.home.display(), "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data");
+        // A crash leaves its reason at the end of the server log; a SIGKILL leaves nothing.
+        let log_path = self.home.join("postgresql.log");
+        let tail_offset =
+            std::fs::metadata(&log_path).map_or(0, |metadata| metadata.len().saturating_sub(4096));
+        let log = read_from(&log_path, tail_offset);
+        let last_lines: Vec<&str> = log.lines().rev().take(5).collect();
+        error!(
+            data = %self.home.display(),
+            server_log_tail = %last_lines.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data"
+        );
         self.set_outage(Some(cause));
         match self.start_on_same_port().await {
             Ok(()) => {

@@ -52,6 +52,7 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
     assert_eq!(stopped.body, json!({"status": "stopped"}));
     let reply = get_within_3_s(&app, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.header("retry-after"), "1");
     assert_eq!(reply.body["status"], "unhealthy");
     assert_eq!(reply.body["checks"]["database"], "unhealthy");
     assert!(reply.body["database"]["reason"].is_string());
