@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
+#[cfg(feature = "server")]
 use crate::api::ApiContext;
 use crate::binaries::{self, BinariesError, ProgressSink};
 use crate::config::{Config, DatabaseTarget, DatabaseUrl};
@@ -99,6 +100,7 @@ impl Harness {
     }
 
     /// What the HTTP API needs of this stack.
+    #[cfg(feature = "server")]
     #[must_use]
     pub fn api_context(&self) -> ApiContext {
         ApiContext::new(
@@ -191,6 +193,7 @@ impl Harness {
 
 /// The whole stack running: harness, migrations applied, API served in the background. What
 /// the desktop app runs; `serve` does the same in the foreground.
+#[cfg(feature = "server")]
 #[derive(Debug)]
 pub struct Stack {
     harness: Harness,
@@ -199,6 +202,7 @@ pub struct Stack {
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+#[cfg(feature = "server")]
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     #[error(transparent)]
@@ -209,6 +213,7 @@ pub enum StackError {
     Address(std::io::Error),
 }
 
+#[cfg(feature = "server")]
 impl Stack {
     /// Starts everything, reporting each step to `progress`.
     ///

@@ -7,10 +7,15 @@
 //! - [`database`]: the pool and connection failures;
 //! - [`check`]: the connection check report;
 //! - [`migrations`]: schema migrations and the drift check;
-//! - [`api`]: the HTTP API;
-//! - [`testing`]: a migrated database per test, for `cargo test`;
+//! - [`api`]: the HTTP API (feature `server`);
+//! - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);
 //! - [`harness`]: all of it started and stopped as one.
+//!
+//! Features: `cli` (default: the command line, and `server`), `server` (API, web UI, logs,
+//! [`Stack`]), `testing` (test databases; with `default-features = false`, all another crate's
+//! tests need and nothing of the server).
 
+#[cfg(feature = "server")]
 pub mod api;
 pub mod binaries;
 pub mod check;
@@ -19,10 +24,14 @@ pub mod database;
 pub mod embedded;
 pub mod harness;
 pub mod migrations;
+#[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "testing")]
 pub mod testing;
 
-pub use harness::{Harness, HarnessError, Stack, StackError};
+pub use harness::{Harness, HarnessError};
+#[cfg(feature = "server")]
+pub use harness::{Stack, StackError};
 
 /// The README's Rust examples, compiled by `cargo test`.
 #[doc = include_str!("../README.md")]

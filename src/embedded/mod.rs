@@ -463,22 +463,24 @@ impl EmbeddedServer {
         if !self.running.load(Ordering::SeqCst) || self.postmaster_alive() {
             return;
         }
-        let cause = format!(
-            "the embedded PostgreSQL server (data {}) exited unexpectedly; restarting it",
-            self.home.display()
-        );
-        // A crash leaves its reason at the end of the server log; a SIGKILL leaves nothing.
-        let log_path = self.home.join("postgresql.log");
-        let tail_offset =
-            std::fs::metadata(&log_path).map_or(0, |metadata| metadata.len().saturating_sub(4096));
-        let log = read_from(&log_path, tail_offset);
-        let last_lines: Vec<&str> = log.lines().rev().take(5).collect();
-        error!(
-            data = %self.home.display(),
-            server_log_tail = %last_lines.into_iter().rev().collect::<Vec<_>>().join("\n"),
-            "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data"
-        );
-        self.set_outage(Some(cause));
+        let previous = self.outage();
+        if previous.is_none() {
+            // A crash leaves its reason at the end of the server log; a SIGKILL leaves nothing.
+            let log_path = self.home.join("postgresql.log");
+            let tail_offset = std::fs::metadata(&log_path)
+                .map_or(0, |metadata| metadata.len().saturating_sub(4096));
+            let log = read_from(&log_path, tail_offset);
+            let last_lines: Vec<&str> = log.lines().rev().take(5).collect();
+            error!(
+                data = %self.home.display(),
+                server_log_tail = %last_lines.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data"
+            );
+            self.set_outage(Some(format!(
+                "the embedded PostgreSQL server (data {}) exited unexpectedly; restarting it",
+                self.home.display()
+            )));
+        }
         match self.start_on_same_port().await {
             Ok(()) => {
                 info!(
@@ -488,10 +490,14 @@ impl EmbeddedServer {
                 self.set_outage(None);
             }
             Err(failure) => {
-                error!(%failure, "cannot restart the embedded PostgreSQL server; trying again");
-                self.set_outage(Some(format!(
+                let outage = format!(
                     "the embedded PostgreSQL server exited unexpectedly and does not start again: {failure}"
-                )));
+                );
+                // Tried again every check; said once per cause.
+                if previous.as_deref() != Some(outage.as_str()) {
+                    error!(%failure, "cannot restart the embedded PostgreSQL server; trying again");
+                }
+                self.set_outage(Some(outage));
             }
         }
     }

@@ -33,6 +33,7 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+#[cfg(feature = "server")]
 use crate::api::{ApiContext, Application};
 use crate::config::{ConfigError, DatabaseUrl, Environment, PoolSettings};
 use crate::database::Database;
@@ -295,6 +296,7 @@ pub async fn db(#[default(&[])] fixtures: &[&str]) -> TestDb {
 }
 
 /// The HTTP API on a test's own database.
+#[cfg(feature = "server")]
 #[derive(Debug)]
 pub struct TestApp {
     pub db: TestDb,
@@ -302,6 +304,7 @@ pub struct TestApp {
     pub router: axum::Router,
 }
 
+#[cfg(feature = "server")]
 impl TestApp {
     /// The API on `db` (database control routes answer 403: the shared server is not yours).
     #[must_use]
@@ -352,6 +355,7 @@ impl TestApp {
 /// # Panics
 ///
 /// When no database can be had.
+#[cfg(feature = "server")]
 #[fixture]
 pub async fn app() -> TestApp {
     TestApp::on(db(&[]).await)
