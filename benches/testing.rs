@@ -177,7 +177,7 @@ fn main() {
 
     // 1. Time to a ready database. The first request also builds the template: not sampled.
     let (prefetched, on_demand, first_query, admin) = runtime().block_on(async {
-        let first = TestDb::new_migrated().await.unwrap();
+        let first = TestDb::new().await.unwrap();
         let admin = first.url().with_database("postgres").expose_url();
         drop(first);
         let mut prefetched = Vec::new();
@@ -185,7 +185,7 @@ fn main() {
         for _ in 0..SAMPLES {
             tokio::time::sleep(Duration::from_millis(150)).await;
             let started = Instant::now();
-            let db = TestDb::new_migrated().await.unwrap();
+            let db = TestDb::new().await.unwrap();
             prefetched.push(started.elapsed());
             sqlx::query("SELECT 1").execute(db.pool()).await.unwrap();
             first_query.push(started.elapsed());
@@ -196,7 +196,7 @@ fn main() {
         let mut held = Vec::new();
         for _ in 0..SAMPLES + 4 {
             let started = Instant::now();
-            held.push(TestDb::new_migrated().await.unwrap());
+            held.push(TestDb::new().await.unwrap());
             on_demand.push(started.elapsed());
         }
         (prefetched, on_demand.split_off(4), first_query, admin)

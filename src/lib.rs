@@ -9,6 +9,7 @@
 //! - [`migrations`]: schema migrations and the drift check;
 //! - [`api`]: the HTTP API (feature `server`);
 //! - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);
+//! - [`test_server`]: the server those databases live on, shared by a test run;
 //! - [`harness`]: all of it started and stopped as one.
 //!
 //! Features: `cli` (default: the command line, and `server`), `server` (API, web UI, logs,
@@ -26,6 +27,7 @@ pub mod harness;
 pub mod migrations;
 #[cfg(feature = "server")]
 pub mod telemetry;
+pub mod test_server;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -39,6 +39,25 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Test databases kept after failed tests (`pgharness::testing`), on the shared test server.
+    Testdb {
+        #[command(subcommand)]
+        action: TestdbAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TestdbAction {
+    /// List the kept databases, newest first, with a URL psql opens.
+    List,
+    /// Drop one kept database, or all of them.
+    Drop {
+        name: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// Open a kept database in psql.
+    Psql { name: String },
 }
 
 #[derive(Subcommand)]
@@ -92,7 +111,7 @@ async fn main() -> ExitCode {
                 config.logging.dir.as_deref(),
             )
         }
-        Command::Check | Command::Migrate { .. } | Command::Binaries => {
+        Command::Check | Command::Migrate { .. } | Command::Binaries | Command::Testdb { .. } => {
             telemetry::init("warn");
             None
         }
@@ -102,6 +121,7 @@ async fn main() -> ExitCode {
             action: MigrateAction::New { name },
         } => return new_migration(&config, name).await,
         Command::Binaries => return print_binaries(&config).await,
+        Command::Testdb { action } => return testdb(action).await,
         _ => {}
     }
     let harness = match Harness::start(config, &progress_bar()).await {
@@ -119,7 +139,9 @@ async fn main() -> ExitCode {
             Ok(report.succeeded())
         }
         Command::Migrate { action } => migrate(&harness, action).await,
-        Command::Binaries => unreachable!("handled before the harness starts"),
+        Command::Binaries | Command::Testdb { .. } => {
+            unreachable!("handled before the harness starts")
+        }
     };
     let succeeded = match outcome {
         Ok(succeeded) => succeeded,
@@ -161,6 +183,82 @@ async fn print_binaries(config: &Config) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn testdb(action: &TestdbAction) -> ExitCode {
+    use pgharness::test_server;
+    let admin = match test_server::running() {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("✗ {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let kept = match test_server::kept_databases(&admin).await {
+        Ok(kept) => kept,
+        Err(error) => {
+            eprintln!("✗ cannot list the kept test databases: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let known = |name: &str| kept.iter().any(|database| database.name == name);
+    match action {
+        TestdbAction::List => {
+            if kept.is_empty() {
+                println!("No kept test databases.");
+            }
+            for database in &kept {
+                let age = database
+                    .kept_at
+                    .elapsed()
+                    .map_or(0, |age| age.as_secs() / 60);
+                println!(
+                    "{}  kept {age} min ago  {} {}\n  psql '{}'",
+                    database.name,
+                    database.crate_name,
+                    database.test,
+                    test_server::psql_url(&admin, &database.name)
+                );
+            }
+        }
+        TestdbAction::Drop { name, all } => {
+            let names: Vec<&str> = match (name, all) {
+                (Some(name), _) if known(name) => vec![name.as_str()],
+                (Some(name), _) => {
+                    eprintln!("✗ {name} is not a kept test database: see `pgharness testdb list`");
+                    return ExitCode::FAILURE;
+                }
+                (None, true) => kept.iter().map(|database| database.name.as_str()).collect(),
+                (None, false) => {
+                    eprintln!("✗ name a database to drop, or give --all");
+                    return ExitCode::FAILURE;
+                }
+            };
+            for name in names {
+                if let Err(error) = test_server::drop_database(&admin, name).await {
+                    eprintln!("✗ cannot drop {name}: {error}");
+                    return ExitCode::FAILURE;
+                }
+                println!("Dropped {name}");
+            }
+        }
+        TestdbAction::Psql { name } => {
+            if !known(name) {
+                eprintln!("✗ {name} is not a kept test database: see `pgharness testdb list`");
+                return ExitCode::FAILURE;
+            }
+            let url = test_server::psql_url(&admin, name);
+            return match std::process::Command::new("psql").arg(&url).status() {
+                Ok(status) if status.success() => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::FAILURE,
+                Err(error) => {
+                    eprintln!("✗ cannot run psql ({error}); open it yourself: psql '{url}'");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn new_migration(config: &Config, name: &str) -> ExitCode {

@@ -106,6 +106,21 @@ pub struct PoolSettings {
 }
 
 impl PoolSettings {
+    /// The guide's defaults for an environment: its pool-sizing row, a 30 s timeout, connections
+    /// recycled after an hour, no echo, statements over 1 s logged as slow.
+    #[must_use]
+    pub fn preset(environment: Environment) -> Self {
+        let (size, max_overflow) = environment.pool_preset();
+        Self {
+            size,
+            max_overflow,
+            timeout: Duration::from_secs(30),
+            recycle: Duration::from_secs(3600),
+            echo: false,
+            slow_statement: Duration::from_secs(1),
+        }
+    }
+
     #[must_use]
     pub fn max_connections(&self) -> u32 {
         self.size + self.max_overflow
@@ -248,17 +263,27 @@ impl Config {
                 allowed: Environment::ALLOWED.to_owned(),
             })?,
         };
-        let (preset_size, preset_overflow) = environment.pool_preset();
+        let preset = PoolSettings::preset(environment);
         let pool = PoolSettings {
-            size: parse_number(&var, "DATABASE_POOL_SIZE", preset_size, 1)?,
-            max_overflow: parse_number(&var, "DATABASE_MAX_OVERFLOW", preset_overflow, 0)?,
-            timeout: Duration::from_secs(parse_number(&var, "DATABASE_POOL_TIMEOUT", 30, 1)?),
-            recycle: Duration::from_secs(parse_number(&var, "DATABASE_POOL_RECYCLE", 3600, 1)?),
-            echo: parse_bool(&var, "DATABASE_ECHO", false)?,
+            size: parse_number(&var, "DATABASE_POOL_SIZE", preset.size, 1)?,
+            max_overflow: parse_number(&var, "DATABASE_MAX_OVERFLOW", preset.max_overflow, 0)?,
+            timeout: Duration::from_secs(parse_number(
+                &var,
+                "DATABASE_POOL_TIMEOUT",
+                preset.timeout.as_secs(),
+                1,
+            )?),
+            recycle: Duration::from_secs(parse_number(
+                &var,
+                "DATABASE_POOL_RECYCLE",
+                preset.recycle.as_secs(),
+                1,
+            )?),
+            echo: parse_bool(&var, "DATABASE_ECHO", preset.echo)?,
             slow_statement: Duration::from_millis(parse_number(
                 &var,
                 "PGHARNESS_SLOW_QUERY_MS",
-                1000,
+                u64::try_from(preset.slow_statement.as_millis()).unwrap_or(1000),
                 1,
             )?),
         };

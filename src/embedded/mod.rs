@@ -17,7 +17,7 @@
 
 mod cluster;
 mod privilege;
-mod process;
+pub(crate) mod process;
 
 use std::collections::BTreeMap;
 use std::fs::File;

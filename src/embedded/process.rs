@@ -4,7 +4,7 @@
 use std::path::Path;
 
 /// The postmaster's pid, while `pgdata/postmaster.pid` exists.
-pub(super) fn postmaster_pid(pgdata: &Path) -> Option<u32> {
+pub(crate) fn postmaster_pid(pgdata: &Path) -> Option<u32> {
     std::fs::read_to_string(pgdata.join("postmaster.pid"))
         .ok()?
         .lines()
@@ -17,7 +17,7 @@ pub(super) fn postmaster_pid(pgdata: &Path) -> Option<u32> {
 /// Whether `pid` is a running `postgres` process. A zombie (dead, not yet reaped by its parent,
 /// as happens under a container's init) does not count.
 #[cfg(target_os = "linux")]
-pub(super) fn is_postgres(pid: u32) -> bool {
+pub(crate) fn is_postgres(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         let Some((name, rest)) = stat
             .split_once(" (")
@@ -31,13 +31,34 @@ pub(super) fn is_postgres(pid: u32) -> bool {
 
 /// Whether `pid` is running (other Unix systems have no `/proc` to tell its name).
 #[cfg(all(unix, not(target_os = "linux")))]
-pub(super) fn is_postgres(pid: u32) -> bool {
+pub(crate) fn is_postgres(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
     match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
         Ok(()) => true,
         // It exists, under another user.
+        Err(error) => error == nix::errno::Errno::EPERM,
+    }
+}
+
+/// Whether process `pid` is running (zombies do not count).
+#[cfg(target_os = "linux")]
+pub(crate) fn is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// Whether process `pid` is running.
+#[cfg(all(unix, not(target_os = "linux")))]
+pub(crate) fn is_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
         Err(error) => error == nix::errno::Errno::EPERM,
     }
 }

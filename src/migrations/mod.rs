@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use sqlx::PgPool;
-use sqlx::migrate::{MigrateError, Migration, Migrator};
+use sqlx::migrate::{MigrateError, Migration, MigrationType, Migrator};
 use tracing::info;
 
 /// sqlx's bookkeeping table.
@@ -47,6 +47,19 @@ pub enum MigrationError {
     UnknownVersion { version: i64, known: String },
     #[error("cannot read migrations from {dir}: {message}")]
     Source { dir: PathBuf, message: String },
+    #[error(
+        "{dir} does not exist (working directory {cwd}): create it, or point          PGHARNESS_MIGRATIONS_DIR at your migrations"
+    )]
+    NoDirectory { dir: PathBuf, cwd: PathBuf },
+    #[error(
+        "{file} has no {down}: a migration named .up.sql is reversible and needs its down          script. Add {down}, or rename the file to {version}_{description}.sql for a migration          that cannot be reverted"
+    )]
+    MissingDown {
+        file: String,
+        down: String,
+        version: i64,
+        description: String,
+    },
     #[error("cannot create {path}: {source}")]
     Create {
         path: PathBuf,
@@ -181,12 +194,38 @@ impl Migrations {
     ///
     /// [`MigrationError::Source`] when the directory cannot be read or holds a bad file name.
     pub async fn from_dir(dir: &Path) -> Result<Self, MigrationError> {
+        if !dir.is_dir() {
+            return Err(MigrationError::NoDirectory {
+                dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
+                cwd: std::env::current_dir().unwrap_or_default(),
+            });
+        }
         let migrator = Migrator::new(dir)
             .await
             .map_err(|error| MigrationError::Source {
                 dir: dir.to_owned(),
                 message: error.to_string(),
             })?;
+        // sqlx takes an `.up.sql` without its `.down.sql` silently; `down` would then fail
+        // much later, or revert nothing.
+        for up in migrator
+            .iter()
+            .filter(|migration| migration.migration_type == MigrationType::ReversibleUp)
+        {
+            let has_down = migrator.iter().any(|migration| {
+                migration.version == up.version
+                    && migration.migration_type == MigrationType::ReversibleDown
+            });
+            if !has_down {
+                let stem = format!("{}_{}", up.version, up.description.replace(' ', "_"));
+                return Err(MigrationError::MissingDown {
+                    file: format!("{stem}.up.sql"),
+                    down: format!("{stem}.down.sql"),
+                    version: up.version,
+                    description: up.description.replace(' ', "_"),
+                });
+            }
+        }
         Ok(Self {
             migrator,
             dir: dir.to_owned(),

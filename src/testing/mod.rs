@@ -1,4 +1,5 @@
-//! Test databases: every test gets its own, migrated, in milliseconds.
+//! Test databases: every test gets its own, migrated with the calling crate's migrations, in
+//! milliseconds.
 //!
 //! ```no_run
 //! use pgharness::testing::{TestDb, db};
@@ -15,16 +16,22 @@
 //! }
 //! ```
 //!
-//! How: one embedded server per test run, shared by every test process ([`shared`]); per
-//! migration set a template database, built once and kept until the migrations change; each test
-//! database a `FILE_COPY` clone of it. A background thread keeps a few clones ready (prefetch)
-//! and drops finished databases off the tests' critical path.
+//! With no configuration, migrations come from `<crate>/migrations` and fixtures from
+//! `<crate>/fixtures` of the crate whose tests run (cargo sets `CARGO_MANIFEST_DIR` for them);
+//! [`TestDb::builder`] or `PGHARNESS_TEST_MIGRATIONS_DIR` / `PGHARNESS_TEST_FIXTURES_DIR` point
+//! elsewhere. A plain `#[tokio::test]` takes `TestDb::new().await?`, a plain `#[test]`
+//! `TestDb::new_blocking()?`.
+//!
+//! How: one embedded server per test run, shared by every test process
+//! ([`crate::test_server`]); per migration set a template database, built once; each test
+//! database a `FILE_COPY` clone of it. A background thread keeps a few clones ready and drops
+//! finished databases off the tests' critical path. The database of a test that panicked is
+//! kept (`PGHARNESS_TEST_KEEP=failed|always|never`) and its `psql` URL printed.
 
-pub mod shared;
+mod fixtures;
+mod worker;
 
-use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use rstest::fixture;
@@ -33,17 +40,28 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use self::worker::{Request, worker};
 #[cfg(feature = "server")]
 use crate::api::{ApiContext, Application};
-use crate::config::{ConfigError, DatabaseUrl, Environment, PoolSettings};
+use crate::config::{DatabaseUrl, Environment, PoolSettings};
 use crate::database::Database;
 use crate::migrations::{MigrationError, Migrations};
-
-/// Clones kept ready per migration set (`PGHARNESS_TEST_PREFETCH`, default 2).
-const DEFAULT_PREFETCH: usize = 2;
+use crate::test_server::{self, KeepPolicy, TestServerError, TestSettings};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TestDbError {
+    #[error(
+        "CARGO_MANIFEST_DIR is not set, so the migrations of the crate under test cannot be \
+         found. Run the tests through cargo, or name the folder: \
+         TestDb::builder().migrations_dir(..) or PGHARNESS_TEST_MIGRATIONS_DIR"
+    )]
+    NoCrateDir,
+    #[error(
+        "the migrations folder {path} was not found (working directory {cwd}). Create it, or \
+         point the tests at yours with TestDb::builder().migrations_dir(..) or \
+         PGHARNESS_TEST_MIGRATIONS_DIR"
+    )]
+    MissingMigrations { path: PathBuf, cwd: PathBuf },
     #[error("fixture {name:?} not found: no file {path} (fixtures are looked up in {folder})")]
     MissingFixture {
         name: String,
@@ -56,56 +74,59 @@ pub enum TestDbError {
         line: usize,
         message: String,
     },
+    #[error(
+        "migration {file} failed at line {line}: {message}. Fix the file in {dir}; the next test \
+         builds the template again"
+    )]
+    MigrationFailed {
+        file: String,
+        line: usize,
+        message: String,
+        dir: PathBuf,
+    },
     #[error("{action} {path}: {source}")]
     Io {
         action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("test database setup failed: {0}")]
-    Setup(String),
+    #[error("the test database thread of this process has stopped (see the error before)")]
+    WorkerStopped,
+    #[error(
+        "TestDb::new_blocking() was called inside an async runtime, which it would block: use \
+         TestDb::new().await there"
+    )]
+    InsideRuntime,
+    #[error("a test database was asked for a migration set the worker does not know")]
+    UnknownMigrationSet,
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Binaries(#[from] crate::binaries::BinariesError),
-    #[error(transparent)]
-    Server(#[from] crate::embedded::ServerError),
+    TestServer(#[from] TestServerError),
     #[error(transparent)]
     Migration(#[from] MigrationError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-/// Which migrations and fixtures: the project's by default; another crate points at its own.
-#[derive(Debug, Clone)]
+/// Which migrations and fixtures: the calling crate's by default.
+#[derive(Debug, Clone, Default)]
 pub struct TestDbBuilder {
     migrations_dir: Option<PathBuf>,
-    fixtures_dir: PathBuf,
+    fixtures_dir: Option<PathBuf>,
     fixtures: Vec<String>,
 }
 
-impl Default for TestDbBuilder {
-    fn default() -> Self {
-        Self {
-            migrations_dir: None,
-            fixtures_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures"),
-            fixtures: Vec::new(),
-        }
-    }
-}
-
 impl TestDbBuilder {
-    /// Migrations read from this directory instead of pgharness's own.
+    /// Migrations read from this directory instead of `<crate>/migrations`.
     #[must_use]
     pub fn migrations_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.migrations_dir = Some(dir.into());
         self
     }
 
-    /// Where fixtures are looked up (default: pgharness's `fixtures/`).
+    /// Where fixtures are looked up instead of `<crate>/fixtures`.
     #[must_use]
     pub fn fixtures_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.fixtures_dir = dir.into();
+        self.fixtures_dir = Some(dir.into());
         self
     }
 
@@ -121,107 +142,124 @@ impl TestDbBuilder {
     ///
     /// # Errors
     ///
-    /// [`TestDbError`]: a missing fixture (naming file and folder), a failing one (file and
-    /// line), or a server, migration or database failure.
+    /// [`TestDbError`]: migrations or a fixture not found (naming the path), a failing
+    /// migration or fixture (file and line), or a server failure.
     pub async fn build(self) -> Result<TestDb, TestDbError> {
-        let migrations = match &self.migrations_dir {
-            Some(dir) => Arc::new(Migrations::from_dir(dir).await?),
-            None => embedded_migrations(),
+        let settings = TestSettings::get();
+        let migrations_dir = in_crate(self.migrations_dir, &settings.migrations_dir, "migrations")?;
+        let migrations = migrations_for(&migrations_dir).await?;
+        let fixtures = if self.fixtures.is_empty() {
+            Vec::new()
+        } else {
+            let folder = in_crate(self.fixtures_dir, &settings.fixtures_dir, "fixtures")?;
+            self.fixtures
+                .iter()
+                .map(|name| fixtures::read(&folder, name))
+                .collect::<Result<Vec<_>, _>>()?
         };
-        let fixtures = self
-            .fixtures
-            .iter()
-            .map(|name| read_fixture(&self.fixtures_dir, name))
-            .collect::<Result<Vec<_>, _>>()?;
         let worker = worker().await?;
         let (reply, answer) = oneshot::channel();
         worker
             .requests
             .send(Request::Take { migrations, reply })
-            .map_err(|_| TestDbError::Setup("the test database worker stopped".to_owned()))?;
-        let name = answer
-            .await
-            .map_err(|_| TestDbError::Setup("the test database worker stopped".to_owned()))??;
-        let database = TestDb::new(name, &worker.admin, worker.requests.clone());
-        for (file, sql) in fixtures {
-            apply_fixture(&database, &file, &sql).await?;
+            .map_err(|_| TestDbError::WorkerStopped)?;
+        let name = answer.await.map_err(|_| TestDbError::WorkerStopped)??;
+        let database = TestDb {
+            url: worker.admin.with_database(&name),
+            admin: worker.admin.clone(),
+            name,
+            pool: OnceLock::new(),
+            requests: worker.requests.clone(),
+        };
+        if !fixtures.is_empty() {
+            let mut connection = database.connect().await?;
+            for fixture in &fixtures {
+                fixtures::apply(&mut connection, fixture).await?;
+            }
+            let _ = connection.close().await;
         }
         Ok(database)
     }
 }
 
-fn embedded_migrations() -> Arc<Migrations> {
-    static EMBEDDED: OnceLock<Arc<Migrations>> = OnceLock::new();
-    Arc::clone(EMBEDDED.get_or_init(|| Arc::new(Migrations::embedded())))
+/// The explicit folder, else the variable's, else `<crate>/<leaf>`: never another crate's.
+fn in_crate(
+    explicit: Option<PathBuf>,
+    variable: &Option<PathBuf>,
+    leaf: &str,
+) -> Result<PathBuf, TestDbError> {
+    explicit
+        .or_else(|| variable.clone())
+        .or_else(|| {
+            TestSettings::get()
+                .crate_dir
+                .as_ref()
+                .map(|dir| dir.join(leaf))
+        })
+        .ok_or(TestDbError::NoCrateDir)
 }
 
-fn read_fixture(folder: &Path, name: &str) -> Result<(PathBuf, String), TestDbError> {
-    let path = folder.join(format!("{name}.sql"));
-    match std::fs::read_to_string(&path) {
-        Ok(sql) => Ok((path, sql)),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Err(TestDbError::MissingFixture {
-                name: name.to_owned(),
-                path,
-                folder: folder.to_owned(),
-            })
-        }
-        Err(source) => Err(TestDbError::Io {
-            action: "cannot read",
-            path,
-            source,
-        }),
+/// Migrations of a folder, read once per process.
+async fn migrations_for(dir: &Path) -> Result<Arc<Migrations>, TestDbError> {
+    static LOADED: tokio::sync::Mutex<Vec<(PathBuf, Arc<Migrations>)>> =
+        tokio::sync::Mutex::const_new(Vec::new());
+    let mut loaded = LOADED.lock().await;
+    if let Some((_, migrations)) = loaded.iter().find(|(path, _)| path == dir) {
+        return Ok(Arc::clone(migrations));
     }
-}
-
-async fn apply_fixture(database: &TestDb, file: &Path, sql: &str) -> Result<(), TestDbError> {
-    let mut connection = database.connect().await?;
-    let result = sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
-        .execute(&mut connection)
-        .await;
-    let _ = connection.close().await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(error)) => Err(TestDbError::Fixture {
-            file: file.to_owned(),
-            line: crate::migrations::error_line(sql, error.as_ref()).unwrap_or(1),
-            message: error.message().to_owned(),
-        }),
-        Err(other) => Err(other.into()),
+    if !dir.is_dir() {
+        return Err(TestDbError::MissingMigrations {
+            path: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()),
+            cwd: std::env::current_dir().unwrap_or_default(),
+        });
     }
+    let migrations = Arc::new(Migrations::from_dir(dir).await?);
+    loaded.push((dir.to_owned(), Arc::clone(&migrations)));
+    Ok(migrations)
 }
 
-/// An isolated, migrated database on the shared test server; dropped (in the background)
-/// when this value is.
+/// An isolated, migrated database on the shared test server. Dropped (in the background)
+/// with this value, or kept when its test panicked.
 #[derive(Debug)]
 pub struct TestDb {
     name: String,
     url: DatabaseUrl,
-    pool: PgPool,
+    admin: DatabaseUrl,
+    /// Made on first use, so that a `TestDb` can be built without a runtime.
+    pool: OnceLock<PgPool>,
     requests: mpsc::UnboundedSender<Request>,
 }
 
 impl TestDb {
-    fn new(name: String, admin: &DatabaseUrl, requests: mpsc::UnboundedSender<Request>) -> Self {
-        let url = admin.with_database(&name);
-        let pool = PgPoolOptions::new()
-            .max_connections(5)
-            .connect_lazy_with(url.connect_options());
-        Self {
-            name,
-            url,
-            pool,
-            requests,
-        }
-    }
-
-    /// The project's migrations, no fixtures.
+    /// The calling crate's migrations, no fixtures: one line in a plain `#[tokio::test]`.
     ///
     /// # Errors
     ///
     /// As [`TestDbBuilder::build`].
-    pub async fn new_migrated() -> Result<Self, TestDbError> {
+    pub async fn new() -> Result<Self, TestDbError> {
         TestDbBuilder::default().build().await
+    }
+
+    /// As [`TestDb::new`], for a plain `#[test]` (no async runtime): built on a runtime of its
+    /// own, which ends with this call.
+    ///
+    /// # Errors
+    ///
+    /// As [`TestDbBuilder::build`]; [`TestDbError::InsideRuntime`] when called from async code,
+    /// which should `TestDb::new().await` instead.
+    pub fn new_blocking() -> Result<Self, TestDbError> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Err(TestDbError::InsideRuntime);
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|source| TestDbError::Io {
+                action: "cannot start a runtime for",
+                path: TestSettings::get().run_dir.clone(),
+                source,
+            })?
+            .block_on(TestDb::new())
     }
 
     /// To choose migrations and fixtures.
@@ -230,16 +268,25 @@ impl TestDb {
         TestDbBuilder::default()
     }
 
-    /// A pool on this database (connects on first use).
-    #[must_use]
+    /// A pool on this database (connects on first use; needs a Tokio runtime).
     pub fn pool(&self) -> &PgPool {
-        &self.pool
+        self.pool.get_or_init(|| {
+            PgPoolOptions::new()
+                .max_connections(5)
+                .connect_lazy_with(self.url.connect_options())
+        })
     }
 
     /// The database's URL (the password is masked when displayed).
     #[must_use]
     pub fn url(&self) -> &DatabaseUrl {
         &self.url
+    }
+
+    /// A URL `psql` opens as it is; the password stays in the run directory's `pgpass`.
+    #[must_use]
+    pub fn psql_url(&self) -> String {
+        test_server::psql_url(&self.admin, &self.name)
     }
 
     #[must_use]
@@ -259,30 +306,72 @@ impl TestDb {
     /// A pgharness [`Database`] on this database, with the testing pool preset.
     #[must_use]
     pub fn database(&self) -> Database {
-        let (size, overflow) = Environment::Testing.pool_preset();
-        Database::connect_lazy(
-            &self.url,
-            &PoolSettings {
-                size,
-                max_overflow: overflow,
-                timeout: std::time::Duration::from_secs(30),
-                recycle: std::time::Duration::from_secs(3600),
-                echo: false,
-                slow_statement: std::time::Duration::from_secs(1),
-            },
-        )
+        Database::connect_lazy(&self.url, &PoolSettings::preset(Environment::Testing))
     }
 }
 
 impl Drop for TestDb {
-    /// Hands the database to the background thread: never blocks the test's runtime.
+    /// Kept when its test panicked (by default), with one line saying how to open it; else
+    /// handed to the background thread, or dropped at once when the process ends with its test
+    /// (nextest).
     fn drop(&mut self) {
+        let settings = TestSettings::get();
+        let failed = std::thread::panicking();
+        let keep = match settings.keep {
+            KeepPolicy::Always => true,
+            KeepPolicy::Failed => failed,
+            KeepPolicy::Never => false,
+        };
+        if keep {
+            let test = std::thread::current().name().unwrap_or("a test").to_owned();
+            let (admin, name, kept_test) = (self.admin.clone(), self.name.clone(), test.clone());
+            let kept =
+                on_own_runtime(async move { test_server::keep(&admin, &name, &kept_test).await });
+            match kept {
+                Some(Ok(())) => eprintln!(
+                    "pgharness: kept the database of {test} for inspection: psql '{}' \
+                     (`pgharness testdb list`, `pgharness testdb drop {}`)",
+                    self.psql_url(),
+                    self.name
+                ),
+                other => warn!(
+                    database = self.name,
+                    ?other,
+                    "could not keep a test database"
+                ),
+            }
+            return;
+        }
+        if settings.process_per_test {
+            let (admin, name) = (self.admin.clone(), self.name.clone());
+            let dropped =
+                on_own_runtime(async move { test_server::drop_database(&admin, &name).await });
+            if let Some(Err(error)) = dropped {
+                warn!(database = self.name, %error, "could not drop a test database");
+            }
+            return;
+        }
         let _ = self.requests.send(Request::Drop(self.name.clone()));
     }
 }
 
-/// A test database with the project's migrations (rstest fixture; `#[future(awt)] db: TestDb`).
-/// With fixtures: `#[future(awt)] #[with(&["users"])] db: TestDb`.
+/// Runs `work` to completion on a thread and runtime of its own: for callers with no runtime,
+/// or inside one that must not be blocked on (`Drop`). `None` if that thread failed.
+fn on_own_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'static) -> Option<T> {
+    std::thread::spawn(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()
+            .map(|runtime| runtime.block_on(work))
+    })
+    .join()
+    .ok()
+    .flatten()
+}
+
+/// A test database with the calling crate's migrations (rstest fixture;
+/// `#[future(awt)] db: TestDb`). With fixtures: `#[future(awt)] #[with(&["users"])] db: TestDb`.
 ///
 /// # Panics
 ///
@@ -295,7 +384,7 @@ pub async fn db(#[default(&[])] fixtures: &[&str]) -> TestDb {
     }
 }
 
-/// The HTTP API on a test's own database.
+/// pgharness's own HTTP API on a test's own database.
 #[cfg(feature = "server")]
 #[derive(Debug)]
 pub struct TestApp {
@@ -310,18 +399,21 @@ impl TestApp {
     #[must_use]
     pub fn on(db: TestDb) -> Self {
         let database = db.database();
-        let context = ApiContext::new(
+        Self {
+            router: crate::api::router(Self::context(&db, &database)),
+            database,
+            db,
+        }
+    }
+
+    fn context(db: &TestDb, database: &Database) -> ApiContext {
+        ApiContext::new(
             database.clone(),
             Environment::Testing,
             db.url().clone(),
             None,
-            embedded_migrations(),
-        );
-        Self {
-            router: crate::api::router(context),
-            database,
-            db,
-        }
+            Arc::new(Migrations::embedded()),
+        )
     }
 
     /// Serves the API on a free local port for tests that need a socket; returns its base URL.
@@ -331,13 +423,7 @@ impl TestApp {
     ///
     /// When no port can be bound.
     pub async fn serve(&self) -> Result<String, crate::api::BindError> {
-        let context = ApiContext::new(
-            self.database.clone(),
-            Environment::Testing,
-            self.db.url().clone(),
-            None,
-            embedded_migrations(),
-        );
+        let context = Self::context(&self.db, &self.database);
         let application = Application::bind(context, "127.0.0.1", 0).await?;
         let address = application
             .local_addr()
@@ -350,7 +436,7 @@ impl TestApp {
     }
 }
 
-/// The API on a fresh migrated database (rstest fixture; `#[future(awt)] app: TestApp`).
+/// pgharness's API on a fresh migrated database (rstest fixture; `#[future(awt)] app: TestApp`).
 ///
 /// # Panics
 ///
@@ -359,265 +445,4 @@ impl TestApp {
 #[fixture]
 pub async fn app() -> TestApp {
     TestApp::on(db(&[]).await)
-}
-
-enum Request {
-    Take {
-        migrations: Arc<Migrations>,
-        reply: oneshot::Sender<Result<String, TestDbError>>,
-    },
-    Drop(String),
-}
-
-/// The background thread's handle.
-struct Worker {
-    admin: DatabaseUrl,
-    requests: mpsc::UnboundedSender<Request>,
-}
-
-/// Attaches to the shared server once per process and starts the background thread.
-async fn worker() -> Result<&'static Worker, TestDbError> {
-    static WORKER: tokio::sync::OnceCell<Worker> = tokio::sync::OnceCell::const_new();
-    WORKER
-        .get_or_try_init(|| async {
-            let admin = shared::attach().await?;
-            let (requests, receiver) = mpsc::unbounded_channel();
-            let thread_admin = admin.clone();
-            std::thread::Builder::new()
-                .name("pgharness-test-databases".to_owned())
-                .spawn(move || {
-                    match tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                    {
-                        Ok(runtime) => runtime.block_on(serve_requests(thread_admin, receiver)),
-                        Err(error) => warn!(%error, "no runtime for the test database thread"),
-                    }
-                })
-                .map_err(|error| TestDbError::Setup(error.to_string()))?;
-            Ok(Worker { admin, requests })
-        })
-        .await
-}
-
-/// Ready clones of one template.
-#[derive(Default)]
-struct Stock {
-    template: Option<String>,
-    ready: VecDeque<String>,
-}
-
-/// The background thread's state: one admin connection, stocks per migration set, databases
-/// waiting to be dropped.
-struct Stocks {
-    admin: DatabaseUrl,
-    connection: Option<PgConnection>,
-    stocks: HashMap<String, (Arc<Migrations>, Stock)>,
-    drops: Vec<String>,
-    prefetch: usize,
-}
-
-impl Stocks {
-    async fn connection(&mut self) -> Result<&mut PgConnection, TestDbError> {
-        if self.connection.is_none() {
-            self.connection =
-                Some(PgConnection::connect_with(&self.admin.connect_options()).await?);
-        }
-        self.connection
-            .as_mut()
-            .ok_or_else(|| TestDbError::Setup("no admin connection".to_owned()))
-    }
-
-    async fn handle(&mut self, request: Request) {
-        match request {
-            Request::Take { migrations, reply } => {
-                let key = migrations.fingerprint();
-                let ready = self
-                    .stocks
-                    .entry(key.clone())
-                    .or_insert_with(|| (Arc::clone(&migrations), Stock::default()))
-                    .1
-                    .ready
-                    .pop_front();
-                let name = match ready {
-                    Some(name) => Ok(name),
-                    None => self.clone_for(&key).await,
-                };
-                let _ = reply.send(name);
-            }
-            Request::Drop(name) => self.drops.push(name),
-        }
-    }
-
-    async fn clone_for(&mut self, key: &str) -> Result<String, TestDbError> {
-        let admin = self.admin.clone();
-        let (migrations, template) = match self.stocks.get(key) {
-            Some((migrations, stock)) => (Arc::clone(migrations), stock.template.clone()),
-            None => return Err(TestDbError::Setup("unknown migration set".to_owned())),
-        };
-        let connection = self.connection().await?;
-        let template = match template {
-            Some(template) => template,
-            None => ensure_template(connection, &admin, &migrations, key).await?,
-        };
-        let name = clone_database(connection, &template).await;
-        if let Some((_, stock)) = self.stocks.get_mut(key) {
-            stock.template = Some(template);
-        }
-        name
-    }
-
-    /// One step of work nobody waits for: a prefetched clone, else a drop. `false` when idle.
-    async fn background_step(&mut self) -> bool {
-        let short = self
-            .stocks
-            .iter()
-            .find(|(_, (_, stock))| stock.ready.len() < self.prefetch)
-            .map(|(key, _)| key.clone());
-        if let Some(key) = short {
-            match self.clone_for(&key).await {
-                Ok(name) => {
-                    if let Some((_, stock)) = self.stocks.get_mut(&key) {
-                        stock.ready.push_back(name);
-                    }
-                }
-                Err(error) => {
-                    warn!(%error, "could not prefetch a test database");
-                    self.prefetch = 0;
-                }
-            }
-            return true;
-        }
-        let Some(name) = self.drops.pop() else {
-            return false;
-        };
-        match self.connection().await {
-            Ok(connection) => drop_database(connection, &name).await,
-            Err(error) => warn!(%error, database = name, "could not drop a test database"),
-        }
-        true
-    }
-}
-
-async fn serve_requests(admin: DatabaseUrl, mut receiver: mpsc::UnboundedReceiver<Request>) {
-    let mut state = Stocks {
-        admin,
-        connection: None,
-        stocks: HashMap::new(),
-        drops: Vec::new(),
-        prefetch: std::env::var("PGHARNESS_TEST_PREFETCH")
-            .ok()
-            .and_then(|count| count.parse().ok())
-            .unwrap_or(DEFAULT_PREFETCH),
-    };
-    loop {
-        // Requests first; background work only while nobody waits.
-        while let Ok(request) = receiver.try_recv() {
-            state.handle(request).await;
-        }
-        if state.background_step().await {
-            continue;
-        }
-        match receiver.recv().await {
-            Some(request) => state.handle(request).await,
-            None => return,
-        }
-    }
-}
-
-static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-
-async fn clone_database(
-    connection: &mut PgConnection,
-    template: &str,
-) -> Result<String, TestDbError> {
-    let name = format!(
-        "{}{}_{}",
-        shared::TEST_DATABASE_PREFIX,
-        std::process::id(),
-        SEQUENCE.fetch_add(1, Ordering::Relaxed)
-    );
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\" STRATEGY FILE_COPY"
-    )))
-    .execute(connection)
-    .await?;
-    Ok(name)
-}
-
-/// The template of a migration set: built once (across processes: under an advisory lock)
-/// and kept until the migrations change.
-async fn ensure_template(
-    connection: &mut PgConnection,
-    admin: &DatabaseUrl,
-    migrations: &Migrations,
-    key: &str,
-) -> Result<String, TestDbError> {
-    let template = format!("pgh_tpl_{}", &key[..16]);
-    let lock_key = i64::from_str_radix(&key[..15], 16).unwrap_or(0);
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(lock_key)
-        .execute(&mut *connection)
-        .await?;
-    let result = build_template(connection, admin, migrations, &template).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock_key)
-        .execute(&mut *connection)
-        .await?;
-    result.map(|()| template)
-}
-
-async fn build_template(
-    connection: &mut PgConnection,
-    admin: &DatabaseUrl,
-    migrations: &Migrations,
-    template: &str,
-) -> Result<(), TestDbError> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
-    )
-    .bind(template)
-    .fetch_one(&mut *connection)
-    .await?;
-    if exists {
-        return Ok(());
-    }
-    let building = format!("{template}_building");
-    // One statement at a time: several in one string run as one transaction, which
-    // CREATE and DROP DATABASE refuse.
-    for statement in [
-        format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
-        format!("DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{building}\""),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *connection)
-            .await?;
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin.with_database(&building).connect_options())
-        .await?;
-    let migrated = migrations.up(&pool, None).await;
-    pool.close().await;
-    migrated?;
-    for statement in [
-        format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
-        format!("ALTER DATABASE \"{template}\" IS_TEMPLATE true"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *connection)
-            .await?;
-    }
-    Ok(())
-}
-
-async fn drop_database(connection: &mut PgConnection, name: &str) {
-    let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-    if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-        .execute(connection)
-        .await
-    {
-        warn!(database = name, %error, "could not drop a test database");
-    }
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use pgharness::testing::{TestApp, TestDb, TestDbError, app, db, shared};
+use pgharness::test_server::TestSettings;
+use pgharness::testing::{TestApp, TestDb, TestDbError, app, db};
 use rstest::rstest;
 use sqlx::Connection as _;
 use tower::ServiceExt as _;
@@ -233,7 +234,7 @@ fn read_reported(child: &mut std::process::Child, prefix: &str) -> String {
 #[tokio::test]
 #[ignore = "helper: run in its own process by the tests above"]
 async fn helper_report_the_shared_server() {
-    let db = TestDb::new_migrated().await.unwrap();
+    let db = TestDb::new().await.unwrap();
     let port = db.url().port;
     println!("port={port}");
     println!("database={}", db.name());
@@ -253,9 +254,9 @@ async fn test_processes_share_one_server() {
     );
     assert!(first.wait().unwrap().success() && second.wait().unwrap().success());
     assert_eq!(first_port, second_port);
-    let mine = TestDb::new_migrated().await.unwrap();
+    let mine = TestDb::new().await.unwrap();
     assert_eq!(mine.url().port.to_string(), first_port);
-    let state = shared::run_dir().join("server/pgdata");
+    let state = TestSettings::get().run_dir.join("server/pgdata");
     let servers = std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
@@ -283,7 +284,7 @@ async fn a_killed_test_process_leaks_no_database_into_the_next_run() {
     let mut next = helper_process("helper_report_the_shared_server", &[]);
     read_reported(&mut next, "port=");
     assert!(next.wait().unwrap().success());
-    let db = TestDb::new_migrated().await.unwrap();
+    let db = TestDb::new().await.unwrap();
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&leaked)

@@ -1,0 +1,302 @@
+//! The one embedded PostgreSQL 16 server a whole test run shares, and its upkeep: what
+//! `pgharness::testing` hands databases out of, and what `pgharness testdb` inspects.
+//!
+//! In the run directory (`PGHARNESS_TEST_DIR`, default `<tmp>/pgharness-test-<uid>`):
+//! - `start.lock`: held (exclusive) while a process starts or attaches to the server, and by the
+//!   watchdog while it stops it;
+//! - `users.lock`: every test process holds a shared lock on it until it exits (the kernel
+//!   releases it even after SIGKILL);
+//! - `state.json`: the running server's port and password;
+//! - `pgpass`: the same password for `psql` (0600), named by the URLs of kept databases;
+//! - `server/`: the server's home, tuned for tests (fsync off);
+//! - `watchdog.sh`: a detached loop that stops the server once no process has held
+//!   `users.lock` for the idle timeout (`PGHARNESS_TEST_IDLE_SECONDS`, default 10).
+//!
+//! Databases on it: `pgh_t_<pid>_<n>` per test (dropped once their process is gone, unless
+//! kept), `pgh_tpl_<key>` templates per migration set (the newest few per crate are kept),
+//! `pgh_tpl_<key>_building` while one is built.
+
+mod housekeeping;
+mod settings;
+
+use std::fs::File;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use sqlx::{Connection as _, PgConnection};
+use tracing::info;
+
+pub use self::housekeeping::{KeptDatabase, drop_database, keep, kept_databases, tidy};
+#[cfg(feature = "testing")]
+pub(crate) use self::housekeeping::{drop_on, mark_template_used, template_lock};
+pub use self::settings::{KeepPolicy, TestSettings};
+use crate::binaries;
+use crate::config::{Config, ConfigError, DatabaseUrl};
+use crate::embedded::{EmbeddedServer, SUPERUSER, ServerError, ServerOptions};
+
+/// Test databases are named `<prefix><pid>_<n>`.
+pub const TEST_DATABASE_PREFIX: &str = "pgh_t_";
+/// Templates are named `<prefix><key>`.
+pub const TEMPLATE_PREFIX: &str = "pgh_tpl_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TestServerError {
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Binaries(#[from] binaries::BinariesError),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("the shared test server: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(
+        "no shared test server is running (no {0}): it starts with the first test that asks for \
+         a database"
+    )]
+    NotRunning(PathBuf),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    port: u16,
+    password: String,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TestServerError {
+    let path = path.to_owned();
+    move |source| TestServerError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// The superuser URL (database `postgres`) of the shared server, started if needed; or the
+/// server named by `TEST_DATABASE_URL`.
+///
+/// # Errors
+///
+/// [`TestServerError`] when the server cannot be started or reached.
+pub async fn attach() -> Result<DatabaseUrl, TestServerError> {
+    let settings = TestSettings::get();
+    if let Some(url) = &settings.server_url {
+        return Ok(DatabaseUrl::parse(url)?.with_database("postgres"));
+    }
+    let dir = &settings.run_dir;
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    let start_lock_path = dir.join("start.lock");
+    let start_lock = open_lock(&start_lock_path)?;
+    let start_lock = tokio::task::spawn_blocking(move || start_lock.lock().map(|()| start_lock))
+        .await
+        .map_err(|error| TestServerError::Io {
+            action: "cannot lock",
+            path: start_lock_path.clone(),
+            source: std::io::Error::other(error),
+        })?
+        .map_err(io("cannot lock", &start_lock_path))?;
+    let result = attach_locked(dir).await;
+    let _ = start_lock.unlock();
+    result
+}
+
+/// The running shared server's superuser URL, without starting one: for `pgharness testdb`.
+///
+/// # Errors
+///
+/// [`TestServerError::NotRunning`] when no test run has started it.
+pub fn running() -> Result<DatabaseUrl, TestServerError> {
+    let state_path = TestSettings::get().run_dir.join("state.json");
+    read_state(&state_path).ok_or(TestServerError::NotRunning(state_path))
+}
+
+fn read_state(path: &Path) -> Option<DatabaseUrl> {
+    let state: State = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    Some(DatabaseUrl::local(
+        state.port,
+        SUPERUSER,
+        SecretString::from(state.password),
+        "postgres",
+    ))
+}
+
+/// A URL for `psql` that names the database but holds no password: libpq reads it from the
+/// run directory's `pgpass` (`?passfile=`).
+#[must_use]
+pub fn psql_url(admin: &DatabaseUrl, database: &str) -> String {
+    let passfile = TestSettings::get().run_dir.join("pgpass");
+    let mut url = format!(
+        "postgresql://{}@{}:{}/{database}",
+        admin.username, admin.host, admin.port
+    );
+    if passfile.exists() {
+        let path: String =
+            url::form_urlencoded::byte_serialize(passfile.to_string_lossy().as_bytes()).collect();
+        url.push_str("?passfile=");
+        url.push_str(&path);
+    }
+    url
+}
+
+async fn attach_locked(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
+    hold_user_lock(dir)?;
+    let state_path = dir.join("state.json");
+    if let Some(url) = read_state(&state_path) {
+        let alive = tokio::time::timeout(
+            Duration::from_secs(2),
+            PgConnection::connect_with(&url.connect_options()),
+        )
+        .await;
+        if let Ok(Ok(connection)) = alive {
+            let _ = connection.close().await;
+            return Ok(url);
+        }
+    }
+    let _ = std::fs::remove_file(&state_path);
+    start(dir).await
+}
+
+async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
+    let config = Config::from_lookup(|name| std::env::var(name).ok())?;
+    let binaries = binaries::provision(&(&config.embedded).into(), &binaries::quiet()).await?;
+    let server = EmbeddedServer::start(
+        &binaries,
+        &ServerOptions {
+            home: dir.join("server"),
+            port: None,
+            database: "postgres".to_owned(),
+            durable: false,
+            configuration: [("max_connections".to_owned(), "500".to_owned())].into(),
+        },
+    )
+    .await?;
+    let url = server.superuser_url("postgres");
+    let password_path = dir.join("server/password");
+    let password = std::fs::read_to_string(&password_path)
+        .map_err(io("cannot read", &password_path))?
+        .trim()
+        .to_owned();
+    cheapen_authentication(&url, &password).await?;
+    write_private(
+        &dir.join("pgpass"),
+        format!("{}:{}:*:{SUPERUSER}:{password}\n", url.host, server.port()).as_bytes(),
+    )?;
+    let state = State {
+        port: server.port(),
+        password,
+    };
+    write_private(
+        &dir.join("state.json"),
+        &serde_json::to_vec(&state).unwrap_or_default(),
+    )?;
+    spawn_watchdog(dir, &server)?;
+    info!(port = state.port, "started the shared test server");
+    server.detach();
+    Ok(url)
+}
+
+/// libpq ignores a password file others can read; so is the state.
+fn write_private(path: &Path, contents: &[u8]) -> Result<(), TestServerError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = File::options()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io("cannot write", path))?;
+    file.write_all(contents).map_err(io("cannot write", path))
+}
+
+/// SCRAM's 4096 key-derivation rounds cost ~10 ms per connection, on both ends; a test opens
+/// several. The throwaway test server stores its (random) password with one round instead:
+/// still password authentication, on loopback only.
+async fn cheapen_authentication(url: &DatabaseUrl, password: &str) -> Result<(), TestServerError> {
+    let mut connection = PgConnection::connect_with(&url.connect_options()).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET scram_iterations = 1; ALTER ROLE {SUPERUSER} PASSWORD '{}'",
+        password.replace('\'', "''")
+    )))
+    .execute(&mut connection)
+    .await?;
+    let _ = connection.close().await;
+    Ok(())
+}
+
+fn open_lock(path: &Path) -> Result<File, TestServerError> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io("cannot open", path))
+}
+
+/// A shared lock on `users.lock` for the rest of this process's life.
+fn hold_user_lock(dir: &Path) -> Result<(), TestServerError> {
+    static USER_LOCK: OnceLock<File> = OnceLock::new();
+    if USER_LOCK.get().is_some() {
+        return Ok(());
+    }
+    let path = dir.join("users.lock");
+    let file = open_lock(&path)?;
+    file.lock_shared().map_err(io("cannot lock", &path))?;
+    let _ = USER_LOCK.set(file);
+    Ok(())
+}
+
+fn shell_quote(word: &std::ffi::OsStr) -> String {
+    format!("'{}'", word.to_string_lossy().replace('\'', r"'\''"))
+}
+
+/// Starts the detached loop that stops the server once the run is over.
+fn spawn_watchdog(dir: &Path, server: &EmbeddedServer) -> Result<(), TestServerError> {
+    let idle = TestSettings::get().idle_seconds;
+    let stop = server.stop_command();
+    let stop_line = std::iter::once(stop.get_program())
+        .chain(stop.get_args())
+        .map(shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ");
+    let quoted_dir = shell_quote(dir.as_os_str());
+    let script = format!(
+        "#!/bin/sh\n\
+         # Stops the shared test server once no test process has used it for {idle} s.\n\
+         cd {quoted_dir} || exit 1\n\
+         idle=0\n\
+         while [ \"$idle\" -lt {idle} ]; do\n\
+         \x20 sleep 1\n\
+         \x20 if flock -n -x users.lock true; then idle=$((idle + 1)); else idle=0; fi\n\
+         \x20 [ -f state.json ] || exit 0\n\
+         done\n\
+         exec 9>start.lock\n\
+         flock -x 9\n\
+         if flock -n -x users.lock true; then\n\
+         \x20 rm -f state.json\n\
+         \x20 {stop_line} >/dev/null 2>&1\n\
+         else\n\
+         \x20 exec sh {quoted_dir}/watchdog.sh\n\
+         fi\n"
+    );
+    let path = dir.join("watchdog.sh");
+    std::fs::write(&path, script).map_err(io("cannot write", &path))?;
+    std::process::Command::new("sh")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .map_err(io("cannot start", &path))?;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Every variable the test harness reads, read once per process.
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// `PGHARNESS_TEST_KEEP`: which test databases outlive their test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeepPolicy {
+    /// Those of tests that panicked (the default): something to inspect.
+    Failed,
+    Always,
+    Never,
+}
+
+/// The test harness's settings, from the environment.
+#[derive(Debug, Clone)]
+pub struct TestSettings {
+    /// `CARGO_MANIFEST_DIR`: the crate whose tests run (cargo sets it for test processes).
+    pub crate_dir: Option<PathBuf>,
+    /// `CARGO_PKG_NAME`: whose templates are whose.
+    pub crate_name: String,
+    /// `PGHARNESS_TEST_MIGRATIONS_DIR`: instead of `<crate>/migrations` (relative: to the crate).
+    pub migrations_dir: Option<PathBuf>,
+    /// `PGHARNESS_TEST_FIXTURES_DIR`: instead of `<crate>/fixtures` (relative: to the crate).
+    pub fixtures_dir: Option<PathBuf>,
+    /// `PGHARNESS_TEST_KEEP`: `failed` (default), `always` or `never`.
+    pub keep: KeepPolicy,
+    /// `PGHARNESS_TEST_KEEP_MAX` (default 20) kept databases at most, each for
+    /// `PGHARNESS_TEST_KEEP_HOURS` (default 24).
+    pub keep_max: usize,
+    pub keep_for: Duration,
+    /// `PGHARNESS_TEST_TEMPLATES` (default 3): templates kept per crate, the most recently used.
+    pub templates_per_crate: usize,
+    /// `PGHARNESS_TEST_PREFETCH` (default 2; 0 when nextest runs each test in its own process,
+    /// where a prefetched database would never be used).
+    pub prefetch: usize,
+    /// `NEXTEST_EXECUTION_MODE=process-per-test`: the process ends with its test, so its
+    /// database is dropped before it ends rather than in the background.
+    pub process_per_test: bool,
+    /// `PGHARNESS_TEST_DIR`: the run directory.
+    pub run_dir: PathBuf,
+    /// `PGHARNESS_TEST_IDLE_SECONDS` (default 10): the shared server stops this long after its
+    /// last test process.
+    pub idle_seconds: u64,
+    /// `TEST_DATABASE_URL`: a server to use instead of the shared embedded one.
+    pub server_url: Option<String>,
+}
+
+impl TestSettings {
+    /// The settings of this process.
+    pub fn get() -> &'static Self {
+        static SETTINGS: OnceLock<TestSettings> = OnceLock::new();
+        SETTINGS.get_or_init(|| Self::from_lookup(|name| std::env::var(name).ok()))
+    }
+
+    /// From any variable lookup.
+    #[must_use]
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+        let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
+        let number = |name: &str, default: u64| {
+            var(name)
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let count = |name: &str, default: usize| {
+            var(name)
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(default)
+        };
+        let crate_dir = var("CARGO_MANIFEST_DIR").map(PathBuf::from);
+        let in_crate = |name: &str| {
+            var(name).map(|dir| match &crate_dir {
+                Some(crate_dir) => crate_dir.join(dir),
+                None => PathBuf::from(dir),
+            })
+        };
+        let process_per_test = var("NEXTEST_EXECUTION_MODE").as_deref() == Some("process-per-test");
+        Self {
+            migrations_dir: in_crate("PGHARNESS_TEST_MIGRATIONS_DIR"),
+            fixtures_dir: in_crate("PGHARNESS_TEST_FIXTURES_DIR"),
+            crate_dir,
+            crate_name: var("CARGO_PKG_NAME").unwrap_or_else(|| "unknown".to_owned()),
+            keep: match var("PGHARNESS_TEST_KEEP").as_deref().map(str::trim) {
+                Some("always") => KeepPolicy::Always,
+                Some("never") => KeepPolicy::Never,
+                _ => KeepPolicy::Failed,
+            },
+            keep_max: count("PGHARNESS_TEST_KEEP_MAX", 20),
+            keep_for: Duration::from_secs(number("PGHARNESS_TEST_KEEP_HOURS", 24) * 3600),
+            templates_per_crate: count("PGHARNESS_TEST_TEMPLATES", 3).max(1),
+            prefetch: count(
+                "PGHARNESS_TEST_PREFETCH",
+                if process_per_test { 0 } else { 2 },
+            ),
+            process_per_test,
+            run_dir: var("PGHARNESS_TEST_DIR").map_or_else(
+                || std::env::temp_dir().join(format!("pgharness-test-{}", user_id())),
+                PathBuf::from,
+            ),
+            idle_seconds: number("PGHARNESS_TEST_IDLE_SECONDS", 10),
+            server_url: var("TEST_DATABASE_URL"),
+        }
+    }
+}
+
+/// Keeps users of one machine apart in the temporary directory.
+fn user_id() -> u32 {
+    nix::unistd::getuid().as_raw()
+}

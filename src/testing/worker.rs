@@ -1,0 +1,329 @@
+//! The background thread of a test process: one admin connection to the shared server, a
+//! template per migration set, clones handed out (a few kept ready), finished databases dropped
+//! and the server's upkeep done while no test waits.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{Connection as _, PgConnection};
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+
+use super::TestDbError;
+use crate::config::DatabaseUrl;
+use crate::migrations::{MigrationError, Migrations};
+use crate::test_server::{self, TEMPLATE_PREFIX, TEST_DATABASE_PREFIX, TestSettings};
+
+/// Bumped when what a template holds changes for the same migrations: old ones are not reused.
+const TEMPLATE_FORMAT: &str = "2";
+
+pub(super) enum Request {
+    Take {
+        migrations: Arc<Migrations>,
+        reply: oneshot::Sender<Result<String, TestDbError>>,
+    },
+    Drop(String),
+}
+
+/// The background thread's handle.
+pub(super) struct Worker {
+    pub admin: DatabaseUrl,
+    pub requests: mpsc::UnboundedSender<Request>,
+}
+
+/// Attaches to the shared server once per process and starts the background thread.
+pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
+    static WORKER: tokio::sync::OnceCell<Worker> = tokio::sync::OnceCell::const_new();
+    WORKER
+        .get_or_try_init(|| async {
+            let admin = test_server::attach().await?;
+            let (requests, receiver) = mpsc::unbounded_channel();
+            let thread_admin = admin.clone();
+            std::thread::Builder::new()
+                .name("pgharness-test-databases".to_owned())
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(runtime) => runtime.block_on(serve_requests(thread_admin, receiver)),
+                        Err(error) => warn!(%error, "no runtime for the test database thread"),
+                    }
+                })
+                .map_err(|source| TestDbError::Io {
+                    action: "cannot start the test database thread for",
+                    path: TestSettings::get().run_dir.clone(),
+                    source,
+                })?;
+            Ok(Worker { admin, requests })
+        })
+        .await
+}
+
+/// Ready clones of one template.
+#[derive(Default)]
+struct Stock {
+    template: Option<String>,
+    ready: VecDeque<String>,
+}
+
+/// The background thread's state.
+struct Stocks {
+    admin: DatabaseUrl,
+    connection: Option<PgConnection>,
+    /// `server_version_num`, part of every template's key.
+    server_version: Option<String>,
+    stocks: HashMap<String, (Arc<Migrations>, Stock)>,
+    drops: Vec<String>,
+    prefetch: usize,
+    tidied: bool,
+}
+
+impl Stocks {
+    async fn connection(&mut self) -> Result<&mut PgConnection, TestDbError> {
+        if self.connection.is_none() {
+            let mut connection = PgConnection::connect_with(&self.admin.connect_options()).await?;
+            self.server_version = Some(
+                sqlx::query_scalar("SELECT current_setting('server_version_num')")
+                    .fetch_one(&mut connection)
+                    .await?,
+            );
+            self.connection = Some(connection);
+        }
+        self.connection.as_mut().ok_or_else(|| {
+            TestDbError::TestServer(test_server::TestServerError::NotRunning(
+                TestSettings::get().run_dir.clone(),
+            ))
+        })
+    }
+
+    async fn handle(&mut self, request: Request) {
+        match request {
+            Request::Take { migrations, reply } => {
+                let key = migrations.fingerprint();
+                let ready = self
+                    .stocks
+                    .entry(key.clone())
+                    .or_insert_with(|| (Arc::clone(&migrations), Stock::default()))
+                    .1
+                    .ready
+                    .pop_front();
+                let name = match ready {
+                    Some(name) => Ok(name),
+                    None => self.clone_for(&key).await,
+                };
+                let _ = reply.send(name);
+            }
+            Request::Drop(name) => self.drops.push(name),
+        }
+    }
+
+    async fn clone_for(&mut self, key: &str) -> Result<String, TestDbError> {
+        let (migrations, template) = match self.stocks.get(key) {
+            Some((migrations, stock)) => (Arc::clone(migrations), stock.template.clone()),
+            None => return Err(TestDbError::UnknownMigrationSet),
+        };
+        let admin = self.admin.clone();
+        self.connection().await?;
+        let server_version = self.server_version.clone().unwrap_or_default();
+        let connection = self.connection().await?;
+        let template = match template {
+            Some(template) => template,
+            None => {
+                let template = template_name(key, &server_version);
+                ensure_template(connection, &admin, &migrations, &template).await?;
+                test_server::mark_template_used(connection, &template).await?;
+                template
+            }
+        };
+        let name = clone_database(connection, &template).await;
+        if let Some((_, stock)) = self.stocks.get_mut(key) {
+            stock.template = Some(template);
+        }
+        name
+    }
+
+    /// One step of work nobody waits for: the server's upkeep once, a prefetched clone, else a
+    /// drop. `false` when idle.
+    async fn background_step(&mut self) -> bool {
+        if !self.tidied {
+            self.tidied = true;
+            match self.connection().await {
+                Ok(connection) => {
+                    if let Err(error) = test_server::tidy(connection).await {
+                        warn!(%error, "could not tidy the shared test server");
+                    }
+                }
+                Err(error) => warn!(%error, "could not tidy the shared test server"),
+            }
+            return true;
+        }
+        let short = self
+            .stocks
+            .iter()
+            .find(|(_, (_, stock))| stock.ready.len() < self.prefetch)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = short {
+            match self.clone_for(&key).await {
+                Ok(name) => {
+                    if let Some((_, stock)) = self.stocks.get_mut(&key) {
+                        stock.ready.push_back(name);
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, "could not prefetch a test database");
+                    self.prefetch = 0;
+                }
+            }
+            return true;
+        }
+        let Some(name) = self.drops.pop() else {
+            return false;
+        };
+        match self.connection().await {
+            Ok(connection) => {
+                if let Err(error) = test_server::drop_on(connection, &name).await {
+                    warn!(database = name, %error, "could not drop a test database");
+                }
+            }
+            Err(error) => warn!(%error, database = name, "could not drop a test database"),
+        }
+        true
+    }
+}
+
+async fn serve_requests(admin: DatabaseUrl, mut receiver: mpsc::UnboundedReceiver<Request>) {
+    let mut state = Stocks {
+        admin,
+        connection: None,
+        server_version: None,
+        stocks: HashMap::new(),
+        drops: Vec::new(),
+        prefetch: TestSettings::get().prefetch,
+        tidied: false,
+    };
+    loop {
+        // Requests first; background work only while nobody waits.
+        while let Ok(request) = receiver.try_recv() {
+            state.handle(request).await;
+        }
+        if state.background_step().await {
+            continue;
+        }
+        match receiver.recv().await {
+            Some(request) => state.handle(request).await,
+            None => return,
+        }
+    }
+}
+
+/// The template's name: from the migrations' contents, the server's version and the template
+/// format, so that a change to any of them builds a new one.
+fn template_name(fingerprint: &str, server_version: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{fingerprint}/{server_version}/{TEMPLATE_FORMAT}"));
+    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{TEMPLATE_PREFIX}{}", &hex[..16])
+}
+
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+async fn clone_database(
+    connection: &mut PgConnection,
+    template: &str,
+) -> Result<String, TestDbError> {
+    let name = format!(
+        "{TEST_DATABASE_PREFIX}{}_{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE \"{name}\" TEMPLATE \"{template}\" STRATEGY FILE_COPY"
+    )))
+    .execute(connection)
+    .await?;
+    Ok(name)
+}
+
+/// The template of a migration set: built once (across processes: under an advisory lock)
+/// and kept while it is among the most recently used.
+async fn ensure_template(
+    connection: &mut PgConnection,
+    admin: &DatabaseUrl,
+    migrations: &Migrations,
+    template: &str,
+) -> Result<(), TestDbError> {
+    let lock = test_server::template_lock(template);
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(lock)
+        .execute(&mut *connection)
+        .await?;
+    let result = build_template(connection, admin, migrations, template).await;
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(lock)
+        .execute(&mut *connection)
+        .await?;
+    result
+}
+
+async fn build_template(
+    connection: &mut PgConnection,
+    admin: &DatabaseUrl,
+    migrations: &Migrations,
+    template: &str,
+) -> Result<(), TestDbError> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
+    )
+    .bind(template)
+    .fetch_one(&mut *connection)
+    .await?;
+    if exists {
+        return Ok(());
+    }
+    let building = format!("{template}_building");
+    // One statement at a time: several in one string run as one transaction, which
+    // CREATE and DROP DATABASE refuse.
+    for statement in [
+        format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
+        format!("DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)"),
+        format!("CREATE DATABASE \"{building}\""),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *connection)
+            .await?;
+    }
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(admin.with_database(&building).connect_options())
+        .await?;
+    let migrated = migrations.up(&pool, None).await;
+    pool.close().await;
+    if let Err(error) = migrated {
+        test_server::drop_on(connection, &building).await?;
+        return Err(match error {
+            MigrationError::Failed {
+                file,
+                line,
+                message,
+            } => TestDbError::MigrationFailed {
+                file,
+                line,
+                message,
+                dir: migrations.dir().to_owned(),
+            },
+            other => other.into(),
+        });
+    }
+    for statement in [
+        format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
+        format!("ALTER DATABASE \"{template}\" IS_TEMPLATE true"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+            .execute(&mut *connection)
+            .await?;
+    }
+    Ok(())
+}
