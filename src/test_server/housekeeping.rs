@@ -174,7 +174,8 @@ pub(crate) fn template_lock(template: &str) -> i64 {
 /// - test databases whose process is gone, unless kept;
 /// - kept ones past `PGHARNESS_TEST_KEEP_HOURS`, or beyond the newest `PGHARNESS_TEST_KEEP_MAX`;
 /// - `_building` databases nobody is building (their builder died);
-/// - templates beyond the `PGHARNESS_TEST_TEMPLATES` most recently used of each crate.
+/// - templates beyond the `PGHARNESS_TEST_TEMPLATES` most recently used of each crate, and
+///   unmarked ones (an older pgharness's).
 ///
 /// Returns how many databases it dropped.
 ///
@@ -220,6 +221,11 @@ pub async fn tidy(connection: &mut PgConnection) -> Result<usize, sqlx::Error> {
             if drop_if_abandoned(connection, name).await? {
                 dropped_building += 1;
             }
+            continue;
+        }
+        if mark.crate_name.is_empty() {
+            // Unmarked: made by an older pgharness, whose template format is retired.
+            doomed.push(name.clone());
             continue;
         }
         templates

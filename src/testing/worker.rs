@@ -317,6 +317,8 @@ async fn build_template(
             other => other.into(),
         });
     }
+    // Marked before it becomes a template: an unmarked template is an old one, and dropped.
+    test_server::mark_template_used(connection, &building).await?;
     for statement in [
         format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
         format!("ALTER DATABASE \"{template}\" IS_TEMPLATE true"),

@@ -271,27 +271,95 @@ async fn test_processes_share_one_server() {
     );
 }
 
-#[tokio::test]
-async fn a_killed_test_process_leaks_no_database_into_the_next_run() {
-    let mut killed = helper_process(
-        "helper_report_the_shared_server",
-        &[("PGHARNESS_HELPER_HOLD", "1")],
+/// The admin connection of a run directory's shared server.
+async fn admin_of(run_dir: &std::path::Path) -> sqlx::PgConnection {
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run_dir.join("state.json")).unwrap()).unwrap();
+    let url = format!(
+        "postgresql://postgres:{}@127.0.0.1:{}/postgres",
+        state["password"].as_str().unwrap(),
+        state["port"]
     );
-    let leaked = read_reported(&mut killed, "database=");
-    killed.kill().unwrap();
-    killed.wait().unwrap();
+    <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap()
+}
 
-    let mut next = helper_process("helper_report_the_shared_server", &[]);
-    read_reported(&mut next, "port=");
-    assert!(next.wait().unwrap().success());
-    let db = TestDb::new().await.unwrap();
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&leaked)
-            .fetch_one(db.pool())
-            .await
-            .unwrap();
-    assert!(!exists, "{leaked} outlived its killed process");
+async fn databases(admin: &mut sqlx::PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE starts_with(datname, 'pgh_') ORDER BY 1",
+    )
+    .fetch_all(admin)
+    .await
+    .unwrap()
+}
+
+/// Four migration sets, one killed process and an abandoned template build: the upkeep every
+/// test process runs leaves the newest templates (3 per crate), and nothing else.
+#[tokio::test]
+async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_templates() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let sets = tempfile::tempdir().unwrap();
+    let directory = run_dir.path().to_str().unwrap().to_owned();
+    for set in 0..4 {
+        let migrations = sets.path().join(set.to_string());
+        std::fs::create_dir(&migrations).unwrap();
+        std::fs::write(
+            migrations.join(format!("2026010100000{set}_t.up.sql")),
+            format!("CREATE TABLE t{set} (id int);"),
+        )
+        .unwrap();
+        std::fs::write(
+            migrations.join(format!("2026010100000{set}_t.down.sql")),
+            format!("DROP TABLE t{set};"),
+        )
+        .unwrap();
+        let migrations = migrations.to_str().unwrap().to_owned();
+        let variables = [
+            ("PGHARNESS_TEST_DIR", directory.as_str()),
+            ("PGHARNESS_TEST_MIGRATIONS_DIR", migrations.as_str()),
+            ("PGHARNESS_HELPER_HOLD", "1"),
+        ];
+        let mut helper = helper_process("helper_report_the_shared_server", &variables);
+        read_reported(&mut helper, "database=");
+        // Killed: its database is left behind, as after a crash or an interrupted run.
+        helper.kill().unwrap();
+        helper.wait().unwrap();
+    }
+    let mut admin = admin_of(run_dir.path()).await;
+    sqlx::raw_sql("CREATE DATABASE pgh_tpl_0123456789abcdef_building")
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let before = databases(&mut admin).await;
+    assert_eq!(
+        before
+            .iter()
+            .filter(|name| name.starts_with("pgh_t_"))
+            .count(),
+        4,
+        "{before:?}"
+    );
+
+    let dropped = pgharness::test_server::tidy(&mut admin).await.unwrap();
+    let after = databases(&mut admin).await;
+    assert_eq!(dropped, 6, "{before:?} -> {after:?}");
+    assert!(
+        !after.iter().any(|name| name.ends_with("_building")),
+        "{after:?}"
+    );
+    assert!(
+        !after.iter().any(|name| name.starts_with("pgh_t_")),
+        "{after:?}"
+    );
+    assert_eq!(
+        after
+            .iter()
+            .filter(|name| name.starts_with("pgh_tpl_"))
+            .count(),
+        3,
+        "{after:?}"
+    );
 }
 
 #[test]
