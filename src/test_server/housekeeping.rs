@@ -98,6 +98,7 @@ pub async fn keep(admin: &DatabaseUrl, database: &str, test: &str) -> Result<(),
 }
 
 /// Records that this process uses `template` now: the most recently used stay.
+#[cfg(feature = "testing")]
 pub(crate) async fn mark_template_used(
     connection: &mut PgConnection,
     template: &str,
