@@ -32,14 +32,7 @@ pub(crate) fn is_postgres(pid: u32) -> bool {
 /// Whether `pid` is running (other Unix systems have no `/proc` to tell its name).
 #[cfg(all(unix, not(target_os = "linux")))]
 pub(crate) fn is_postgres(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        // It exists, under another user.
-        Err(error) => error == nix::errno::Errno::EPERM,
-    }
+    is_alive(pid)
 }
 
 /// Whether process `pid` is running (zombies do not count).

@@ -7,7 +7,7 @@
 //!
 //! #[rstest]
 //! #[tokio::test]
-//! async fn users_start_empty(#[future(awt)] db: TestDb) {
+//! async fn users_start_empty(db: TestDb) {
 //!     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
 //!         .fetch_one(db.pool())
 //!         .await
@@ -20,7 +20,7 @@
 //! `<crate>/fixtures` of the crate whose tests run (cargo sets `CARGO_MANIFEST_DIR` for them);
 //! [`TestDb::builder`] or `PGHARNESS_TEST_MIGRATIONS_DIR` / `PGHARNESS_TEST_FIXTURES_DIR` point
 //! elsewhere. A plain `#[tokio::test]` takes `TestDb::new().await?`, a plain `#[test]`
-//! `TestDb::new_blocking()?`.
+//! `TestDb::new_blocking()?`. The fixtures are plain (not async) values: no `#[future(awt)]`.
 //!
 //! How: one embedded server per test run, shared by every test process
 //! ([`crate::test_server`]); per migration set a template database, built once; each test
@@ -92,11 +92,6 @@ pub enum TestDbError {
     },
     #[error("the test database thread of this process has stopped (see the error before)")]
     WorkerStopped,
-    #[error(
-        "TestDb::new_blocking() was called inside an async runtime, which it would block: use \
-         TestDb::new().await there"
-    )]
-    InsideRuntime,
     #[error("a test database was asked for a migration set the worker does not know")]
     UnknownMigrationSet,
     #[error(transparent)]
@@ -182,6 +177,19 @@ impl TestDbBuilder {
     }
 }
 
+impl TestDbBuilder {
+    /// As [`TestDbBuilder::build`], without `.await`: built on a thread and runtime of its own,
+    /// so it works with or without a runtime around it (the `db` fixture uses it, so that a test
+    /// needs no `#[future(awt)]`).
+    ///
+    /// # Errors
+    ///
+    /// As [`TestDbBuilder::build`].
+    pub fn build_blocking(self) -> Result<TestDb, TestDbError> {
+        on_own_runtime(async move { self.build().await }).unwrap_or(Err(TestDbError::WorkerStopped))
+    }
+}
+
 /// The explicit folder, else the variable's, else `<crate>/<leaf>`: never another crate's.
 fn in_crate(
     explicit: Option<PathBuf>,
@@ -240,26 +248,14 @@ impl TestDb {
         TestDbBuilder::default().build().await
     }
 
-    /// As [`TestDb::new`], for a plain `#[test]` (no async runtime): built on a runtime of its
-    /// own, which ends with this call.
+    /// As [`TestDb::new`], without `.await`: for a plain `#[test]`, or any code that cannot
+    /// await.
     ///
     /// # Errors
     ///
-    /// As [`TestDbBuilder::build`]; [`TestDbError::InsideRuntime`] when called from async code,
-    /// which should `TestDb::new().await` instead.
+    /// As [`TestDbBuilder::build`].
     pub fn new_blocking() -> Result<Self, TestDbError> {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            return Err(TestDbError::InsideRuntime);
-        }
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|source| TestDbError::Io {
-                action: "cannot start a runtime for",
-                path: TestSettings::get().run_dir.clone(),
-                source,
-            })?
-            .block_on(TestDb::new())
+        TestDbBuilder::default().build_blocking()
     }
 
     /// To choose migrations and fixtures.
@@ -370,15 +366,15 @@ fn on_own_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'sta
     .flatten()
 }
 
-/// A test database with the calling crate's migrations (rstest fixture;
-/// `#[future(awt)] db: TestDb`). With fixtures: `#[future(awt)] #[with(&["users"])] db: TestDb`.
+/// A test database with the calling crate's migrations (rstest fixture; `db: TestDb`, in sync
+/// and async tests alike). With fixtures: `#[with(&["users"])] db: TestDb`.
 ///
 /// # Panics
 ///
 /// When no database can be had: the test cannot run (the message says why).
 #[fixture]
-pub async fn db(#[default(&[])] fixtures: &[&str]) -> TestDb {
-    match TestDb::builder().fixtures(fixtures).build().await {
+pub fn db(#[default(&[])] fixtures: &[&str]) -> TestDb {
+    match TestDb::builder().fixtures(fixtures).build_blocking() {
         Ok(database) => database,
         Err(error) => panic!("{error}"),
     }
@@ -436,13 +432,13 @@ impl TestApp {
     }
 }
 
-/// pgharness's API on a fresh migrated database (rstest fixture; `#[future(awt)] app: TestApp`).
+/// pgharness's API on a fresh migrated database (rstest fixture; `app: TestApp`).
 ///
 /// # Panics
 ///
 /// When no database can be had.
 #[cfg(feature = "server")]
 #[fixture]
-pub async fn app() -> TestApp {
-    TestApp::on(db(&[]).await)
+pub fn app() -> TestApp {
+    TestApp::on(db(&[]))
 }

@@ -24,13 +24,13 @@ async fn insert_alice(db: &TestDb) {
 // The same unique username in two tests running in parallel: both pass, each database is its own.
 #[rstest]
 #[tokio::test]
-async fn one_test_inserts_alice(#[future(awt)] db: TestDb) {
+async fn one_test_inserts_alice(db: TestDb) {
     insert_alice(&db).await;
 }
 
 #[rstest]
 #[tokio::test]
-async fn another_test_inserts_alice_too(#[future(awt)] db: TestDb) {
+async fn another_test_inserts_alice_too(db: TestDb) {
     insert_alice(&db).await;
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
         .fetch_one(db.pool())
@@ -41,9 +41,7 @@ async fn another_test_inserts_alice_too(#[future(awt)] db: TestDb) {
 
 #[rstest]
 #[tokio::test]
-async fn a_test_database_is_migrated_and_has_its_own_name_and_connection(
-    #[future(awt)] db: TestDb,
-) {
+async fn a_test_database_is_migrated_and_has_its_own_name_and_connection(db: TestDb) {
     assert!(db.name().starts_with("pgh_t_"), "{}", db.name());
     assert!(db.url().to_string().ends_with(db.name()));
     let mut connection = db.connect().await.unwrap();
@@ -65,11 +63,7 @@ async fn a_test_database_is_migrated_and_has_its_own_name_and_connection(
 
 #[rstest]
 #[tokio::test]
-async fn fixtures_are_applied_by_name(
-    #[future(awt)]
-    #[with(&["users"])]
-    db: TestDb,
-) {
+async fn fixtures_are_applied_by_name(#[with(&["users"])] db: TestDb) {
     let names: Vec<String> = sqlx::query_scalar("SELECT username FROM users ORDER BY id")
         .fetch_all(db.pool())
         .await
@@ -170,7 +164,7 @@ async fn another_crate_points_the_harness_at_its_own_migrations() {
 
 #[rstest]
 #[tokio::test]
-async fn the_app_fixture_serves_the_api_on_the_tests_database(#[future(awt)] app: TestApp) {
+async fn the_app_fixture_serves_the_api_on_the_tests_database(app: TestApp) {
     sqlx::query("INSERT INTO users (username, email) VALUES ('dave', 'dave@example.com')")
         .execute(app.db.pool())
         .await

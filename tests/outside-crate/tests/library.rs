@@ -17,7 +17,7 @@ async fn count(db: &TestDb, table: &str) -> i64 {
 
 #[rstest]
 #[tokio::test]
-async fn the_bare_fixture_has_this_crates_schema_and_no_rows(#[future(awt)] db: TestDb) {
+async fn the_bare_fixture_has_this_crates_schema_and_no_rows(db: TestDb) {
     for table in ["authors", "books", "loans", "available_books"] {
         assert_eq!(count(&db, table).await, 0, "{table}");
     }
@@ -33,33 +33,21 @@ async fn the_bare_fixture_has_this_crates_schema_and_no_rows(#[future(awt)] db: 
 
 #[rstest]
 #[tokio::test]
-async fn fixtures_come_from_this_crates_folder_in_order(
-    #[future(awt)]
-    #[with(&["authors", "books"])]
-    db: TestDb,
-) {
+async fn fixtures_come_from_this_crates_folder_in_order(#[with(&["authors", "books"])] db: TestDb) {
     assert_eq!(count(&db, "authors").await, 2);
     assert_eq!(count(&db, "available_books").await, 2);
 }
 
 #[rstest]
 #[tokio::test]
-async fn one_test_lends_small_gods(
-    #[future(awt)]
-    #[with(&["authors", "books"])]
-    db: TestDb,
-) {
+async fn one_test_lends_small_gods(#[with(&["authors", "books"])] db: TestDb) {
     outside_crate::lend(db.pool(), 2, "Vimes").await.unwrap();
     assert_eq!(count(&db, "available_books").await, 1);
 }
 
 #[rstest]
 #[tokio::test]
-async fn another_test_lends_it_too_in_its_own_database(
-    #[future(awt)]
-    #[with(&["authors", "books"])]
-    db: TestDb,
-) {
+async fn another_test_lends_it_too_in_its_own_database(#[with(&["authors", "books"])] db: TestDb) {
     outside_crate::lend(db.pool(), 2, "Carrot").await.unwrap();
     let again = outside_crate::lend(db.pool(), 2, "Angua")
         .await
@@ -74,11 +62,7 @@ async fn another_test_lends_it_too_in_its_own_database(
 
 #[rstest]
 #[tokio::test]
-async fn the_trigger_and_the_check_constraint_work(
-    #[future(awt)]
-    #[with(&["authors", "books"])]
-    db: TestDb,
-) {
+async fn the_trigger_and_the_check_constraint_work(#[with(&["authors", "books"])] db: TestDb) {
     let before: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT updated_at FROM books WHERE id = 1")
             .fetch_one(db.pool())
@@ -217,11 +201,7 @@ async fn a_failing_migration_names_file_and_line_and_no_cli() {
 #[rstest]
 #[tokio::test]
 #[ignore = "fails on purpose; run by a_failed_test_keeps_its_database_and_says_how_to_open_it"]
-async fn deliberately_failing(
-    #[future(awt)]
-    #[with(&["authors"])]
-    db: TestDb,
-) {
+async fn deliberately_failing(#[with(&["authors"])] db: TestDb) {
     assert_eq!(count(&db, "authors").await, 0, "this test fails on purpose");
 }
 
