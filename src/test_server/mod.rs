@@ -36,7 +36,7 @@ pub(crate) use self::housekeeping::{drop_on, mark_template_used, template_lock};
 pub use self::settings::{KeepPolicy, TestSettings};
 use crate::binaries;
 use crate::config::{Config, ConfigError, DatabaseUrl};
-use crate::embedded::{EmbeddedServer, SUPERUSER, ServerError, ServerOptions};
+use crate::embedded::{EmbeddedServer, SUPERUSER, ServerError, ServerOptions, process};
 
 /// Test databases are named `<prefix><pid>_<n>`.
 pub const TEST_DATABASE_PREFIX: &str = "pgh_t_";
@@ -151,11 +151,14 @@ async fn attach_locked(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
     hold_user_lock(dir)?;
     let state_path = dir.join("state.json");
     if let Some(url) = read_state(&state_path) {
-        let alive = tokio::time::timeout(
-            Duration::from_secs(2),
-            PgConnection::connect_with(&url.connect_options()),
-        )
-        .await;
+        // A running postmaster on a loaded machine may take a while to answer: it is waited
+        // for, not replaced under the feet of the processes using it.
+        let running =
+            process::postmaster_pid(&dir.join("server/pgdata")).is_some_and(process::is_postgres);
+        let patience = Duration::from_secs(if running { 30 } else { 2 });
+        let alive =
+            tokio::time::timeout(patience, PgConnection::connect_with(&url.connect_options()))
+                .await;
         if let Ok(Ok(connection)) = alive {
             let _ = connection.close().await;
             return Ok(url);
