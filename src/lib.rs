@@ -4,6 +4,7 @@
 //! - [`config`]: the guide's variables and the embedded server's;
 //! - [`binaries`]: PostgreSQL 16 binaries, found or fetched;
 //! - [`embedded`]: the embedded server, also as root;
+//! - [`platform`]: what differs between Linux, macOS and Windows;
 //! - [`database`]: the pool and connection failures;
 //! - [`check`]: the connection check report;
 //! - [`migrations`]: schema migrations and the drift check;
@@ -25,6 +26,7 @@ pub mod database;
 pub mod embedded;
 pub mod harness;
 pub mod migrations;
+pub mod platform;
 #[cfg(feature = "server")]
 pub mod telemetry;
 pub mod test_server;

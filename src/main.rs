@@ -383,7 +383,7 @@ async fn migrate(harness: &Harness, action: MigrateAction) -> Result<bool, Harne
 
 async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
     // Handlers first: a signal that arrives once "ready" is printed must stop us cleanly.
-    let shutdown = match shutdown_signal() {
+    let shutdown = match pgharness::platform::signals::shutdown_requested() {
         Ok(shutdown) => shutdown,
         Err(error) => {
             eprintln!("✗ cannot install signal handlers: {error}");
@@ -424,19 +424,6 @@ async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
     }
     println!("Stopping...");
     Ok(true)
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {},
-            _ = terminate.recv() => {},
-        }
-    })
 }
 
 /// Download and extraction progress on stderr, hidden when nothing is downloaded.

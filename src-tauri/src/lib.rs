@@ -248,12 +248,12 @@ pub fn run() {
                 .build()?;
             app.set_menu(menu)?;
             app.on_menu_event(|app, event| on_menu(app, event.id().as_ref()));
-            // A plain SIGTERM skips tauri's exit handlers: turn it into a normal exit.
+            // A plain SIGTERM (or Ctrl-C in the terminal) skips tauri's exit handlers: turn it
+            // into a normal exit.
             let handle = app.handle().clone();
             tauri::async_runtime::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                if let Ok(mut terminate) = signal(SignalKind::terminate()) {
-                    terminate.recv().await;
+                if let Ok(shutdown) = pgharness::platform::signals::shutdown_requested() {
+                    shutdown.await;
                     handle.exit(0);
                 }
             });

@@ -19,7 +19,7 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::ApiContext;
 
@@ -169,30 +169,9 @@ async fn refuse(mut stream: TcpStream) {
 /// How many client connections to serve at once: the soft file-descriptor limit (raised to the
 /// hard limit first, as servers do) less a reserve.
 fn connection_limit() -> usize {
-    let descriptors = raise_descriptor_limit();
+    let descriptors = crate::platform::limits::raise_descriptor_limit();
     let limit = descriptors
         .saturating_sub(RESERVED_DESCRIPTORS)
         .max(RESERVED_DESCRIPTORS / 2);
     usize::try_from(limit).unwrap_or(usize::MAX)
-}
-
-#[cfg(unix)]
-fn raise_descriptor_limit() -> u64 {
-    static LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    *LIMIT.get_or_init(|| match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => {
-            info!(limit, "open file limit");
-            limit
-        }
-        Err(error) => {
-            warn!(%error, "cannot read or raise the open file limit");
-            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
-        }
-    })
-}
-
-/// Windows has no per-process descriptor limit for sockets worth raising.
-#[cfg(not(unix))]
-fn raise_descriptor_limit() -> u64 {
-    16_384
 }

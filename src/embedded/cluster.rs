@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt as _;
 use tracing::{info, warn};
 
-use super::{Privilege, ServerError, io_error, process, run, stop_builder};
+use super::{CommandError, Privilege, ServerError, io_error, process, run, stop_builder};
 use crate::binaries::Binaries;
 
 /// Creates `pgdata` with `password` for the superuser.
@@ -41,9 +41,7 @@ pub(super) async fn create(
             .program_dir(binaries.bin_dir())
             .pgdata(&staging)
             .sync_only();
-        run(privilege, sync)
-            .await
-            .map_err(|detail| command_error("initdb --sync-only", detail))?;
+        run(privilege, sync, "initdb --sync-only").await?;
     }
     std::fs::rename(&staging, pgdata).map_err(|source| io_error("cannot create", pgdata, source))
 }
@@ -83,9 +81,9 @@ async fn initdb(
         .pwfile(&throwaway_password)
         .no_sync()
         .no_instructions();
-    let result = run(privilege, builder).await;
+    let result = run(privilege, builder, "initdb").await;
     remove_if_present(&throwaway_password)?;
-    result.map_err(|detail| command_error("initdb", detail))?;
+    result?;
     info!(
         elapsed_ms = started.elapsed().as_millis(),
         "initialised a new PostgreSQL cluster"
@@ -162,7 +160,15 @@ async fn set_password(
         .map_err(|source| io_error("postgres --single failed in", pgdata, source))?;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() || stderr.contains("ERROR") {
-        return Err(command_error("postgres --single", stderr.into_owned()));
+        return Err(ServerError::Command {
+            command: "postgres --single",
+            source: CommandError::Failed {
+                program: binaries.bin_dir().join("postgres"),
+                status: output.status,
+                output: stderr.into_owned(),
+            },
+            server_log: None,
+        });
     }
     Ok(())
 }
@@ -182,21 +188,17 @@ pub(super) async fn reap_orphan(
             pid,
             "a PostgreSQL server from an earlier run is still running on this data directory; stopping it"
         );
-        run(privilege, stop_builder(binaries, pgdata))
-            .await
-            .map_err(|detail| command_error("pg_ctl stop (left-over server)", detail))?;
+        run(
+            privilege,
+            stop_builder(binaries, pgdata),
+            "pg_ctl stop (left-over server)",
+        )
+        .await?;
     } else {
         // The pid is gone or belongs to another program now: the file is stale.
         remove_if_present(&pid_file)?;
     }
     Ok(())
-}
-
-fn command_error(command: &str, detail: String) -> ServerError {
-    ServerError::Command {
-        command: command.to_owned(),
-        detail,
-    }
 }
 
 fn remove_if_present(path: &Path) -> Result<(), ServerError> {

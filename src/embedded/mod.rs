@@ -16,13 +16,9 @@
 //! always passes `-F` (fsync off), which is wrong for development data.
 
 mod cluster;
-mod privilege;
-pub(crate) mod process;
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write as _;
-use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -35,9 +31,11 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
 
-pub use self::privilege::{Privilege, PrivilegeError};
 use crate::binaries::Binaries;
 use crate::config::DatabaseUrl;
+use crate::platform::files;
+pub use crate::platform::privilege::{Privilege, PrivilegeError};
+use crate::platform::process;
 
 pub const SUPERUSER: &str = "postgres";
 /// initdb and a start after crash recovery can take seconds on a loaded 2-core machine;
@@ -73,8 +71,13 @@ pub enum ServerError {
          (no data is deleted by pgharness)"
     )]
     MissingPassword { path: PathBuf },
-    #[error("{command} failed: {detail}")]
-    Command { command: String, detail: String },
+    #[error("{command} failed: {source}{}", server_log.as_deref().map(|log| format!("\n{log}")).unwrap_or_default())]
+    Command {
+        command: &'static str,
+        source: CommandError,
+        /// What the server logged meanwhile, when it says more than the command.
+        server_log: Option<String>,
+    },
     #[error(
         "another pgharness (pid {owner}) holds {path} but did not report a running server within \
          {seconds} s. If it is stuck, stop it; then try again"
@@ -91,6 +94,24 @@ pub enum ServerError {
     NotOwner { owner: u32 },
     #[error("{action}: {source}")]
     Database { action: String, source: sqlx::Error },
+}
+
+/// Why a PostgreSQL command (`initdb`, `pg_ctl`) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("timed out after {0} s")]
+    TimedOut(u64),
+    #[error("cannot run {}: {source}", program.display())]
+    CannotRun {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} exited with {status}: {output}", program.display())]
+    Failed {
+        program: PathBuf,
+        status: std::process::ExitStatus,
+        output: String,
+    },
 }
 
 /// How the server is to be run.
@@ -322,14 +343,20 @@ impl EmbeddedServer {
             .options(&server_options)
             .wait()
             .timeout(COMMAND_TIMEOUT.as_secs());
-        if let Err(error) = run(&self.privilege, builder).await {
+        if let Err(error) = run(&self.privilege, builder, "pg_ctl start").await {
             let new_log = read_from(&log_path, log_offset);
             if new_log.contains("Address already in use") {
                 return Err(ServerError::PortInUse { port });
             }
-            return Err(ServerError::Command {
-                command: "pg_ctl start".to_owned(),
-                detail: format!("{error}\nserver log ({}):\n{new_log}", log_path.display()),
+            return Err(match error {
+                ServerError::Command {
+                    command, source, ..
+                } => ServerError::Command {
+                    command,
+                    source,
+                    server_log: Some(format!("server log ({}):\n{new_log}", log_path.display())),
+                },
+                other => other,
             });
         }
         info!(port, elapsed_ms = start.elapsed().as_millis(), data = %self.home.display(), "embedded PostgreSQL started");
@@ -556,12 +583,7 @@ impl EmbeddedServer {
             self.set_outage(None);
             return Ok(());
         }
-        run(&self.privilege, self.stop_builder())
-            .await
-            .map_err(|detail| ServerError::Command {
-                command: "pg_ctl stop".to_owned(),
-                detail,
-            })?;
+        run(&self.privilege, self.stop_builder(), "pg_ctl stop").await?;
         self.running.store(false, Ordering::SeqCst);
         info!(data = %self.home.display(), "embedded PostgreSQL stopped");
         Ok(())
@@ -631,7 +653,11 @@ fn stop_builder(binaries: &Binaries, pgdata: &Path) -> PgCtlBuilder {
 }
 
 /// Runs a PostgreSQL command through `privilege`, with a timeout; the error holds its output.
-async fn run(privilege: &Privilege, builder: impl CommandBuilder) -> Result<String, String> {
+async fn run(
+    privilege: &Privilege,
+    builder: impl CommandBuilder,
+    name: &'static str,
+) -> Result<String, ServerError> {
     let program = builder.get_program_file();
     let mut command = tokio::process::Command::from(privilege.command(
         &program,
@@ -642,21 +668,33 @@ async fn run(privilege: &Privilege, builder: impl CommandBuilder) -> Result<Stri
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
     debug!(?command, "running");
+    let failed = |source| ServerError::Command {
+        command: name,
+        source,
+        server_log: None,
+    };
     let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
         .await
-        .map_err(|_| format!("timed out after {} s", COMMAND_TIMEOUT.as_secs()))?
-        .map_err(|error| format!("cannot run {}: {error}", program.display()))?;
+        .map_err(|_| failed(CommandError::TimedOut(COMMAND_TIMEOUT.as_secs())))?
+        .map_err(|source| {
+            failed(CommandError::CannotRun {
+                program: program.clone(),
+                source,
+            })
+        })?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.success() {
         Ok(stdout)
     } else {
-        Err(format!(
-            "{} exited with {}: {}{}",
-            program.display(),
-            output.status,
-            stdout.trim(),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        Err(failed(CommandError::Failed {
+            program,
+            status: output.status,
+            output: format!(
+                "{}{}",
+                stdout.trim(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        }))
     }
 }
 
@@ -692,23 +730,10 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Server
 }
 
 fn create_private_dir(path: &Path) -> Result<(), ServerError> {
-    std::fs::create_dir_all(path).map_err(|source| io_error("cannot create", path, source))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
-        .map_err(|source| io_error("cannot restrict permissions of", path, source))
+    files::create_private_dir(path).map_err(|source| io_error("cannot create", path, source))
 }
 
-/// Writes a file readable by its owner only (0600), replacing it atomically.
+/// Writes a file readable by its owner only, replacing it atomically.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), ServerError> {
-    let staging = path.with_extension("tmp");
-    let mut file = File::options()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(&staging)
-        .map_err(|source| io_error("cannot write", &staging, source))?;
-    file.write_all(contents)
-        .and_then(|()| file.sync_all())
-        .map_err(|source| io_error("cannot write", &staging, source))?;
-    std::fs::rename(&staging, path).map_err(|source| io_error("cannot write", path, source))
+    files::write_private(path, contents).map_err(|source| io_error("cannot write", path, source))
 }

@@ -10,7 +10,7 @@ use tracing::{info, warn};
 
 use super::{TEMPLATE_PREFIX, TEST_DATABASE_PREFIX, TestSettings};
 use crate::config::DatabaseUrl;
-use crate::embedded::process;
+use crate::platform::process;
 
 /// What a database's comment says about it.
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -9,8 +9,9 @@
 //! - `state.json`: the running server's port and password;
 //! - `pgpass`: the same password for `psql` (0600), named by the URLs of kept databases;
 //! - `server/`: the server's home, tuned for tests (fsync off);
-//! - `watchdog.sh`: a detached loop that stops the server once no process has held
-//!   `users.lock` for the idle timeout (`PGHARNESS_TEST_IDLE_SECONDS`, default 10).
+//! - a watchdog ([`watchdog`](self::watchdog)), a detached process that stops the server once
+//!   no process has held `users.lock` for the idle timeout (`PGHARNESS_TEST_IDLE_SECONDS`,
+//!   default 10).
 //!
 //! Databases on it: `pgh_t_<pid>_<n>` per test (dropped once their process is gone, unless
 //! kept), `pgh_tpl_<key>` templates per migration set (the newest few per crate are kept),
@@ -18,9 +19,9 @@
 
 mod housekeeping;
 mod settings;
+mod watchdog;
 
 use std::fs::File;
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -36,7 +37,8 @@ pub(crate) use self::housekeeping::{drop_on, mark_template_used, template_lock};
 pub use self::settings::{KeepPolicy, TestSettings};
 use crate::binaries;
 use crate::config::{Config, ConfigError, DatabaseUrl};
-use crate::embedded::{EmbeddedServer, SUPERUSER, ServerError, ServerOptions, process};
+use crate::embedded::{EmbeddedServer, SUPERUSER, ServerError, ServerOptions};
+use crate::platform::process;
 
 /// Test databases are named `<prefix><pid>_<n>`.
 pub const TEST_DATABASE_PREFIX: &str = "pgh_t_";
@@ -201,7 +203,12 @@ async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
         &dir.join("state.json"),
         &serde_json::to_vec(&state).unwrap_or_default(),
     )?;
-    spawn_watchdog(dir, &server)?;
+    watchdog::spawn(
+        dir,
+        &server.stop_command(),
+        TestSettings::get().idle_seconds,
+    )
+    .map_err(io("cannot start the watchdog of", dir))?;
     info!(port = state.port, "started the shared test server");
     server.detach();
     Ok(url)
@@ -209,16 +216,7 @@ async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
 
 /// libpq ignores a password file others can read; so is the state.
 fn write_private(path: &Path, contents: &[u8]) -> Result<(), TestServerError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = File::options()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io("cannot write", path))?;
-    file.write_all(contents).map_err(io("cannot write", path))
+    crate::platform::files::write_private(path, contents).map_err(io("cannot write", path))
 }
 
 /// SCRAM's 4096 key-derivation rounds cost ~10 ms per connection, on both ends; a test opens
@@ -255,51 +253,5 @@ fn hold_user_lock(dir: &Path) -> Result<(), TestServerError> {
     let file = open_lock(&path)?;
     file.lock_shared().map_err(io("cannot lock", &path))?;
     let _ = USER_LOCK.set(file);
-    Ok(())
-}
-
-fn shell_quote(word: &std::ffi::OsStr) -> String {
-    format!("'{}'", word.to_string_lossy().replace('\'', r"'\''"))
-}
-
-/// Starts the detached loop that stops the server once the run is over.
-fn spawn_watchdog(dir: &Path, server: &EmbeddedServer) -> Result<(), TestServerError> {
-    let idle = TestSettings::get().idle_seconds;
-    let stop = server.stop_command();
-    let stop_line = std::iter::once(stop.get_program())
-        .chain(stop.get_args())
-        .map(shell_quote)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let quoted_dir = shell_quote(dir.as_os_str());
-    let script = format!(
-        "#!/bin/sh\n\
-         # Stops the shared test server once no test process has used it for {idle} s.\n\
-         cd {quoted_dir} || exit 1\n\
-         idle=0\n\
-         while [ \"$idle\" -lt {idle} ]; do\n\
-         \x20 sleep 1\n\
-         \x20 if flock -n -x users.lock true; then idle=$((idle + 1)); else idle=0; fi\n\
-         \x20 [ -f state.json ] || exit 0\n\
-         done\n\
-         exec 9>start.lock\n\
-         flock -x 9\n\
-         if flock -n -x users.lock true; then\n\
-         \x20 rm -f state.json\n\
-         \x20 {stop_line} >/dev/null 2>&1\n\
-         else\n\
-         \x20 exec sh {quoted_dir}/watchdog.sh\n\
-         fi\n"
-    );
-    let path = dir.join("watchdog.sh");
-    std::fs::write(&path, script).map_err(io("cannot write", &path))?;
-    std::process::Command::new("sh")
-        .arg(&path)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .process_group(0)
-        .spawn()
-        .map_err(io("cannot start", &path))?;
     Ok(())
 }

@@ -95,16 +95,16 @@ impl TestSettings {
             ),
             process_per_test,
             run_dir: var("PGHARNESS_TEST_DIR").map_or_else(
-                || std::env::temp_dir().join(format!("pgharness-test-{}", user_id())),
+                || {
+                    std::env::temp_dir().join(format!(
+                        "pgharness-test-{}",
+                        crate::platform::privilege::user_tag()
+                    ))
+                },
                 PathBuf::from,
             ),
             idle_seconds: number("PGHARNESS_TEST_IDLE_SECONDS", 10),
             server_url: var("TEST_DATABASE_URL"),
         }
     }
-}
-
-/// Keeps users of one machine apart in the temporary directory.
-fn user_id() -> u32 {
-    nix::unistd::getuid().as_raw()
 }

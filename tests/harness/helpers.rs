@@ -211,25 +211,18 @@ impl Drop for Serve {
     }
 }
 
-/// The pid in `postmaster.pid`, while the file exists.
-pub fn postmaster_pid(home: &Path) -> Option<i32> {
-    std::fs::read_to_string(home.join("pgdata/postmaster.pid"))
-        .ok()?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
+/// The postmaster's pid of the server whose home is `home`, while it runs.
+pub fn postmaster_pid(home: &Path) -> Option<u32> {
+    pgharness::platform::process::postmaster_pid(&home.join("pgdata"))
 }
 
-/// Whether a postgres process with this pid is running (zombies do not count).
-pub fn postgres_running(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.contains("(postgres)")
-            && !stat
-                .rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
-    })
+/// SIGKILL, as a crash or the OOM killer would.
+pub fn kill_hard(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 }
 
 /// Waits until `condition` holds, or panics after `limit`.

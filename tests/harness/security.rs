@@ -5,11 +5,9 @@ use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
+use pgharness::platform::process::is_postgres;
 
-use crate::helpers::{
-    Serve, pgharness_with_file_limit, postgres_running, postmaster_pid, wait_until,
-};
+use crate::helpers::{Serve, kill_hard, pgharness_with_file_limit, postmaster_pid, wait_until};
 
 /// An HTTP answer read off the socket.
 struct Answer {
@@ -360,13 +358,13 @@ fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api(
     assert_eq!(created.status, 201, "{}", created.body);
     let postmaster = postmaster_pid(&serve.home).unwrap();
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    kill_hard(postmaster);
     // Right after the kill, backends that have not noticed yet may still answer: wait for
     // the supervisor's new postmaster, then for health.
     wait_until(Duration::from_secs(20), "a new postmaster", || {
-        postmaster_pid(&serve.home).is_some_and(|pid| pid != postmaster && postgres_running(pid))
+        postmaster_pid(&serve.home).is_some_and(|pid| pid != postmaster && is_postgres(pid))
     });
-    assert!(!postgres_running(postmaster));
+    assert!(!is_postgres(postmaster));
     wait_until(
         Duration::from_secs(5),
         "the database to be healthy again",
@@ -391,7 +389,7 @@ fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api(
 fn start_after_a_crash_starts_the_server_and_says_so() {
     let (_workdir, serve) = serve_with(&[]);
     let postmaster = postmaster_pid(&serve.home).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    kill_hard(postmaster);
     std::thread::sleep(Duration::from_millis(100));
     // Whether the supervisor or this request gets there first, the answer is the truth.
     let state = send(&serve, "POST", "/api/database/start", &[], "");
@@ -424,7 +422,7 @@ fn while_a_crashed_server_cannot_start_again_health_says_why_and_it_recovers_lat
     let settings = serve.home.join("pgdata/postgresql.auto.conf");
     let good = std::fs::read_to_string(&settings).unwrap();
     let postmaster = postmaster_pid(&serve.home).unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(postmaster), Signal::SIGKILL).unwrap();
+    kill_hard(postmaster);
     // Break its configuration before the supervisor can start it again.
     std::fs::write(&settings, format!("{good}\nthis is not a setting\n")).unwrap();
     wait_until(Duration::from_secs(10), "health to name the crash", || {

@@ -5,9 +5,10 @@ use nix::sys::signal::Signal;
 use pgharness::embedded::{EmbeddedServer, ServerError};
 use sqlx::Connection as _;
 
+use pgharness::platform::process::is_postgres;
+
 use crate::helpers::{
-    Serve, binaries, options, pgharness, postgres_running, postmaster_pid, run, temporary_server,
-    wait_until,
+    Serve, binaries, options, pgharness, postmaster_pid, run, temporary_server, wait_until,
 };
 
 #[tokio::test]
@@ -28,7 +29,7 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
 
     let second = Serve::start(workdir.path(), &home);
     assert!(
-        !postgres_running(killed_postmaster) || postmaster_pid(&home) == Some(killed_postmaster),
+        !is_postgres(killed_postmaster) || postmaster_pid(&home) == Some(killed_postmaster),
         "the killed run's server is still running beside the new one"
     );
     let mut connection = sqlx::PgConnection::connect(&second.url()).await.unwrap();
@@ -41,9 +42,9 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
     let postmaster = postmaster_pid(&home).unwrap();
     second.signal(Signal::SIGTERM);
     wait_until(Duration::from_secs(10), "postgres to stop", || {
-        !postgres_running(postmaster)
+        !is_postgres(postmaster)
     });
-    assert!(!postgres_running(killed_postmaster));
+    assert!(!is_postgres(killed_postmaster));
 }
 
 #[test]
@@ -52,11 +53,11 @@ fn sigterm_stops_serve_and_its_server() {
     let home = workdir.path().join("data");
     let mut serve = Serve::start(workdir.path(), &home);
     let postmaster = postmaster_pid(&home).unwrap();
-    assert!(postgres_running(postmaster));
+    assert!(is_postgres(postmaster));
     serve.signal(Signal::SIGTERM);
     let status = serve.child.wait().unwrap();
     assert!(status.success(), "serve exited with {status}");
-    assert!(!postgres_running(postmaster), "postgres outlived serve");
+    assert!(!is_postgres(postmaster), "postgres outlived serve");
     assert!(!home.join("server.json").exists());
 }
 
@@ -91,7 +92,7 @@ fn check_attaches_to_the_server_a_running_serve_owns() {
         "check started a second server"
     );
     assert!(
-        postgres_running(postmaster),
+        is_postgres(postmaster),
         "check stopped the server serve owns"
     );
 }
@@ -133,7 +134,7 @@ async fn a_dropped_server_is_stopped() {
     let (home, server) = temporary_server().await;
     let postmaster = postmaster_pid(home.path()).unwrap();
     drop(server);
-    assert!(!postgres_running(postmaster));
+    assert!(!is_postgres(postmaster));
 }
 
 #[tokio::test]

@@ -12,7 +12,9 @@ use rstest::rstest;
 use sqlx::Connection as _;
 use tower::ServiceExt as _;
 
-use crate::helpers::{postgres_running, wait_until};
+use pgharness::platform::process::{is_postgres, postmaster_pid};
+
+use crate::helpers::wait_until;
 
 async fn insert_alice(db: &TestDb) {
     sqlx::query("INSERT INTO users (username, email) VALUES ('alice', 'alice@example.com')")
@@ -369,19 +371,12 @@ fn a_killed_runs_server_stops_after_the_idle_timeout() {
         ],
     );
     read_reported(&mut killed, "database=");
-    let postmaster: i32 =
-        std::fs::read_to_string(run_dir.path().join("server/pgdata/postmaster.pid"))
-            .unwrap()
-            .lines()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-    assert!(postgres_running(postmaster));
+    let postmaster = postmaster_pid(&run_dir.path().join("server/pgdata")).unwrap();
+    assert!(is_postgres(postmaster));
     killed.kill().unwrap();
     killed.wait().unwrap();
     wait_until(Duration::from_secs(10), "the idle server to stop", || {
-        !postgres_running(postmaster)
+        !is_postgres(postmaster)
     });
     assert!(!run_dir.path().join("state.json").exists());
 }

@@ -1,0 +1,118 @@
+//! The idle watchdog of the shared test server: a detached process that stops the server once
+//! no test process has held `users.lock` for the idle timeout (`PGHARNESS_TEST_IDLE_SECONDS`).
+//!
+//! It has to outlive the test process that started the server, and the only executable a crate
+//! using `pgharness::testing` is sure to have is its test binary. So the watchdog is a copy of
+//! that binary started with [`WATCHDOG_DIR`] in its environment: a constructor (`ctor`) runs
+//! before libtest's `main`, sees the variable, watches, and exits without running any test.
+//! Plain Rust and std's file locks: the same on Linux, macOS and Windows.
+
+use std::ffi::OsString;
+use std::fs::{File, TryLockError};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::platform::process;
+
+/// The run directory to watch; set only in the watchdog's environment.
+const WATCHDOG_DIR: &str = "PGHARNESS_TEST_WATCHDOG_DIR";
+/// The command that stops the server (program, then arguments), as JSON.
+const WATCHDOG_STOP: &str = "PGHARNESS_TEST_WATCHDOG_STOP";
+/// Seconds without a user before the server is stopped.
+const WATCHDOG_IDLE: &str = "PGHARNESS_TEST_WATCHDOG_IDLE";
+
+/// Starts the watchdog of the server in `dir`, which `stop` stops.
+///
+/// # Errors
+///
+/// The I/O error of starting it.
+pub(super) fn spawn(dir: &Path, stop: &Command, idle_seconds: u64) -> std::io::Result<()> {
+    let stop: Vec<String> = std::iter::once(stop.get_program())
+        .chain(stop.get_args())
+        .map(|word| word.to_string_lossy().into_owned())
+        .collect();
+    let mut command = Command::new(process::detachable_current_exe(dir)?);
+    command
+        .current_dir(dir)
+        .env(WATCHDOG_DIR, dir)
+        .env(WATCHDOG_STOP, serde_json::to_string(&stop)?)
+        .env(WATCHDOG_IDLE, idle_seconds.to_string());
+    process::spawn_detached(&mut command)
+}
+
+/// Runs before `main` in every executable that links this code; does nothing unless this
+/// process was started as a watchdog.
+#[ctor::ctor(unsafe)]
+fn watch_if_started_as_watchdog() {
+    let Some(dir) = std::env::var_os(WATCHDOG_DIR) else {
+        return;
+    };
+    let stop: Vec<OsString> = std::env::var(WATCHDOG_STOP)
+        .ok()
+        .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(OsString::from)
+        .collect();
+    let idle_seconds = std::env::var(WATCHDOG_IDLE)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(10);
+    watch(Path::new(&dir), &stop, idle_seconds);
+    std::process::exit(0);
+}
+
+fn watch(dir: &Path, stop: &[OsString], idle_seconds: u64) {
+    let state = dir.join("state.json");
+    let users = dir.join("users.lock");
+    loop {
+        let mut idle = 0;
+        while idle < idle_seconds {
+            std::thread::sleep(Duration::from_secs(1));
+            if !state.exists() {
+                // Another watchdog stopped the server, or a later one owns it.
+                return;
+            }
+            idle = if nobody_holds(&users) { idle + 1 } else { 0 };
+        }
+        // Under the start lock, so that no test process attaches while the server stops.
+        let Ok(start_lock) = open(&dir.join("start.lock")) else {
+            return;
+        };
+        if start_lock.lock().is_err() {
+            return;
+        }
+        if nobody_holds(&users) {
+            let _ = std::fs::remove_file(&state);
+            if let Some((program, args)) = stop.split_first() {
+                let _ = Command::new(program)
+                    .args(args)
+                    .env_remove(WATCHDOG_DIR)
+                    .output();
+            }
+            return;
+        }
+        // A test process arrived meanwhile: watch again.
+        let _ = start_lock.unlock();
+    }
+}
+
+/// Whether no process holds a (shared) lock on `path`.
+fn nobody_holds(path: &Path) -> bool {
+    open(path).is_ok_and(|file| match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            true
+        }
+        Err(TryLockError::WouldBlock | TryLockError::Error(_)) => false,
+    })
+}
+
+fn open(path: &Path) -> std::io::Result<File> {
+    File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+}
