@@ -100,7 +100,7 @@ async fn live_facts(context: &ApiContext) -> Result<LiveFacts, ApiError> {
         .migrations
         .status(context.database.pool())
         .await
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+        .map_err(ApiError::internal)?;
     let (applied, pending) = status
         .migrations
         .into_iter()
@@ -260,7 +260,7 @@ fn embedded(context: &ApiContext) -> Result<&EmbeddedServer, ApiError> {
 fn control_error(error: ServerError) -> ApiError {
     match error {
         ServerError::NotOwner { .. } => ApiError::Forbidden(error.to_string()),
-        other => ApiError::Internal(other.to_string()),
+        other => ApiError::internal(other),
     }
 }
 

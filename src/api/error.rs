@@ -85,12 +85,18 @@ pub enum ApiError {
     /// 503 with `Retry-After`: the database is down or every connection is busy.
     #[error("{0}")]
     Unavailable(String),
-    /// 500: logged in full, sent as a bare message.
+    /// 500: logged in full with its causes, sent as a bare message.
     #[error("{0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiError {
+    /// A 500 for `error`, kept whole for the log.
+    #[must_use]
+    pub fn internal(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(error))
+    }
+
     #[must_use]
     pub fn fields(errors: Vec<FieldError>) -> Self {
         Self::Validation(errors)
@@ -124,7 +130,13 @@ impl IntoResponse for ApiError {
         };
         let detail = match self {
             Self::Conflict(fields) | Self::Validation(fields) => ErrorDetail::Fields(fields),
-            Self::Internal(message) => {
+            Self::Internal(source) => {
+                let mut message = source.to_string();
+                let mut cause = source.source();
+                while let Some(inner) = cause {
+                    message.push_str(&format!(": {inner}"));
+                    cause = inner.source();
+                }
                 error!(%message, "internal error");
                 ErrorDetail::Message("Internal server error".to_owned())
             }
@@ -157,7 +169,7 @@ impl From<sqlx::Error> for ApiError {
         if connection_lost(&error) {
             return Self::Unavailable(format!("database unavailable: {error}"));
         }
-        Self::Internal(error.to_string())
+        Self::Internal(Box::new(error))
     }
 }
 

@@ -51,7 +51,8 @@ pub struct Health {
     pool: PoolStats,
 }
 
-async fn check_database(context: &ApiContext) -> Result<f64, String> {
+/// `SELECT 1` through the pool: its latency, or why it failed.
+async fn check_database(context: &ApiContext) -> DatabaseCheck {
     let started = Instant::now();
     let probe = async {
         let mut connection = context.database.acquire().await?;
@@ -62,15 +63,24 @@ async fn check_database(context: &ApiContext) -> Result<f64, String> {
         Ok::<_, DatabaseError>(())
     };
     let reason = match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
-        Ok(Ok(())) => return Ok(started.elapsed().as_secs_f64() * 1000.0),
+        Ok(Ok(())) => {
+            return DatabaseCheck {
+                latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
+                reason: None,
+            };
+        }
         Ok(Err(DatabaseError::Connection(failure))) => failure.kind.cause().to_owned(),
         Ok(Err(error)) => error.to_string(),
         Err(_) => format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
     };
     // What the server's supervisor knows says more than the refused connection.
-    match context.server.as_ref().and_then(|server| server.outage()) {
-        Some(outage) => Err(format!("{reason}: {outage}")),
-        None => Err(reason),
+    let reason = match context.server.as_ref().and_then(|server| server.outage()) {
+        Some(outage) => format!("{reason}: {outage}"),
+        None => reason,
+    };
+    DatabaseCheck {
+        latency_ms: None,
+        reason: Some(reason),
     }
 }
 
@@ -80,8 +90,8 @@ async fn check_database(context: &ApiContext) -> Result<f64, String> {
     (status = 503, description = "The database is down or does not answer within 2 s", body = Health),
 ))]
 pub async fn health(State(context): State<ApiContext>) -> Response {
-    let check = check_database(&context).await;
-    let healthy = check.is_ok();
+    let database = check_database(&context).await;
+    let healthy = database.latency_ms.is_some();
     let body = Health {
         status: if healthy { "healthy" } else { "unhealthy" },
         environment: context.environment.to_string(),
@@ -89,16 +99,7 @@ pub async fn health(State(context): State<ApiContext>) -> Response {
         checks: Checks {
             database: if healthy { "healthy" } else { "unhealthy" },
         },
-        database: match check {
-            Ok(latency) => DatabaseCheck {
-                latency_ms: Some(latency),
-                reason: None,
-            },
-            Err(reason) => DatabaseCheck {
-                latency_ms: None,
-                reason: Some(reason),
-            },
-        },
+        database,
         pool: context.database.stats(),
     };
     if healthy {
@@ -123,9 +124,9 @@ pub async fn live() -> Json<serde_json::Value> {
     (status = 503, description = "The database is not reachable"),
 ))]
 pub async fn ready(State(context): State<ApiContext>) -> Response {
-    match check_database(&context).await {
-        Ok(_) => Json(serde_json::json!({ "status": "ready" })).into_response(),
-        Err(reason) => (
+    match check_database(&context).await.reason {
+        None => Json(serde_json::json!({ "status": "ready" })).into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::RETRY_AFTER, RETRY_AFTER_SECONDS)],
             Json(serde_json::json!({ "status": "not ready", "detail": reason })),

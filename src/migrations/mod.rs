@@ -69,8 +69,8 @@ pub enum MigrationError {
     BadName(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
-    #[error("{0}")]
-    Migrate(String),
+    #[error(transparent)]
+    Migrate(sqlx::migrate::MigrateError),
 }
 
 /// One migration and its state in the database.
@@ -544,7 +544,7 @@ impl Migrations {
                     .map_or_else(|| version.to_string(), |found| self.file_of(found)),
             },
             MigrateError::Execute(error) => MigrationError::Database(error),
-            other => MigrationError::Migrate(other.to_string()),
+            other => MigrationError::Migrate(other),
         }
     }
 }

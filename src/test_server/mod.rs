@@ -9,7 +9,7 @@
 //! - `state.json`: the running server's port and password;
 //! - `pgpass`: the same password for `psql` (0600), named by the URLs of kept databases;
 //! - `server/`: the server's home, tuned for tests (fsync off);
-//! - a watchdog ([`watchdog`](self::watchdog)), a detached process that stops the server once
+//! - a watchdog (`watchdog.rs`), a detached process that stops the server once
 //!   no process has held `users.lock` for the idle timeout (`PGHARNESS_TEST_IDLE_SECONDS`,
 //!   default 10).
 //!
