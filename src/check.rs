@@ -13,10 +13,15 @@ const DRIVER: &str = "sqlx-postgres (async: True)";
 /// What the server said about itself.
 #[derive(Debug, Clone)]
 pub struct ServerInfo {
+    /// `server_version`.
     pub version: String,
+    /// The database connected to.
     pub database: String,
+    /// The user connected as.
     pub user: String,
+    /// The server's address as it saw the connection.
     pub host: String,
+    /// The server's port.
     pub port: i32,
     /// The guide's sizing rule, when the pool could exceed the server's connection limit.
     pub sizing_warning: Option<String>,
@@ -25,11 +30,13 @@ pub struct ServerInfo {
 /// The outcome of a connection check, printable as the guide's report.
 #[derive(Debug)]
 pub struct CheckReport {
+    /// The server's details, or why the connection failed.
     pub outcome: Result<ServerInfo, ConnectionFailure>,
     text: String,
 }
 
 impl CheckReport {
+    /// Whether the connection worked (the exit code of `check`).
     #[must_use]
     pub fn succeeded(&self) -> bool {
         self.outcome.is_ok()

@@ -57,6 +57,7 @@ pub fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
         .test_before_acquire(true)
 }
 
+/// Why the pool gave no connection or a statement failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseError {
     /// Every connection is busy and none came free within `DATABASE_POOL_TIMEOUT`.
@@ -68,8 +69,11 @@ pub enum DatabaseError {
         waited.as_secs_f64().round()
     )]
     PoolExhausted {
+        /// The pool's size.
         size: u32,
+        /// Its overflow.
         overflow: u32,
+        /// How long the request waited.
         waited: Duration,
     },
     /// No connection could be opened.
@@ -85,7 +89,9 @@ pub enum DatabaseError {
 pub struct PoolStats {
     /// Open connections.
     pub size: u32,
+    /// Connections open and idle.
     pub idle: u32,
+    /// Connections lent out.
     pub in_use: u32,
     /// Pool size + max overflow.
     pub max: u32,
@@ -129,6 +135,7 @@ impl Database {
         &self.pool
     }
 
+    /// The settings the pool was built with.
     #[must_use]
     pub fn settings(&self) -> &PoolSettings {
         &self.settings
@@ -273,7 +280,9 @@ impl Database {
 /// The server's connection limits.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
+    /// The server's `max_connections`.
     pub max_connections: u32,
+    /// Connections reserved for superusers.
     pub reserved: u32,
 }
 
@@ -361,11 +370,17 @@ impl UnitOfWork {
 /// The guide's troubleshooting cases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
+    /// Nothing listens at the host and port.
     ConnectionRefused,
+    /// Wrong user or password.
     AuthenticationFailed,
+    /// The database does not exist.
     DatabaseDoesNotExist,
+    /// No answer in time.
     Timeout,
+    /// The TLS negotiation failed.
     Tls,
+    /// Anything else.
     Other,
 }
 
@@ -389,6 +404,7 @@ impl FailureKind {
         }
     }
 
+    /// The cause in the guide's words (`connection refused`, …).
     #[must_use]
     pub fn cause(self) -> &'static str {
         match self {
@@ -444,11 +460,14 @@ impl FailureKind {
 /// A failed connection attempt, classified, with a message that holds no password.
 #[derive(Debug)]
 pub struct ConnectionFailure {
+    /// The kind of failure.
     pub kind: FailureKind,
+    /// The driver's message.
     pub message: String,
 }
 
 impl ConnectionFailure {
+    /// Classifies a connection error.
     #[must_use]
     pub fn new(error: &sqlx::Error) -> Self {
         Self {

@@ -14,14 +14,19 @@ use crate::embedded::{EmbeddedServer, ServerError, ServerOptions};
 use crate::migrations::drift::{self, Difference};
 use crate::migrations::{MigrationEntry, MigrationError, Migrations};
 
+/// Why the harness cannot start or stop.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
+    /// No PostgreSQL binaries.
     #[error(transparent)]
     Binaries(#[from] BinariesError),
+    /// The embedded server failed.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A migration failed.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// The database cannot be reached.
     #[error(transparent)]
     Database(#[from] DatabaseError),
 }
@@ -78,16 +83,19 @@ impl Harness {
         })
     }
 
+    /// The configuration it runs with.
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// The application's pool.
     #[must_use]
     pub fn database(&self) -> &Database {
         &self.database
     }
 
+    /// The migrations it applies.
     #[must_use]
     pub fn migrations(&self) -> &Migrations {
         &self.migrations
@@ -202,13 +210,17 @@ pub struct Stack {
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// Why the stack cannot start.
 #[cfg(feature = "server")]
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
+    /// The harness failed.
     #[error(transparent)]
     Harness(#[from] HarnessError),
+    /// The API cannot listen.
     #[error(transparent)]
     Bind(#[from] crate::api::BindError),
+    /// The bound address cannot be read.
     #[error("cannot tell the API's address: {0}")]
     Address(std::io::Error),
 }
@@ -248,6 +260,7 @@ impl Stack {
         })
     }
 
+    /// The harness under the API.
     #[must_use]
     pub fn harness(&self) -> &Harness {
         &self.harness

@@ -17,6 +17,8 @@
 //! [`Stack`]), `testing` (test databases; with `default-features = false`, all another crate's
 //! tests need and nothing of the server).
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "server")]
 pub mod api;
 pub mod binaries;

@@ -18,12 +18,15 @@ pub struct FieldError {
     /// Where: e.g. `["body", "email"]`, `["path", "user_id"]`, `["body", 2, "username"]`.
     #[schema(value_type = Vec<Object>)]
     pub loc: Vec<serde_json::Value>,
+    /// What is wrong with it, for people.
     pub msg: String,
+    /// A machine-readable code (e.g. `missing`, `value_error`).
     #[serde(rename = "type")]
     pub kind: String,
 }
 
 impl FieldError {
+    /// An error at `loc` (e.g. `["body", "email"]`) with its message and code.
     #[must_use]
     pub fn new(loc: &[serde_json::Value], msg: impl Into<String>, kind: &str) -> Self {
         Self {
@@ -49,6 +52,7 @@ pub enum ErrorDetail {
     Fields(Vec<FieldError>),
 }
 
+/// Every error the API answers with; each variant documents its status. The body is always `{"detail": …}`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the body is not valid JSON.
@@ -97,6 +101,7 @@ impl ApiError {
         Self::Internal(Box::new(error))
     }
 
+    /// A 422 listing each invalid field.
     #[must_use]
     pub fn fields(errors: Vec<FieldError>) -> Self {
         Self::Validation(errors)

@@ -45,12 +45,15 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Everything a handler may need; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ApiContext {
+    /// The application's pool.
     pub database: Database,
+    /// `APP_ENV`, shown by `/health`.
     pub environment: Environment,
     /// The application database, for the connection screen (shown masked).
     pub url: DatabaseUrl,
     /// The embedded server, absent against an external one.
     pub server: Option<Arc<EmbeddedServer>>,
+    /// The migrations `/api/database` reports on.
     pub migrations: Arc<Migrations>,
     /// Who may use which routes.
     pub access: Arc<AccessPolicy>,
@@ -58,6 +61,7 @@ pub struct ApiContext {
 }
 
 impl ApiContext {
+    /// The context of an API on `database`, with the embedded `server` it may control (`None` for an external server).
     #[must_use]
     pub fn new(
         database: Database,

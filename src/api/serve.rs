@@ -34,16 +34,24 @@ const OVER_CAPACITY: &str =
 /// How long an over-capacity client gets to take its answer.
 const REFUSAL_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Why the API cannot listen.
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     #[error(
         "cannot listen on {address}: the port is already in use. Stop the program using it, or \
          choose another with APP_PORT / --port (0 picks a free port)"
     )]
-    InUse { address: String },
+    /// The address is taken by another program.
+    InUse {
+        /// The address asked for.
+        address: String,
+    },
+    /// Any other failure to bind.
     #[error("cannot listen on {address}: {source}. Check APP_HOST / --host")]
     Other {
+        /// The address asked for.
         address: String,
+        /// What the system said.
         source: std::io::Error,
     },
 }

@@ -35,14 +35,20 @@ pub fn router() -> Router<ApiContext> {
         )
 }
 
+/// A user as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
+    /// Assigned by the database.
     pub id: i64,
+    /// Unique; letters, digits, `.`, `_` and `-`.
     pub username: String,
+    /// Unique regardless of case.
     pub email: String,
+    /// When the row was inserted.
     pub created_at: DateTime<Utc>,
 }
 
+/// The body of `POST /users`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NewUser {
     /// 3 to 50 characters, unique; no control or formatting characters (zero-width, bidi),

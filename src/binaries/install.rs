@@ -11,10 +11,15 @@ use super::{Binaries, MAJOR, SourceError};
 /// A system the PostgreSQL binaries are published for (npm's `@embedded-postgres/<platform>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
+    /// Linux on x86-64.
     LinuxX64,
+    /// Linux on 64-bit ARM.
     LinuxArm64,
+    /// macOS on Intel.
     DarwinX64,
+    /// macOS on Apple silicon.
     DarwinArm64,
+    /// Windows on x86-64.
     WindowsX64,
 }
 

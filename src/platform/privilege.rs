@@ -17,6 +17,7 @@ use tracing::info;
 /// `PGHARNESS_RUN_AS`: the account used when root and user namespaces are unavailable.
 const DEFAULT_ACCOUNT: &str = "nobody";
 
+/// How PostgreSQL's commands are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Privilege {
     /// Not root: run the commands as they are.
@@ -24,7 +25,15 @@ pub enum Privilege {
     /// Root: wrap every command in `unshare -U`.
     UserNamespace,
     /// Root without user namespaces: switch to this account.
-    Account { name: String, uid: u32, gid: u32 },
+    /// Root without user namespaces: switch to this account.
+    Account {
+        /// The account's name.
+        name: String,
+        /// Its user id.
+        uid: u32,
+        /// Its group id.
+        gid: u32,
+    },
 }
 
 /// Why the commands cannot run in a user namespace (what `unshare -U` said).
@@ -32,6 +41,7 @@ pub enum Privilege {
 #[error("{0}")]
 pub struct NamespaceUnavailable(String);
 
+/// Why PostgreSQL cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
     #[error(
@@ -39,17 +49,25 @@ pub enum PrivilegeError {
          account {account:?} does not exist. Run as a normal user, allow user namespaces, or set \
          PGHARNESS_RUN_AS to an unprivileged account"
     )]
+    /// Root, no user namespaces, and no fallback account.
     NoAccount {
+        /// Why user namespaces are unavailable.
         #[source]
         namespace_error: NamespaceUnavailable,
+        /// The fallback account named.
         account: String,
     },
+    /// `PGHARNESS_ROOT_STRATEGY` has another value than `userns` or `account`.
     #[error("PGHARNESS_ROOT_STRATEGY={0:?} is not valid. Allowed: userns, account")]
     BadStrategy(String),
+    /// The data directory cannot be given to the account.
     #[error("cannot give {} to account {account}: {source}", path.display())]
     Chown {
+        /// The file.
         path: std::path::PathBuf,
+        /// The account.
         account: String,
+        /// What the system said.
         source: std::io::Error,
     },
 }

@@ -32,8 +32,11 @@ struct Mark {
 /// A test database kept after its test.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeptDatabase {
+    /// The database's name.
     pub name: String,
+    /// The test that kept it.
     pub test: String,
+    /// The crate of that test.
     pub crate_name: String,
     /// When it was kept.
     pub kept_at: SystemTime,

@@ -45,26 +45,36 @@ pub const TEST_DATABASE_PREFIX: &str = "pgh_t_";
 /// Templates are named `<prefix><key>`.
 pub const TEMPLATE_PREFIX: &str = "pgh_tpl_";
 
+/// Why the shared test server cannot be started or reached.
 #[derive(Debug, thiserror::Error)]
 pub enum TestServerError {
+    /// A file operation failed.
     #[error("{action} {path}: {source}")]
     Io {
+        /// What was being done.
         action: &'static str,
+        /// On what.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// No PostgreSQL binaries.
     #[error(transparent)]
     Binaries(#[from] binaries::BinariesError),
+    /// The server failed.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A statement failed.
     #[error("the shared test server: {0}")]
     Database(#[from] sqlx::Error),
     #[error(
         "no shared test server is running (no {0}): it starts with the first test that asks for \
          a database"
     )]
+    /// No test run has started the server (for `pgharness testdb`).
     NotRunning(PathBuf),
 }
 

@@ -9,7 +9,9 @@ use std::time::Duration;
 pub enum KeepPolicy {
     /// Those of tests that panicked (the default): something to inspect.
     Failed,
+    /// Keep every test's database.
     Always,
+    /// Keep none.
     Never,
 }
 
@@ -29,6 +31,7 @@ pub struct TestSettings {
     /// `PGHARNESS_TEST_KEEP_MAX` (default 20) kept databases at most, each for
     /// `PGHARNESS_TEST_KEEP_HOURS` (default 24).
     pub keep_max: usize,
+    /// How long kept databases are kept (`PGHARNESS_TEST_KEEP_HOURS`).
     pub keep_for: Duration,
     /// `PGHARNESS_TEST_TEMPLATES` (default 3): templates kept per crate, the most recently used.
     pub templates_per_crate: usize,

@@ -48,6 +48,7 @@ use crate::database::Database;
 use crate::migrations::{MigrationError, Migrations};
 use crate::test_server::{self, KeepPolicy, TestServerError, TestSettings};
 
+/// Why a test database cannot be had.
 #[derive(Debug, thiserror::Error)]
 pub enum TestDbError {
     #[error(
@@ -55,49 +56,78 @@ pub enum TestDbError {
          found. Run the tests through cargo, or name the folder: \
          TestDb::builder().migrations_dir(..) or PGHARNESS_TEST_MIGRATIONS_DIR"
     )]
+    /// `CARGO_MANIFEST_DIR` is unset and no migrations directory was named.
     NoCrateDir,
     #[error(
         "the migrations folder {path} was not found (working directory {cwd}). Create it, or \
          point the tests at yours with TestDb::builder().migrations_dir(..) or \
          PGHARNESS_TEST_MIGRATIONS_DIR"
     )]
-    MissingMigrations { path: PathBuf, cwd: PathBuf },
+    /// The migrations directory does not exist.
+    MissingMigrations {
+        /// The directory (absolute).
+        path: PathBuf,
+        /// The working directory.
+        cwd: PathBuf,
+    },
+    /// A fixture named does not exist.
     #[error("fixture {name:?} not found: no file {path} (fixtures are looked up in {folder})")]
     MissingFixture {
+        /// The name.
         name: String,
+        /// The file looked for.
         path: PathBuf,
+        /// The fixtures directory.
         folder: PathBuf,
     },
+    /// A fixture's SQL failed.
     #[error("fixture {file} failed at line {line}: {message}")]
     Fixture {
+        /// The fixture file.
         file: PathBuf,
+        /// The line of the failing statement.
         line: usize,
+        /// The server's message.
         message: String,
     },
     #[error(
         "migration {file} failed at line {line}: {message}. Fix the file in {dir}; the next test \
          builds the template again"
     )]
+    /// A migration failed while the template was built.
     MigrationFailed {
+        /// Its file.
         file: String,
+        /// The line of the failing statement.
         line: usize,
+        /// The server's message.
         message: String,
+        /// The migrations directory.
         dir: PathBuf,
     },
+    /// A file operation failed.
     #[error("{action} {path}: {source}")]
     Io {
+        /// What was being done.
         action: &'static str,
+        /// On what.
         path: PathBuf,
+        /// What the system said.
         source: std::io::Error,
     },
+    /// The background thread stopped.
     #[error("the test database thread of this process has stopped (see the error before)")]
     WorkerStopped,
+    /// A migration set that was never registered.
     #[error("a test database was asked for a migration set the worker does not know")]
     UnknownMigrationSet,
+    /// The shared test server failed.
     #[error(transparent)]
     TestServer(#[from] TestServerError),
+    /// The migrations cannot be read.
     #[error(transparent)]
     Migration(#[from] MigrationError),
+    /// A statement failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -285,6 +315,7 @@ impl TestDb {
         test_server::psql_url(&self.admin, &self.name)
     }
 
+    /// The database's name.
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
@@ -384,8 +415,11 @@ pub fn db(#[default(&[])] fixtures: &[&str]) -> TestDb {
 #[cfg(feature = "server")]
 #[derive(Debug)]
 pub struct TestApp {
+    /// The test database behind the API.
     pub db: TestDb,
+    /// Its pool, as the API uses it.
     pub database: Database,
+    /// The API's router, for `oneshot` requests.
     pub router: axum::Router,
 }
 
