@@ -21,12 +21,10 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use pgharness::api::{ApiContext, Application};
+use pgharness::Stack;
 use pgharness::binaries;
 use pgharness::config::Config;
-use pgharness::database::Database;
-use pgharness::embedded::{EmbeddedServer, ServerOptions};
-use pgharness::migrations::Migrations;
+use pgharness::embedded::EmbeddedServer;
 
 const USERS: i64 = 10_000;
 const SECONDS: u32 = 10;
@@ -284,30 +282,24 @@ fn main() {
     require("pgbench");
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let directory = tempfile::tempdir().unwrap();
-    let (server, base) = runtime.block_on(async {
+    let stack = runtime.block_on(async {
         pgharness::telemetry::init("warn");
-        let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
-        let binaries = binaries::provision(&(&config.embedded).into(), &binaries::quiet())
-            .await
-            .unwrap();
-        let server = Arc::new(
-            EmbeddedServer::start(
-                &binaries,
-                &ServerOptions {
-                    home: directory.path().join("data"),
-                    port: None,
-                    database: "app_db".to_owned(),
-                    durable: false,
-                    // Room for the API's pool and pgbench's 64 clients at once.
-                    configuration: [("max_connections".to_owned(), "300".to_owned())].into(),
-                },
-            )
-            .await
-            .unwrap(),
-        );
-        let database = Database::connect_lazy(&server.url(), &config.pool);
-        let migrations = Migrations::embedded();
-        migrations.up(database.pool(), None).await.unwrap();
+        let data_dir = directory.path().join("data").display().to_string();
+        let config = Config::from_lookup(|name| match name {
+            "PGHARNESS_DATA_DIR" => Some(data_dir.clone()),
+            // Throwaway data; room for the API's pool and pgbench's 64 clients at once.
+            "PGHARNESS_PG_CONF" => Some(
+                "fsync=off; synchronous_commit=off; full_page_writes=off; max_connections=300"
+                    .to_owned(),
+            ),
+            "APP_HOST" => Some("127.0.0.1".to_owned()),
+            "APP_PORT" => Some("0".to_owned()),
+            _ => std::env::var(name).ok(),
+        })
+        .unwrap();
+        let pool = config.pool.clone();
+        let stack = Stack::start(config, &binaries::quiet()).await.unwrap();
+        let database = stack.harness().database();
         sqlx::query(
             "INSERT INTO users (username, email)
              SELECT 'user' || n, 'user' || n || '@example.com' FROM generate_series(1, $1) AS n",
@@ -320,22 +312,14 @@ fn main() {
             .execute(database.pool())
             .await
             .unwrap();
-        let context = ApiContext::new(
-            database,
-            config.environment,
-            server.url(),
-            Some(server.clone()),
-            Arc::new(migrations),
-        );
-        let application = Application::bind(context, "127.0.0.1", 0).await.unwrap();
-        let base = format!("http://{}", application.local_addr().unwrap());
-        tokio::spawn(application.run_until(std::future::pending()));
         println!(
             "pool: {} + {} overflow; {USERS} users; {SECONDS} s per run",
-            config.pool.size, config.pool.max_overflow
+            pool.size, pool.max_overflow
         );
-        (server, base)
+        stack
     });
+    let server = Arc::clone(stack.harness().server().unwrap());
+    let base = stack.url();
 
     let users = wrk(
         "GET /users/{id}",
@@ -395,5 +379,6 @@ fn main() {
         users.requests_per_second / bound * 100.0,
     );
     restart_under_load(&runtime, &server, &base, directory.path());
-    runtime.block_on(server.stop()).unwrap();
+    drop(server);
+    runtime.block_on(stack.shutdown()).unwrap();
 }

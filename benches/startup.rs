@@ -70,7 +70,7 @@ async fn time_start(binaries: &pgharness::binaries::Binaries, home: &std::path::
 #[tokio::main]
 async fn main() {
     pgharness::telemetry::init("warn");
-    let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
+    let config = Config::from_process_env().unwrap();
     let settings = config.embedded;
     let binaries = binaries::provision(&(&settings).into(), &binaries::quiet())
         .await

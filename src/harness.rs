@@ -73,14 +73,31 @@ impl Harness {
                 (Some(server), url)
             }
         };
+        Ok(Self::assemble(config, server, url, migrations))
+    }
+
+    /// A harness on a database that something else runs (a test database, a server started
+    /// elsewhere): no embedded server, whatever `config.database` says. The pool connects on
+    /// first use.
+    #[must_use]
+    pub fn on_database(config: Config, url: DatabaseUrl, migrations: Migrations) -> Self {
+        Self::assemble(config, None, url, migrations)
+    }
+
+    fn assemble(
+        config: Config,
+        server: Option<Arc<EmbeddedServer>>,
+        url: DatabaseUrl,
+        migrations: Migrations,
+    ) -> Self {
         let database = Database::connect_lazy(&url, &config.pool);
-        Ok(Self {
+        Self {
             config,
             server,
             url,
             database,
             migrations: Arc::new(migrations),
-        })
+        }
     }
 
     /// The configuration it runs with.
@@ -205,6 +222,8 @@ impl Harness {
 #[derive(Debug)]
 pub struct Stack {
     harness: Harness,
+    applied: Vec<MigrationEntry>,
+    exposure: Option<String>,
     address: std::net::SocketAddr,
     stop_api: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -239,12 +258,10 @@ impl Stack {
         let (host, port) = (config.api.host.clone(), config.api.port);
         let harness = Harness::start(config, progress).await?;
         progress(binaries::Progress::Step("Applying migrations".to_owned()));
-        harness.prepare().await?;
+        let applied = harness.prepare().await?;
         progress(binaries::Progress::Step("Starting the API".to_owned()));
         let context = harness.api_context();
-        if let Some(exposure) = context.access.exposure() {
-            warn!("{exposure}");
-        }
+        let exposure = context.access.exposure();
         let application = crate::api::Application::bind(context, &host, port).await?;
         let address = application.local_addr().map_err(StackError::Address)?;
         let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -254,10 +271,47 @@ impl Stack {
         progress(binaries::Progress::Done);
         Ok(Self {
             harness,
+            applied,
+            exposure,
             address,
             stop_api,
             serving,
         })
+    }
+
+    /// The migrations applied as it started.
+    #[must_use]
+    pub fn applied_migrations(&self) -> &[MigrationEntry] {
+        &self.applied
+    }
+
+    /// What the API exposes beyond this machine, when it listens on more than loopback.
+    #[must_use]
+    pub fn exposure(&self) -> Option<&str> {
+        self.exposure.as_deref()
+    }
+
+    /// Serves until `shutdown` resolves (or the API stops by itself), then shuts down as
+    /// [`Stack::shutdown`] does: the CLI's foreground run.
+    ///
+    /// # Errors
+    ///
+    /// [`HarnessError`] when the server does not stop cleanly.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), HarnessError> {
+        tokio::select! {
+            () = shutdown => self.shutdown().await,
+            served = &mut self.serving => {
+                match served {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => warn!(%error, "the API stopped with an error"),
+                    Err(error) => warn!(%error, "the API task failed"),
+                }
+                self.harness.shutdown().await
+            }
+        }
     }
 
     /// The harness under the API.

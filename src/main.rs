@@ -1,16 +1,16 @@
-//! The `pgharness` command line: a thin front end over [`pgharness::Harness`].
+//! The `pgharness` command line: a thin front end over [`pgharness::Stack`] (`serve`) and
+//! [`pgharness::Harness`] (the other commands).
 
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pgharness::api::Application;
 use pgharness::binaries::{Progress, ProgressSink};
-use pgharness::config::Config;
+use pgharness::config::{Config, DatabaseTarget, DatabaseUrl};
 use pgharness::database::DatabaseError;
 use pgharness::migrations::Migrations;
-use pgharness::{Harness, HarnessError, check, telemetry};
+use pgharness::{Harness, HarnessError, Stack, StackError, check, telemetry};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -116,14 +116,38 @@ async fn main() -> ExitCode {
             None
         }
     };
-    match &command {
-        Command::Migrate {
-            action: MigrateAction::New { name },
-        } => return new_migration(&config, name).await,
-        Command::Binaries => return print_binaries(&config).await,
-        Command::Testdb { action } => return testdb(action).await,
-        _ => {}
+    match command {
+        Command::Serve { .. } => serve(config).await,
+        Command::Check => with_harness(config, check_connection).await,
+        Command::Binaries => print_binaries(&config).await,
+        Command::Testdb { action } => testdb(&action).await,
+        Command::Migrate { action } => match action {
+            MigrateAction::New { name } => new_migration(&config, &name).await,
+            MigrateAction::Up { target } => {
+                with_harness(config, async |harness| migrate_up(harness, target).await).await
+            }
+            MigrateAction::Down { steps } => {
+                with_harness(config, async |harness| migrate_down(harness, steps).await).await
+            }
+            MigrateAction::History => with_harness(config, migrate_history).await,
+            MigrateAction::Current => with_harness(config, migrate_current).await,
+            MigrateAction::Stamp { revision } => {
+                with_harness(config, async |harness| {
+                    migrate_stamp(harness, &revision).await
+                })
+                .await
+            }
+            MigrateAction::Status => with_harness(config, migrate_status).await,
+            MigrateAction::Check => with_harness(config, migrate_check).await,
+        },
     }
+}
+
+/// Starts the harness (no API), runs `command` on it, and stops it.
+async fn with_harness(
+    config: Config,
+    command: impl AsyncFnOnce(&Harness) -> Result<bool, HarnessError>,
+) -> ExitCode {
     let harness = match Harness::start(config, &progress_bar()).await {
         Ok(harness) => harness,
         Err(error) => {
@@ -131,22 +155,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = match command {
-        Command::Serve { .. } => serve(&harness).await,
-        Command::Check => {
-            let report = check::run(harness.config(), harness.url()).await;
-            print!("{}", report.text());
-            Ok(report.succeeded())
-        }
-        Command::Migrate { action } => migrate(&harness, action).await,
-        Command::Binaries | Command::Testdb { .. } => {
-            unreachable!("handled before the harness starts")
-        }
-    };
-    let succeeded = match outcome {
+    let succeeded = match command(&harness).await {
         Ok(succeeded) => succeeded,
         Err(error) => {
-            report_error(&harness, &error);
+            report_error(Some(harness.url()), &error);
             false
         }
     };
@@ -154,6 +166,10 @@ async fn main() -> ExitCode {
         eprintln!("✗ {error}");
         return ExitCode::FAILURE;
     }
+    exit_code(succeeded)
+}
+
+fn exit_code(succeeded: bool) -> ExitCode {
     if succeeded {
         ExitCode::SUCCESS
     } else {
@@ -161,12 +177,18 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Prints an error; for a connection failure, with the guide's steps to fix it.
-fn report_error(harness: &Harness, error: &HarnessError) {
+async fn check_connection(harness: &Harness) -> Result<bool, HarnessError> {
+    let report = check::run(harness.config(), harness.url()).await;
+    print!("{}", report.text());
+    Ok(report.succeeded())
+}
+
+/// Prints an error; for a connection failure to a known URL, with the guide's steps to fix it.
+fn report_error(url: Option<&DatabaseUrl>, error: &HarnessError) {
     eprintln!("✗ {error}");
-    if let HarnessError::Database(DatabaseError::Connection(failure)) = error {
+    if let (Some(url), HarnessError::Database(DatabaseError::Connection(failure))) = (url, error) {
         eprintln!("Solutions:");
-        for (number, remedy) in failure.kind.remedies(harness.url()).iter().enumerate() {
+        for (number, remedy) in failure.kind.remedies(url).iter().enumerate() {
             eprintln!("  {}. {remedy}", number + 1);
         }
     }
@@ -278,152 +300,185 @@ async fn new_migration(config: &Config, name: &str) -> ExitCode {
     }
 }
 
-async fn migrate(harness: &Harness, action: MigrateAction) -> Result<bool, HarnessError> {
-    let migrations = harness.migrations();
-    let pool = harness.database().pool();
-    match action {
-        MigrateAction::Up { target } => {
-            let applied = migrations.up(pool, target).await?;
-            if applied.is_empty() {
-                println!("Already up to date.");
-            }
-            for entry in applied {
-                println!("Applied {}  {}", entry.version, entry.file);
-            }
-        }
-        MigrateAction::Down { steps } => {
-            let reverted = migrations.down(pool, steps).await?;
-            if reverted.is_empty() {
-                println!("Nothing to revert: no migration is applied.");
-            }
-            for entry in reverted {
-                println!("Reverted {}  {}", entry.version, entry.description);
-            }
-        }
-        MigrateAction::History => print!("{}", migrations.status(pool).await?),
-        MigrateAction::Current => {
-            let status = migrations.status(pool).await?;
-            match status.current() {
-                Some(current) => {
-                    let head = status.migrations.last() == Some(current);
-                    let head = if head { " (head)" } else { "" };
-                    println!("{}  {}{head}", current.version, current.description);
-                }
-                None => println!("No migration applied."),
-            }
-        }
-        MigrateAction::Stamp { revision } => {
-            let target = if revision.eq_ignore_ascii_case("head") {
-                None
-            } else {
-                match revision.parse() {
-                    Ok(version) => Some(version),
-                    Err(_) => {
-                        eprintln!(
-                            "✗ `{revision}` is not a migration version: give a version number or `head`"
-                        );
-                        return Ok(false);
-                    }
-                }
-            };
-            migrations.stamp(pool, target).await?;
-            let status = migrations.status(pool).await?;
-            match status.current() {
-                Some(current) => println!(
-                    "Stamped the database at {}  {}",
-                    current.version, current.description
-                ),
-                None => println!("Stamped the database: no migration applied."),
-            }
-        }
-        MigrateAction::New { .. } => unreachable!("handled before the harness starts"),
-        MigrateAction::Status => {
-            let status = migrations.status(pool).await?;
-            print!("{status}");
-            for entry in status.modified() {
-                println!(
-                    "✗ {} was changed after it was applied: restore it, or write a new migration",
-                    entry.file
-                );
-            }
-            for (version, description) in &status.missing {
-                println!(
-                    "✗ migration {version} ({description}) is applied but has no file: the database is ahead of this code"
-                );
-            }
-            let pending = status.pending().count();
-            if pending > 0 {
-                println!(
-                    "✗ Target database is not up to date: {pending} pending migration(s). Run `pgharness migrate up`"
-                );
-            }
-            if status.is_clean() {
-                println!("✓ Database is up to date.");
-            }
-            return Ok(status.is_clean());
-        }
-        MigrateAction::Check => {
-            let differences = harness.drift().await?;
-            if differences.is_empty() {
-                println!("✓ No drift: the live schema matches the migrations.");
-                return Ok(true);
-            }
-            println!(
-                "✗ Schema drift: {} difference(s) between the migrations and the live database:",
-                differences.len()
-            );
-            for difference in differences {
-                println!("  {difference}");
-            }
-            return Ok(false);
-        }
+async fn migrate_up(harness: &Harness, target: Option<i64>) -> Result<bool, HarnessError> {
+    let applied = harness
+        .migrations()
+        .up(harness.database().pool(), target)
+        .await?;
+    if applied.is_empty() {
+        println!("Already up to date.");
+    }
+    for entry in applied {
+        println!("Applied {}  {}", entry.version, entry.file);
     }
     Ok(true)
 }
 
-async fn serve(harness: &Harness) -> Result<bool, HarnessError> {
+async fn migrate_down(harness: &Harness, steps: usize) -> Result<bool, HarnessError> {
+    let reverted = harness
+        .migrations()
+        .down(harness.database().pool(), steps)
+        .await?;
+    if reverted.is_empty() {
+        println!("Nothing to revert: no migration is applied.");
+    }
+    for entry in reverted {
+        println!("Reverted {}  {}", entry.version, entry.description);
+    }
+    Ok(true)
+}
+
+async fn migrate_history(harness: &Harness) -> Result<bool, HarnessError> {
+    print!(
+        "{}",
+        harness
+            .migrations()
+            .status(harness.database().pool())
+            .await?
+    );
+    Ok(true)
+}
+
+async fn migrate_current(harness: &Harness) -> Result<bool, HarnessError> {
+    let status = harness
+        .migrations()
+        .status(harness.database().pool())
+        .await?;
+    match status.current() {
+        Some(current) => {
+            let head = status.migrations.last() == Some(current);
+            let head = if head { " (head)" } else { "" };
+            println!("{}  {}{head}", current.version, current.description);
+        }
+        None => println!("No migration applied."),
+    }
+    Ok(true)
+}
+
+async fn migrate_stamp(harness: &Harness, revision: &str) -> Result<bool, HarnessError> {
+    let target = if revision.eq_ignore_ascii_case("head") {
+        None
+    } else {
+        match revision.parse() {
+            Ok(version) => Some(version),
+            Err(_) => {
+                eprintln!(
+                    "✗ `{revision}` is not a migration version: give a version number or `head`"
+                );
+                return Ok(false);
+            }
+        }
+    };
+    let (migrations, pool) = (harness.migrations(), harness.database().pool());
+    migrations.stamp(pool, target).await?;
+    let status = migrations.status(pool).await?;
+    match status.current() {
+        Some(current) => println!(
+            "Stamped the database at {}  {}",
+            current.version, current.description
+        ),
+        None => println!("Stamped the database: no migration applied."),
+    }
+    Ok(true)
+}
+
+async fn migrate_status(harness: &Harness) -> Result<bool, HarnessError> {
+    let status = harness
+        .migrations()
+        .status(harness.database().pool())
+        .await?;
+    print!("{status}");
+    for entry in status.modified() {
+        println!(
+            "✗ {} was changed after it was applied: restore it, or write a new migration",
+            entry.file
+        );
+    }
+    for (version, description) in &status.missing {
+        println!(
+            "✗ migration {version} ({description}) is applied but has no file: the database is ahead of this code"
+        );
+    }
+    let pending = status.pending().count();
+    if pending > 0 {
+        println!(
+            "✗ Target database is not up to date: {pending} pending migration(s). Run `pgharness migrate up`"
+        );
+    }
+    if status.is_clean() {
+        println!("✓ Database is up to date.");
+    }
+    Ok(status.is_clean())
+}
+
+async fn migrate_check(harness: &Harness) -> Result<bool, HarnessError> {
+    let differences = harness.drift().await?;
+    if differences.is_empty() {
+        println!("✓ No drift: the live schema matches the migrations.");
+        return Ok(true);
+    }
+    println!(
+        "✗ Schema drift: {} difference(s) between the migrations and the live database:",
+        differences.len()
+    );
+    for difference in differences {
+        println!("  {difference}");
+    }
+    Ok(false)
+}
+
+/// The whole stack in the foreground until Ctrl-C or SIGTERM.
+async fn serve(config: Config) -> ExitCode {
     // Handlers first: a signal that arrives once "ready" is printed must stop us cleanly.
     let shutdown = match pgharness::platform::signals::shutdown_requested() {
         Ok(shutdown) => shutdown,
         Err(error) => {
             eprintln!("✗ cannot install signal handlers: {error}");
-            return Ok(false);
+            return ExitCode::FAILURE;
         }
     };
-    for entry in harness.prepare().await? {
-        println!("Applied migration {}", entry.file);
-    }
-    let settings = &harness.config().api;
-    let context = harness.api_context();
-    if let Some(exposure) = context.access.exposure() {
-        println!("⚠ {exposure}");
-    }
-    let application = match Application::bind(context, &settings.host, settings.port).await {
-        Ok(application) => application,
+    let external_url = match &config.database {
+        DatabaseTarget::External(url) => Some(url.clone()),
+        DatabaseTarget::Embedded => None,
+    };
+    let stack = match Stack::start(config, &progress_bar()).await {
+        Ok(stack) => stack,
+        Err(StackError::Harness(error)) => {
+            report_error(external_url.as_ref(), &error);
+            return ExitCode::FAILURE;
+        }
         Err(error) => {
             eprintln!("✗ {error}");
-            return Ok(false);
+            return ExitCode::FAILURE;
         }
     };
-    println!("PostgreSQL is ready at {}", harness.url());
-    if let Some(server) = harness.server() {
+    for entry in stack.applied_migrations() {
+        println!("Applied migration {}", entry.file);
+    }
+    if let Some(exposure) = stack.exposure() {
+        println!("⚠ {exposure}");
+    }
+    println!("PostgreSQL is ready at {}", stack.harness().url());
+    if let Some(server) = stack.harness().server() {
         println!("  data directory: {}", server.data_dir().display());
         if let Some(owner) = server.owner_pid() {
             println!("  (attached to the server run by pgharness pid {owner})");
         }
     }
-    match application.local_addr() {
-        Ok(address) => {
-            println!("API and UI at http://{address}/  (API docs: http://{address}/docs)")
-        }
-        Err(error) => eprintln!("⚠ cannot tell the API's address: {error}"),
-    }
+    let url = stack.url();
+    println!("API and UI at {url}/  (API docs: {url}/docs)");
     println!("Press Ctrl-C to stop.");
-    if let Err(error) = application.run_until(shutdown).await {
-        eprintln!("✗ the API stopped: {error}");
+    let stopping = async {
+        shutdown.await;
+        println!("Stopping...");
+    };
+    match stack.run_until(stopping).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("✗ {error}");
+            ExitCode::FAILURE
+        }
     }
-    println!("Stopping...");
-    Ok(true)
 }
 
 /// Download and extraction progress on stderr, hidden when nothing is downloaded.

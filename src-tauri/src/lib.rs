@@ -12,7 +12,7 @@ use tauri::menu::{MenuBuilder, SubmenuBuilder};
 use tauri::{AppHandle, Manager, RunEvent, State};
 use tauri_plugin_clipboard_manager::ClipboardExt as _;
 use tauri_plugin_opener::OpenerExt as _;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 /// What the startup page shows.
 #[derive(Debug, Clone, Serialize)]
@@ -111,6 +111,9 @@ fn start_stack(app: AppHandle) {
             match Stack::start(config, &progress).await {
                 Ok(stack) => {
                     let url = stack.url();
+                    if let Some(exposure) = stack.exposure() {
+                        warn!("{exposure}");
+                    }
                     info!(%url, "pgharness is ready");
                     *state.stack.lock().await = Some(stack);
                     show_ui(&app, &url);

@@ -63,7 +63,7 @@ pub struct ApiContext {
 impl ApiContext {
     /// The context of an API on `database`, with the embedded `server` it may control (`None` for an external server).
     #[must_use]
-    pub fn new(
+    pub(crate) fn new(
         database: Database,
         environment: Environment,
         url: DatabaseUrl,

@@ -219,26 +219,59 @@ static USERNAME: LazyLock<Regex> =
 static EMAIL: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(EMAIL_PATTERN).expect("the e-mail pattern compiles"));
 
+/// The unique columns of `users`: the constraint behind each, and how a clash is reported.
+#[derive(Debug, Clone, Copy)]
+enum Unique {
+    Username,
+    Email,
+}
+
+impl Unique {
+    fn of_constraint(name: &str) -> Option<Self> {
+        match name {
+            "users_username_key" => Some(Self::Username),
+            "users_email_key" => Some(Self::Email),
+            _ => None,
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            Self::Username => "username",
+            Self::Email => "email",
+        }
+    }
+
+    /// The value at `location` belongs to another user already.
+    fn taken(self, location: &[Value]) -> FieldError {
+        let message = match self {
+            Self::Username => "username is already taken",
+            Self::Email => "email is already registered",
+        };
+        FieldError::new(&at(location, self.field()), message, "unique_violation")
+    }
+
+    /// The value at `location` repeats row `first` of the same batch.
+    fn repeated(self, location: &[Value], first: usize) -> FieldError {
+        FieldError::new(
+            &at(location, self.field()),
+            format!("{} repeats row {first} of this batch", self.field()),
+            "unique_violation",
+        )
+    }
+}
+
 /// A unique violation as a 409 naming the field; anything else as a 500.
 fn conflict_or_internal(error: sqlx::Error, location: &[Value]) -> ApiError {
-    let constraint = match &error {
+    let unique = match &error {
         sqlx::Error::Database(database) if database.is_unique_violation() => {
-            database.constraint().map(str::to_owned)
+            database.constraint().and_then(Unique::of_constraint)
         }
         _ => None,
     };
-    match constraint.as_deref() {
-        Some("users_username_key") => ApiError::Conflict(vec![FieldError::new(
-            &at(location, "username"),
-            "username is already taken",
-            "unique_violation",
-        )]),
-        Some("users_email_key") => ApiError::Conflict(vec![FieldError::new(
-            &at(location, "email"),
-            "email is already registered",
-            "unique_violation",
-        )]),
-        _ => ApiError::from(error),
+    match unique {
+        Some(unique) => ApiError::Conflict(vec![unique.taken(location)]),
+        None => ApiError::from(error),
     }
 }
 
@@ -504,30 +537,14 @@ async fn insert_batch(unit: &mut UnitOfWork, users: &[NewUser]) -> Result<Respon
     for (index, (username, email)) in usernames.iter().zip(&emails).enumerate() {
         let location = [json!("body"), json!(index)];
         if taken_usernames.iter().any(|taken| taken == username) {
-            conflicts.push(FieldError::new(
-                &at(&location, "username"),
-                "username is already taken",
-                "unique_violation",
-            ));
+            conflicts.push(Unique::Username.taken(&location));
         } else if let Some(first) = first_username.insert(username, index) {
-            conflicts.push(FieldError::new(
-                &at(&location, "username"),
-                format!("username repeats row {first} of this batch"),
-                "unique_violation",
-            ));
+            conflicts.push(Unique::Username.repeated(&location, first));
         }
         if taken_emails.iter().any(|taken| taken == email) {
-            conflicts.push(FieldError::new(
-                &at(&location, "email"),
-                "email is already registered",
-                "unique_violation",
-            ));
+            conflicts.push(Unique::Email.taken(&location));
         } else if let Some(first) = first_email.insert(email, index) {
-            conflicts.push(FieldError::new(
-                &at(&location, "email"),
-                format!("email repeats row {first} of this batch"),
-                "unique_violation",
-            ));
+            conflicts.push(Unique::Email.repeated(&location, first));
         }
     }
     if !conflicts.is_empty() {

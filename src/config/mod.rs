@@ -272,6 +272,15 @@ impl Config {
         })
     }
 
+    /// Reads the process environment only, no `.env` file (test harnesses, benchmarks).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the first bad variable, its value and what is allowed.
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
     /// Builds the configuration from any variable lookup (the environment, a map in tests).
     ///
     /// # Errors

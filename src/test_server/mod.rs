@@ -181,7 +181,7 @@ async fn attach_locked(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
 }
 
 async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
-    let config = Config::from_lookup(|name| std::env::var(name).ok())?;
+    let config = Config::from_process_env()?;
     let binaries = binaries::provision(&(&config.embedded).into(), &binaries::quiet()).await?;
     let server = EmbeddedServer::start(
         &binaries,

@@ -121,6 +121,9 @@ pub enum TestDbError {
     /// A migration set that was never registered.
     #[error("a test database was asked for a migration set the worker does not know")]
     UnknownMigrationSet,
+    /// The configuration the test API is assembled with is refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     /// The shared test server failed.
     #[error(transparent)]
     TestServer(#[from] TestServerError),
@@ -421,29 +424,29 @@ pub struct TestApp {
     pub database: Database,
     /// The API's router, for `oneshot` requests.
     pub router: axum::Router,
+    context: ApiContext,
 }
 
 #[cfg(feature = "server")]
 impl TestApp {
-    /// The API on `db` (database control routes answer 403: the shared server is not yours).
-    #[must_use]
-    pub fn on(db: TestDb) -> Self {
-        let database = db.database();
-        Self {
-            router: crate::api::router(Self::context(&db, &database)),
-            database,
+    /// The API on `db` (database control routes answer 403: the shared server is not yours),
+    /// assembled by [`Harness`](crate::Harness) as `pgharness serve` is, with `APP_ENV=testing`.
+    ///
+    /// # Errors
+    ///
+    /// [`TestDbError::Config`] when the testing configuration is refused (it is not, today).
+    pub fn on(db: TestDb) -> Result<Self, TestDbError> {
+        let config = crate::config::Config::from_lookup(|name| {
+            (name == "APP_ENV").then(|| Environment::Testing.as_str().to_owned())
+        })?;
+        let harness = crate::Harness::on_database(config, db.url().clone(), Migrations::embedded());
+        let context = harness.api_context();
+        Ok(Self {
+            router: crate::api::router(context.clone()),
+            database: harness.database().clone(),
+            context,
             db,
-        }
-    }
-
-    fn context(db: &TestDb, database: &Database) -> ApiContext {
-        ApiContext::new(
-            database.clone(),
-            Environment::Testing,
-            db.url().clone(),
-            None,
-            Arc::new(Migrations::embedded()),
-        )
+        })
     }
 
     /// Serves the API on a free local port for tests that need a socket; returns its base URL.
@@ -453,8 +456,7 @@ impl TestApp {
     ///
     /// When no port can be bound.
     pub async fn serve(&self) -> Result<String, crate::api::BindError> {
-        let context = Self::context(&self.db, &self.database);
-        let application = Application::bind(context, "127.0.0.1", 0).await?;
+        let application = Application::bind(self.context.clone(), "127.0.0.1", 0).await?;
         let address = application
             .local_addr()
             .map_err(|source| crate::api::BindError::Other {
@@ -474,5 +476,8 @@ impl TestApp {
 #[cfg(feature = "server")]
 #[fixture]
 pub fn app() -> TestApp {
-    TestApp::on(db(&[]))
+    match TestApp::on(db(&[])) {
+        Ok(app) => app,
+        Err(error) => panic!("{error}"),
+    }
 }

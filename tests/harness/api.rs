@@ -4,7 +4,10 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{Reply, TestApp};
+use pgharness::testing::{TestApp, app};
+use rstest::rstest;
+
+use crate::helpers::{Client as _, OwnServerApp, Reply};
 
 fn locations(reply_body: &Value) -> Vec<Value> {
     reply_body["detail"]
@@ -15,24 +18,27 @@ fn locations(reply_body: &Value) -> Vec<Value> {
         .collect()
 }
 
+#[rstest]
 #[tokio::test]
-async fn health_reports_the_guides_body_when_the_database_answers() {
-    let app = TestApp::spawn().await;
+async fn health_reports_the_guides_body_when_the_database_answers(app: TestApp) {
     let reply = app.get("/health").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body["status"], "healthy");
-    assert_eq!(reply.body["environment"], "development");
+    // `pgharness::testing` assembles the app with APP_ENV=testing.
+    assert_eq!(reply.body["environment"], "testing");
     assert_eq!(reply.body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(reply.body["checks"], json!({"database": "healthy"}));
     assert!(reply.body["database"]["latency_ms"].as_f64().unwrap() > 0.0);
-    assert_eq!(reply.body["pool"]["max"], 15);
+    assert_eq!(
+        reply.body["pool"]["max"],
+        app.database.settings().max_connections()
+    );
     assert_eq!(app.get("/health/live").await.status, StatusCode::OK);
     assert_eq!(app.get("/health/ready").await.status, StatusCode::OK);
-    app.stop().await;
 }
 
 /// `GET path`, failing the test when the answer takes 3 s or more.
-async fn get_within_3_s(app: &TestApp, path: &str) -> Reply {
+async fn get_within_3_s(app: &OwnServerApp, path: &str) -> Reply {
     let started = Instant::now();
     let reply = app.get(path).await;
     assert!(
@@ -45,7 +51,7 @@ async fn get_within_3_s(app: &TestApp, path: &str) -> Reply {
 
 #[tokio::test]
 async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
-    let app = TestApp::spawn().await;
+    let app = OwnServerApp::spawn().await;
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
 
     let stopped = app.call("POST", "/api/database/stop", json!({})).await;
@@ -74,7 +80,7 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
 
 #[tokio::test]
 async fn a_request_while_the_database_is_stopped_is_503_naming_the_refused_connection_at_once() {
-    let app = TestApp::spawn().await;
+    let app = OwnServerApp::spawn().await;
     app.call("POST", "/api/database/stop", json!({})).await;
 
     // The pool timeout is 30 s; a stopped server must not hold the request that long.
@@ -96,9 +102,9 @@ async fn a_request_while_the_database_is_stopped_is_503_naming_the_refused_conne
     app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_user_is_created_with_its_location_and_read_back() {
-    let app = TestApp::spawn().await;
+async fn a_user_is_created_with_its_location_and_read_back(app: TestApp) {
     let reply = app.post_user("alice", "Alice@Example.com").await;
     assert_eq!(reply.status, StatusCode::CREATED);
     let id = reply.body["id"].as_i64().unwrap();
@@ -109,24 +115,22 @@ async fn a_user_is_created_with_its_location_and_read_back() {
     let read = app.get(&format!("/users/{id}")).await;
     assert_eq!(read.status, StatusCode::OK);
     assert_eq!(read.body, reply.body);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn an_unknown_user_is_the_guides_404_and_a_non_integer_id_is_422() {
-    let app = TestApp::spawn().await;
+async fn an_unknown_user_is_the_guides_404_and_a_non_integer_id_is_422(app: TestApp) {
     let missing = app.get("/users/4242").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.body, json!({"detail": "User not found"}));
     let bad = app.get("/users/abc").await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(locations(&bad.body), vec![json!(["path", "user_id"])]);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn invalid_fields_are_422_naming_each_field() {
-    let app = TestApp::spawn().await;
+async fn invalid_fields_are_422_naming_each_field(app: TestApp) {
     let reply = app.post_user("al", "not-an-address").await;
     assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
@@ -142,12 +146,11 @@ async fn invalid_fields_are_422_naming_each_field() {
     assert_eq!(missing.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(missing.text.contains("email"), "{}", missing.text);
     assert_eq!(app.user_count().await, 0);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_taken_username_or_email_is_409_naming_which() {
-    let app = TestApp::spawn().await;
+async fn a_taken_username_or_email_is_409_naming_which(app: TestApp) {
     app.create_user("alice", "alice@example.com").await;
     let same_name = app.post_user("alice", "other@example.com").await;
     assert_eq!(same_name.status, StatusCode::CONFLICT);
@@ -159,12 +162,11 @@ async fn a_taken_username_or_email_is_409_naming_which() {
     assert_eq!(same_email.status, StatusCode::CONFLICT);
     assert_eq!(locations(&same_email.body), vec![json!(["body", "email"])]);
     assert_eq!(app.user_count().await, 1);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn malformed_json_wrong_content_type_and_oversized_bodies_are_refused() {
-    let app = TestApp::spawn().await;
+async fn malformed_json_wrong_content_type_and_oversized_bodies_are_refused(app: TestApp) {
     let malformed = app
         .send(
             Request::post("/users")
@@ -206,12 +208,11 @@ async fn malformed_json_wrong_content_type_and_oversized_bodies_are_refused() {
         .await;
     assert_eq!(oversized.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert!(oversized.body["detail"].as_str().unwrap().contains("limit"));
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_batch_is_created_all_at_once() {
-    let app = TestApp::spawn().await;
+async fn a_batch_is_created_all_at_once(app: TestApp) {
     let users: Vec<Value> = (0..250)
         .map(|index| json!({"username": format!("user{index:03}"), "email": format!("u{index}@example.com")}))
         .collect();
@@ -221,12 +222,11 @@ async fn a_batch_is_created_all_at_once() {
     assert_eq!(reply.body["users"][0]["username"], "user000");
     assert_eq!(reply.body["users"][249]["username"], "user249");
     assert_eq!(app.user_count().await, 250);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_batch_with_one_bad_row_inserts_nothing_and_names_the_row() {
-    let app = TestApp::spawn().await;
+async fn a_batch_with_one_bad_row_inserts_nothing_and_names_the_row(app: TestApp) {
     app.create_user("taken", "taken@example.com").await;
     let invalid = app
         .call(
@@ -269,12 +269,11 @@ async fn a_batch_with_one_bad_row_inserts_nothing_and_names_the_row() {
     assert_eq!(over.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(over.text.contains("1 to 1000"), "{}", over.text);
     assert_eq!(app.user_count().await, 1);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn users_are_listed_by_page_search_and_creation_time() {
-    let app = TestApp::spawn().await;
+async fn users_are_listed_by_page_search_and_creation_time(app: TestApp) {
     for name in ["alice", "bob", "carol", "al_x"] {
         app.create_user(name, &format!("{name}@example.com")).await;
     }
@@ -320,12 +319,11 @@ async fn users_are_listed_by_page_search_and_creation_time() {
     }
     let not_a_number = app.get("/users?limit=ten").await;
     assert_eq!(not_a_number.status, StatusCode::UNPROCESSABLE_ENTITY);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_user_is_updated_and_deleted() {
-    let app = TestApp::spawn().await;
+async fn a_user_is_updated_and_deleted(app: TestApp) {
     let alice = app.create_user("alice", "alice@example.com").await;
     app.create_user("bob", "bob@example.com").await;
     let uri = format!("/users/{}", alice["id"]);
@@ -355,12 +353,11 @@ async fn a_user_is_updated_and_deleted() {
         app.call("DELETE", &uri, json!(null)).await.status,
         StatusCode::NOT_FOUND
     );
-    app.stop().await;
 }
 
 #[tokio::test]
 async fn an_exhausted_pool_is_503_with_retry_after() {
-    let app = TestApp::spawn_with(&[
+    let app = OwnServerApp::spawn_with(&[
         ("DATABASE_POOL_SIZE", "1"),
         ("DATABASE_MAX_OVERFLOW", "0"),
         ("DATABASE_POOL_TIMEOUT", "1"),
@@ -380,9 +377,9 @@ async fn an_exhausted_pool_is_503_with_retry_after() {
     app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_500_shows_neither_sql_nor_credentials() {
-    let app = TestApp::spawn().await;
+async fn a_500_shows_neither_sql_nor_credentials(app: TestApp) {
     sqlx::query("ALTER TABLE users RENAME TO people")
         .execute(app.database.pool())
         .await
@@ -390,12 +387,11 @@ async fn a_500_shows_neither_sql_nor_credentials() {
     let reply = app.get("/users/1").await;
     assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(reply.body, json!({"detail": "Internal server error"}));
-    app.stop().await;
 }
 
 #[tokio::test]
 async fn the_connection_screen_shows_the_server_without_its_password() {
-    let app = TestApp::spawn().await;
+    let app = OwnServerApp::spawn().await;
     let reply = app.get("/api/connection").await;
     assert_eq!(reply.status, StatusCode::OK);
     let info = &reply.body;
@@ -427,7 +423,7 @@ async fn the_connection_screen_shows_the_server_without_its_password() {
 
 #[tokio::test]
 async fn slow_queries_come_from_pg_stat_statements() {
-    let app = TestApp::spawn().await;
+    let app = OwnServerApp::spawn().await;
     app.create_user("alice", "alice@example.com").await;
     let reply = app.get("/api/queries/slow").await;
     assert_eq!(reply.status, StatusCode::OK);
@@ -444,22 +440,12 @@ async fn slow_queries_come_from_pg_stat_statements() {
     app.stop().await;
 }
 
+/// `pgharness::testing`'s app runs on a database it does not own, as `DATABASE_URL` does.
+#[rstest]
 #[tokio::test]
-async fn database_control_is_refused_against_an_external_server() {
-    let app = TestApp::spawn().await;
-    let context = pgharness::api::ApiContext::new(
-        app.database.clone(),
-        pgharness::config::Environment::Development,
-        app.server.url(),
-        None,
-        std::sync::Arc::new(pgharness::migrations::Migrations::embedded()),
-    );
-    let external = TestApp {
-        router: pgharness::api::router(context),
-        ..app
-    };
+async fn database_control_is_refused_against_an_external_server(app: TestApp) {
     for action in ["stop", "start", "restart"] {
-        let reply = external
+        let reply = app
             .call("POST", &format!("/api/database/{action}"), json!({}))
             .await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{action}");
@@ -469,17 +455,13 @@ async fn database_control_is_refused_against_an_external_server() {
             reply.text
         );
     }
-    assert_eq!(
-        external.get("/api/connection").await.body["mode"],
-        "external"
-    );
-    assert_eq!(external.get("/health").await.status, StatusCode::OK);
-    external.stop().await;
+    assert_eq!(app.get("/api/connection").await.body["mode"], "external");
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
 }
 
+#[rstest]
 #[tokio::test]
-async fn metrics_count_requests_by_route_and_show_the_pool() {
-    let app = TestApp::spawn().await;
+async fn metrics_count_requests_by_route_and_show_the_pool(app: TestApp) {
     app.get("/users/1").await;
     app.get("/users/2").await;
     let reply = app.get("/metrics").await;
@@ -496,11 +478,15 @@ async fn metrics_count_requests_by_route_and_show_the_pool() {
         text.contains("pgharness_http_request_duration_seconds_bucket"),
         "{text}"
     );
+    let pool_max = format!(
+        "pgharness_pool_max {}",
+        app.database.settings().max_connections()
+    );
     for gauge in [
         "pgharness_pool_size",
         "pgharness_pool_idle",
         "pgharness_pool_in_use",
-        "pgharness_pool_max 15",
+        &pool_max,
     ] {
         assert!(text.contains(gauge), "{gauge} missing:\n{text}");
     }
@@ -509,12 +495,11 @@ async fn metrics_count_requests_by_route_and_show_the_pool() {
         text.contains("pgharness_pool_connection_errors_total"),
         "{text}"
     );
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes() {
-    let app = TestApp::spawn().await;
+async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes(app: TestApp) {
     let reply = app.get("/openapi.json").await;
     assert_eq!(reply.status, StatusCode::OK);
     let spec = oas3::from_json(&reply.text).expect("a valid OpenAPI 3 document");
@@ -557,12 +542,11 @@ async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes()
             );
         }
     }
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
-    let app = TestApp::spawn().await;
+async fn the_docs_page_and_its_assets_are_served_from_the_binary(app: TestApp) {
     let page = app.get("/docs").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.header("content-type").starts_with("text/html"));
@@ -587,12 +571,11 @@ async fn the_docs_page_and_its_assets_are_served_from_the_binary() {
             .text
             .contains("/openapi.json")
     );
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn the_web_ui_is_served_from_the_binary_with_a_strict_policy() {
-    let app = TestApp::spawn().await;
+async fn the_web_ui_is_served_from_the_binary_with_a_strict_policy(app: TestApp) {
     let page = app.get("/").await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.header("content-type").starts_with("text/html"));
@@ -610,12 +593,11 @@ async fn the_web_ui_is_served_from_the_binary_with_a_strict_policy() {
         "an external asset: {}",
         page.text
     );
-    app.stop().await;
 }
 
 #[tokio::test]
 async fn the_connection_string_with_its_password_comes_only_on_an_explicit_post() {
-    let app = TestApp::spawn().await;
+    let app = OwnServerApp::spawn().await;
     let secret = app.server.url().expose_url();
     let revealed = app.call("POST", "/api/connection/reveal", json!({})).await;
     assert_eq!(revealed.status, StatusCode::OK);
@@ -627,9 +609,9 @@ async fn the_connection_string_with_its_password_comes_only_on_an_explicit_post(
     app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn nul_bytes_and_out_of_range_dates_are_422_naming_the_field() {
-    let app = TestApp::spawn().await;
+async fn nul_bytes_and_out_of_range_dates_are_422_naming_the_field(app: TestApp) {
     let nul_name = app.post_user("nul\u{0}user", "nul@example.com").await;
     assert_eq!(nul_name.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(locations(&nul_name.body), vec![json!(["body", "username"])]);
@@ -656,12 +638,11 @@ async fn nul_bytes_and_out_of_range_dates_are_422_naming_the_field() {
     }
     let earliest = app.get("/users?created_after=0001-01-01").await;
     assert_eq!(earliest.status, StatusCode::OK, "{}", earliest.text);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn total_counts_the_filtered_users_on_every_page() {
-    let app = TestApp::spawn().await;
+async fn total_counts_the_filtered_users_on_every_page(app: TestApp) {
     for name in ["alice", "bob", "carol"] {
         app.create_user(name, &format!("{name}@example.com")).await;
     }
@@ -672,12 +653,11 @@ async fn total_counts_the_filtered_users_on_every_page() {
     assert_eq!(past_the_end.body["total"], 1);
     let future = app.get("/users?created_after=2999-01-01&offset=1").await;
     assert_eq!(future.body["total"], 0);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn email_addresses_differing_only_in_case_are_one_address_in_any_script() {
-    let app = TestApp::spawn().await;
+async fn email_addresses_differing_only_in_case_are_one_address_in_any_script(app: TestApp) {
     app.create_user("oscar", "ÖX@example.com").await;
     let single = app.post_user("otto", "öx@example.com").await;
     assert_eq!(single.status, StatusCode::CONFLICT, "{}", single.text);
@@ -716,12 +696,11 @@ async fn email_addresses_differing_only_in_case_are_one_address_in_any_script() 
         "email repeats row 0 of this batch"
     );
     assert_eq!(app.user_count().await, 1);
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn usernames_that_are_blank_or_hold_invisible_characters_are_422() {
-    let app = TestApp::spawn().await;
+async fn usernames_that_are_blank_or_hold_invisible_characters_are_422(app: TestApp) {
     for (index, username) in [
         "   ",
         "\u{202e}admin",
@@ -746,7 +725,6 @@ async fn usernames_that_are_blank_or_hold_invisible_characters_are_422() {
     }
     // Letters of any script, inner spaces and emoji are fine.
     app.create_user("Zoë Ångström 🦀", "zoe@example.com").await;
-    app.stop().await;
 }
 
 #[test]
@@ -769,7 +747,7 @@ fn the_username_pattern_refuses_exactly_the_control_format_and_separator_charact
 #[tokio::test]
 async fn a_connection_lost_mid_statement_is_503_with_retry_after_not_500() {
     use axum::response::IntoResponse as _;
-    let app = TestApp::spawn().await;
+    let app = OwnServerApp::spawn().await;
     let mut victim = app.database.acquire().await.unwrap();
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *victim)
@@ -792,9 +770,9 @@ async fn a_connection_lost_mid_statement_is_503_with_retry_after_not_500() {
     app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn unknown_routes_and_methods_answer_json_and_every_answer_forbids_sniffing() {
-    let app = TestApp::spawn().await;
+async fn unknown_routes_and_methods_answer_json_and_every_answer_forbids_sniffing(app: TestApp) {
     let missing = app.get("/no/such/route").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.body, json!({"detail": "Not Found"}));
@@ -815,12 +793,11 @@ async fn unknown_routes_and_methods_answer_json_and_every_answer_forbids_sniffin
         policy.contains("frame-ancestors 'none'") && policy.contains("default-src 'self'"),
         "{policy}"
     );
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn openapi_declares_query_parameters_limits_and_the_answers_before_the_handler() {
-    let app = TestApp::spawn().await;
+async fn openapi_declares_query_parameters_limits_and_the_answers_before_the_handler(app: TestApp) {
     let spec = app.get("/openapi.json").await.body;
     let list = &spec["paths"]["/users"]["get"];
     let parameters = list["parameters"].as_array().unwrap();
@@ -864,12 +841,11 @@ async fn openapi_declares_query_parameters_limits_and_the_answers_before_the_han
             }
         }
     }
-    app.stop().await;
 }
 
+#[rstest]
 #[tokio::test]
-async fn a_body_of_the_wrong_json_type_is_422_even_where_serde_would_read_it() {
-    let app = TestApp::spawn().await;
+async fn a_body_of_the_wrong_json_type_is_422_even_where_serde_would_read_it(app: TestApp) {
     let alice = app.create_user("alice", "alice@example.com").await;
     // serde reads a struct from an array of its fields; no client means that.
     let patch = app
@@ -899,5 +875,4 @@ async fn a_body_of_the_wrong_json_type_is_422_even_where_serde_would_read_it() {
     let single = app.call("POST", "/users", json!("bob")).await;
     assert_eq!(single.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.user_count().await, 1);
-    app.stop().await;
 }

@@ -15,7 +15,7 @@ pub async fn binaries() -> Binaries {
     BINARIES
         .get_or_init(|| async {
             pgharness::telemetry::init("warn");
-            let config = Config::from_lookup(|name| std::env::var(name).ok()).unwrap();
+            let config = Config::from_process_env().unwrap();
             binaries::provision(&(&config.embedded).into(), &binaries::quiet())
                 .await
                 .unwrap()
@@ -234,12 +234,15 @@ pub fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
     }
 }
 
-/// The API on its own migrated throwaway database, called in-process.
-pub struct TestApp {
+/// The API on a private embedded server of its own, assembled by `Harness::start` as `pgharness
+/// serve` does: for tests that stop and start their database, or need its pool settings. Other
+/// API tests take `pgharness::testing::TestApp`.
+pub struct OwnServerApp {
     pub router: axum::Router,
     pub database: pgharness::database::Database,
     pub server: std::sync::Arc<EmbeddedServer>,
-    pub _home: TempDir,
+    harness: pgharness::Harness,
+    _home: TempDir,
 }
 
 pub struct Reply {
@@ -256,41 +259,57 @@ impl Reply {
     }
 }
 
-impl TestApp {
+impl OwnServerApp {
     pub async fn spawn() -> Self {
         Self::spawn_with(&[]).await
     }
 
-    /// With pool variables (e.g. `DATABASE_POOL_SIZE`).
+    /// With configuration variables (e.g. `DATABASE_POOL_SIZE`).
     pub async fn spawn_with(variables: &[(&str, &str)]) -> Self {
-        let (home, server) = temporary_server().await;
-        let variables: std::collections::HashMap<&str, &str> = variables.iter().copied().collect();
-        let config =
-            Config::from_lookup(|name| variables.get(name).map(|value| (*value).to_owned()))
-                .unwrap();
-        let database = pgharness::database::Database::connect_lazy(&server.url(), &config.pool);
-        let migrations = pgharness::migrations::Migrations::embedded();
-        migrations.up(database.pool(), None).await.unwrap();
-        let server = std::sync::Arc::new(server);
-        let context = pgharness::api::ApiContext::new(
-            database.clone(),
-            config.environment,
-            server.url(),
-            Some(server.clone()),
-            std::sync::Arc::new(migrations),
+        let home = tempfile::tempdir().unwrap();
+        let bin_dir = binaries().await.bin_dir();
+        let mut variables: std::collections::HashMap<&str, String> = variables
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned()))
+            .collect();
+        variables.insert("PGHARNESS_DATA_DIR", home.path().display().to_string());
+        variables.insert("PGHARNESS_PG_BIN_DIR", bin_dir.display().to_string());
+        // Throwaway data: no fsync.
+        variables.insert(
+            "PGHARNESS_PG_CONF",
+            "fsync=off; synchronous_commit=off; full_page_writes=off".to_owned(),
         );
+        let config = Config::from_lookup(|name| variables.get(name).cloned()).unwrap();
+        let harness = pgharness::Harness::start(config, &binaries::quiet())
+            .await
+            .unwrap();
+        harness.prepare().await.unwrap();
         Self {
-            router: pgharness::api::router(context),
-            database,
-            server,
+            router: pgharness::api::router(harness.api_context()),
+            database: harness.database().clone(),
+            server: std::sync::Arc::clone(harness.server().unwrap()),
+            harness,
             _home: home,
         }
     }
 
-    pub async fn send(&self, request: axum::http::Request<axum::body::Body>) -> Reply {
+    pub async fn stop(self) {
+        drop(self.server);
+        self.harness.shutdown().await.unwrap();
+    }
+}
+
+/// Requests to an API in-process, for both `pgharness::testing::TestApp` and [`OwnServerApp`].
+// Only this test binary implements and calls it: the futures' missing `Send` bound is moot.
+#[allow(async_fn_in_trait)]
+pub trait Client {
+    fn router(&self) -> &axum::Router;
+    fn pool(&self) -> &sqlx::PgPool;
+
+    async fn send(&self, request: axum::http::Request<axum::body::Body>) -> Reply {
         use http_body_util::BodyExt as _;
         use tower::ServiceExt as _;
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        let response = self.router().clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
@@ -303,7 +322,7 @@ impl TestApp {
         }
     }
 
-    pub async fn get(&self, uri: &str) -> Reply {
+    async fn get(&self, uri: &str) -> Reply {
         self.send(
             axum::http::Request::get(uri)
                 .body(axum::body::Body::empty())
@@ -312,7 +331,7 @@ impl TestApp {
         .await
     }
 
-    pub async fn call(&self, method: &str, uri: &str, body: serde_json::Value) -> Reply {
+    async fn call(&self, method: &str, uri: &str, body: serde_json::Value) -> Reply {
         self.send(
             axum::http::Request::builder()
                 .method(method)
@@ -325,7 +344,7 @@ impl TestApp {
     }
 
     /// `POST /users`, whatever the answer.
-    pub async fn post_user(&self, username: &str, email: &str) -> Reply {
+    async fn post_user(&self, username: &str, email: &str) -> Reply {
         self.call(
             "POST",
             "/users",
@@ -335,7 +354,7 @@ impl TestApp {
     }
 
     /// `POST /users` that must succeed; the created user.
-    pub async fn create_user(&self, username: &str, email: &str) -> serde_json::Value {
+    async fn create_user(&self, username: &str, email: &str) -> serde_json::Value {
         let reply = self.post_user(username, email).await;
         assert_eq!(
             reply.status,
@@ -346,15 +365,28 @@ impl TestApp {
         reply.body
     }
 
-    pub async fn user_count(&self) -> i64 {
+    async fn user_count(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM users")
-            .fetch_one(self.database.pool())
+            .fetch_one(self.pool())
             .await
             .unwrap()
     }
+}
 
-    pub async fn stop(self) {
-        self.database.close().await;
-        self.server.stop().await.unwrap();
+impl Client for OwnServerApp {
+    fn router(&self) -> &axum::Router {
+        &self.router
+    }
+    fn pool(&self) -> &sqlx::PgPool {
+        self.database.pool()
+    }
+}
+
+impl Client for pgharness::testing::TestApp {
+    fn router(&self) -> &axum::Router {
+        &self.router
+    }
+    fn pool(&self) -> &sqlx::PgPool {
+        self.database.pool()
     }
 }

@@ -328,18 +328,18 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
         .await
         .unwrap();
     let before = databases(&mut admin).await;
-    assert_eq!(
-        before
-            .iter()
-            .filter(|name| name.starts_with("pgh_t_"))
-            .count(),
-        4,
-        "{before:?}"
-    );
+    // Each helper's own upkeep may already have dropped its killed predecessors' databases;
+    // the last one's is certainly left.
+    let left_behind = before
+        .iter()
+        .filter(|name| name.starts_with("pgh_t_"))
+        .count();
+    assert!((1..=4).contains(&left_behind), "{before:?}");
 
     let dropped = pgharness::test_server::tidy(&mut admin).await.unwrap();
     let after = databases(&mut admin).await;
-    assert_eq!(dropped, 6, "{before:?} -> {after:?}");
+    // The killed processes' databases, the abandoned build, the oldest of the four templates.
+    assert_eq!(dropped, left_behind + 2, "{before:?} -> {after:?}");
     assert!(
         !after.iter().any(|name| name.ends_with("_building")),
         "{after:?}"
