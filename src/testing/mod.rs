@@ -29,7 +29,13 @@
 //! kept (`PGHARNESS_TEST_KEEP=failed|always|never`) and its `psql` URL printed.
 
 mod fixtures;
+mod template;
+#[cfg(feature = "server")]
+mod test_app;
 mod worker;
+
+#[cfg(feature = "server")]
+pub use self::test_app::{TestApp, app};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -41,8 +47,6 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use self::worker::{Request, worker};
-#[cfg(feature = "server")]
-use crate::api::{ApiContext, Application};
 use crate::config::{DatabaseUrl, Environment, PoolSettings};
 use crate::database::Database;
 use crate::migrations::{MigrationError, Migrations};
@@ -410,74 +414,6 @@ fn on_own_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'sta
 pub fn db(#[default(&[])] fixtures: &[&str]) -> TestDb {
     match TestDb::builder().fixtures(fixtures).build_blocking() {
         Ok(database) => database,
-        Err(error) => panic!("{error}"),
-    }
-}
-
-/// pgharness's own HTTP API on a test's own database.
-#[cfg(feature = "server")]
-#[derive(Debug)]
-pub struct TestApp {
-    /// The test database behind the API.
-    pub db: TestDb,
-    /// Its pool, as the API uses it.
-    pub database: Database,
-    /// The API's router, for `oneshot` requests.
-    pub router: axum::Router,
-    context: ApiContext,
-}
-
-#[cfg(feature = "server")]
-impl TestApp {
-    /// The API on `db` (database control routes answer 403: the shared server is not yours),
-    /// assembled by [`Harness`](crate::Harness) as `pgharness serve` is, with `APP_ENV=testing`.
-    ///
-    /// # Errors
-    ///
-    /// [`TestDbError::Config`] when the testing configuration is refused (it is not, today).
-    pub fn on(db: TestDb) -> Result<Self, TestDbError> {
-        let config = crate::config::Config::from_lookup(|name| {
-            (name == "APP_ENV").then(|| Environment::Testing.as_str().to_owned())
-        })?;
-        let harness = crate::Harness::on_database(config, db.url().clone(), Migrations::embedded());
-        let context = harness.api_context();
-        Ok(Self {
-            router: crate::api::router(context.clone()),
-            database: harness.database().clone(),
-            context,
-            db,
-        })
-    }
-
-    /// Serves the API on a free local port for tests that need a socket; returns its base URL.
-    /// The server runs until the test's runtime ends.
-    ///
-    /// # Errors
-    ///
-    /// When no port can be bound.
-    pub async fn serve(&self) -> Result<String, crate::api::BindError> {
-        let application = Application::bind(self.context.clone(), "127.0.0.1", 0).await?;
-        let address = application
-            .local_addr()
-            .map_err(|source| crate::api::BindError::Other {
-                address: "127.0.0.1:0".to_owned(),
-                source,
-            })?;
-        tokio::spawn(application.run_until(std::future::pending()));
-        Ok(format!("http://{address}"))
-    }
-}
-
-/// pgharness's API on a fresh migrated database (rstest fixture; `app: TestApp`).
-///
-/// # Panics
-///
-/// When no database can be had.
-#[cfg(feature = "server")]
-#[fixture]
-pub fn app() -> TestApp {
-    match TestApp::on(db(&[])) {
-        Ok(app) => app,
         Err(error) => panic!("{error}"),
     }
 }

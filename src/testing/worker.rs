@@ -6,18 +6,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::TestDbError;
+use super::template::{ensure_template, template_name};
 use crate::config::DatabaseUrl;
-use crate::migrations::{MigrationError, Migrations};
-use crate::test_server::{self, TEMPLATE_PREFIX, TEST_DATABASE_PREFIX, TestSettings};
-
-/// Bumped when what a template holds changes for the same migrations: old ones are not reused.
-const TEMPLATE_FORMAT: &str = "3";
+use crate::migrations::Migrations;
+use crate::test_server::{self, TEST_DATABASE_PREFIX, TestSettings};
 
 pub(super) enum Request {
     Take {
@@ -238,15 +235,6 @@ async fn serve_requests(admin: DatabaseUrl, mut receiver: mpsc::UnboundedReceive
     }
 }
 
-/// The template's name: from the migrations' contents, the server's version and the template
-/// format, so that a change to any of them builds a new one.
-fn template_name(fingerprint: &str, server_version: &str) -> String {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::digest(format!("{fingerprint}/{server_version}/{TEMPLATE_FORMAT}"));
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("{TEMPLATE_PREFIX}{}", &hex[..16])
-}
-
 static SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
 async fn clone_database(
@@ -264,95 +252,4 @@ async fn clone_database(
     .execute(connection)
     .await?;
     Ok(name)
-}
-
-/// The template of a migration set: built once (across processes: under an advisory lock)
-/// and kept while it is among the most recently used.
-async fn ensure_template(
-    connection: &mut PgConnection,
-    admin: &DatabaseUrl,
-    migrations: &Migrations,
-    template: &str,
-) -> Result<(), TestDbError> {
-    let lock = test_server::template_lock(template);
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(lock)
-        .execute(&mut *connection)
-        .await?;
-    let result = build_template(connection, admin, migrations, template).await;
-    sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(lock)
-        .execute(&mut *connection)
-        .await?;
-    result
-}
-
-async fn build_template(
-    connection: &mut PgConnection,
-    admin: &DatabaseUrl,
-    migrations: &Migrations,
-    template: &str,
-) -> Result<(), TestDbError> {
-    let exists: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1 AND datistemplate)",
-    )
-    .bind(template)
-    .fetch_one(&mut *connection)
-    .await?;
-    if exists {
-        return Ok(());
-    }
-    let building = format!("{template}_building");
-    // One statement at a time: several in one string run as one transaction, which
-    // CREATE and DROP DATABASE refuse.
-    for statement in [
-        format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
-        format!("DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{building}\""),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *connection)
-            .await?;
-    }
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin.with_database(&building).connect_options())
-        .await?;
-    let migrated = migrations.up(&pool, None).await;
-    pool.close().await;
-    // A connection to a database whose catalogs changed rebuilds the relation cache's init file
-    // (`pg_internal.init`); made here, once, it is copied into every clone, whose first
-    // connection is then several milliseconds faster.
-    if migrated.is_ok() {
-        let warm =
-            PgConnection::connect_with(&admin.with_database(&building).connect_options()).await?;
-        let _ = warm.close().await;
-    }
-    if let Err(error) = migrated {
-        test_server::drop_on(connection, &building).await?;
-        return Err(match error {
-            MigrationError::Failed {
-                file,
-                line,
-                message,
-            } => TestDbError::MigrationFailed {
-                file,
-                line,
-                message,
-                dir: migrations.dir().to_owned(),
-            },
-            other => other.into(),
-        });
-    }
-    // Marked before it becomes a template: an unmarked template is an old one, and dropped.
-    test_server::mark_template_used(connection, &building).await?;
-    for statement in [
-        format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
-        format!("ALTER DATABASE \"{template}\" IS_TEMPLATE true"),
-    ] {
-        sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-            .execute(&mut *connection)
-            .await?;
-    }
-    Ok(())
 }
