@@ -22,7 +22,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 use pgharness::Stack;
-use pgharness::binaries;
 use pgharness::config::Config;
 use pgharness::embedded::EmbeddedServer;
 
@@ -298,7 +297,9 @@ fn main() {
         })
         .unwrap();
         let pool = config.pool.clone();
-        let stack = Stack::start(config, &binaries::quiet()).await.unwrap();
+        let stack = Stack::start(config, &pgharness::progress::quiet())
+            .await
+            .unwrap();
         let database = stack.harness().database();
         sqlx::query(
             "INSERT INTO users (username, email)

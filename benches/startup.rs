@@ -72,7 +72,7 @@ async fn main() {
     pgharness::telemetry::init("warn");
     let config = Config::from_process_env().unwrap();
     let settings = config.embedded;
-    let binaries = binaries::provision(&(&settings).into(), &binaries::quiet())
+    let binaries = binaries::provision(&(&settings).into(), &pgharness::progress::quiet())
         .await
         .unwrap();
     println!(

@@ -7,12 +7,13 @@ use tracing::{info, warn};
 
 #[cfg(feature = "server")]
 use crate::api::ApiContext;
-use crate::binaries::{self, BinariesError, ProgressSink};
+use crate::binaries::{self, BinariesError};
 use crate::config::{Config, DatabaseTarget, DatabaseUrl};
 use crate::database::{Database, DatabaseError};
 use crate::embedded::{EmbeddedServer, ServerError, ServerOptions};
 use crate::migrations::drift::{self, Difference};
 use crate::migrations::{MigrationEntry, MigrationError, Migrations};
+use crate::progress::{self, Progress, ProgressSink};
 
 /// Why the harness cannot start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -175,7 +176,7 @@ impl Harness {
             return Ok(drift::check(&self.migrations, self.database.pool(), &scratch).await?);
         }
         let binaries =
-            binaries::provision(&(&self.config.embedded).into(), &binaries::quiet()).await?;
+            binaries::provision(&(&self.config.embedded).into(), &progress::quiet()).await?;
         let home = tempfile::tempdir().map_err(|source| ServerError::Io {
             action: "cannot create a temporary directory in",
             path: std::env::temp_dir(),
@@ -252,14 +253,14 @@ impl Stack {
     ///
     /// [`StackError`] naming the step that failed and why.
     pub async fn start(config: Config, progress: &ProgressSink) -> Result<Self, StackError> {
-        progress(binaries::Progress::Step(
+        progress(Progress::Step(
             "Locating PostgreSQL 16 binaries and starting the server".to_owned(),
         ));
         let (host, port) = (config.api.host.clone(), config.api.port);
         let harness = Harness::start(config, progress).await?;
-        progress(binaries::Progress::Step("Applying migrations".to_owned()));
+        progress(Progress::Step("Applying migrations".to_owned()));
         let applied = harness.prepare().await?;
-        progress(binaries::Progress::Step("Starting the API".to_owned()));
+        progress(Progress::Step("Starting the API".to_owned()));
         let context = harness.api_context();
         let exposure = context.access.exposure();
         let application = crate::api::Application::bind(context, &host, port).await?;
@@ -268,7 +269,7 @@ impl Stack {
         let serving = tokio::spawn(application.run_until(async move {
             let _ = stopped.await;
         }));
-        progress(binaries::Progress::Done);
+        progress(Progress::Done);
         Ok(Self {
             harness,
             applied,

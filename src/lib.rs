@@ -5,6 +5,7 @@
 //! - [`binaries`]: PostgreSQL 16 binaries, found or fetched;
 //! - [`embedded`]: the embedded server, also as root;
 //! - [`platform`]: what differs between Linux, macOS and Windows;
+//! - [`progress`]: what a start reports while it works;
 //! - [`database`]: the pool and connection failures;
 //! - [`check`]: the connection check report;
 //! - [`migrations`]: schema migrations and the drift check;
@@ -29,6 +30,7 @@ pub mod embedded;
 pub mod harness;
 pub mod migrations;
 pub mod platform;
+pub mod progress;
 #[cfg(feature = "server")]
 pub mod telemetry;
 pub mod test_server;

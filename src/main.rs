@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use pgharness::binaries::{Progress, ProgressSink};
 use pgharness::config::{Config, DatabaseTarget, DatabaseUrl};
 use pgharness::database::DatabaseError;
 use pgharness::migrations::Migrations;
+use pgharness::progress::{Progress, ProgressSink};
 use pgharness::{Harness, HarnessError, Stack, StackError, check, telemetry};
 
 #[derive(Parser)]

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use pgharness::Stack;
-use pgharness::binaries::{Progress, ProgressSink};
 use pgharness::config::Config;
+use pgharness::progress::{Progress, ProgressSink};
 use serde::Serialize;
 use tauri::menu::{MenuBuilder, SubmenuBuilder};
 use tauri::{AppHandle, Manager, RunEvent, State};

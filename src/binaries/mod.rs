@@ -16,12 +16,12 @@ pub mod npm;
 mod theseus;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use semver::Version;
 use tracing::{info, warn};
 
 pub use self::install::Platform;
+use crate::progress::{Progress, ProgressSink};
 
 /// The major version every source must provide.
 pub const MAJOR: u64 = 16;
@@ -64,32 +64,6 @@ impl From<&crate::config::EmbeddedSettings> for BinarySources {
         }
     }
 }
-
-/// A sink that ignores progress (tests, benchmarks, background work).
-#[must_use]
-pub fn quiet() -> ProgressSink {
-    Arc::new(|_| {})
-}
-
-/// What provisioning reports while it works, for a progress bar or a window.
-#[derive(Debug, Clone)]
-pub enum Progress {
-    /// A step begins (its description).
-    Step(String),
-    /// Bytes of a download received so far, of `total` when known.
-    /// Bytes of a download received so far.
-    Download {
-        /// Bytes received.
-        received: u64,
-        /// The size announced, when it was.
-        total: Option<u64>,
-    },
-    /// Provisioning is over.
-    Done,
-}
-
-/// Where [`Progress`] goes.
-pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 
 /// One source that did not give binaries, and why.
 #[derive(Debug)]

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use super::{Progress, ProgressSink, SourceError};
+use super::SourceError;
+use crate::progress::{Progress, ProgressSink};
 
 /// Long enough for a slow registry, short enough that an unreachable one does not stall `run`.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -11,7 +11,8 @@ use sha2::{Digest as _, Sha512};
 
 use super::install::{Platform, install_atomically, validate};
 use super::net::{self, agent, blocking, http, with_retries};
-use super::{Binaries, MAJOR, Progress, ProgressSink, SourceError};
+use super::{Binaries, MAJOR, SourceError};
+use crate::progress::{Progress, ProgressSink};
 
 /// Downloads and installs this platform's package, and checks that its `postgres` runs.
 pub(super) async fn download(

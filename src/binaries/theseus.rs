@@ -4,7 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::install::{Platform, install_atomically, validate};
-use super::{Binaries, Progress, ProgressSink, SourceError, net};
+use super::{Binaries, SourceError, net};
+use crate::progress::{Progress, ProgressSink};
 
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 

@@ -182,7 +182,8 @@ async fn attach_locked(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
 
 async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
     let config = Config::from_process_env()?;
-    let binaries = binaries::provision(&(&config.embedded).into(), &binaries::quiet()).await?;
+    let binaries =
+        binaries::provision(&(&config.embedded).into(), &crate::progress::quiet()).await?;
     let server = EmbeddedServer::start(
         &binaries,
         &ServerOptions {

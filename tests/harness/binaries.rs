@@ -1,4 +1,5 @@
-use pgharness::binaries::{self, BinariesError, BinarySources, Platform, quiet};
+use pgharness::binaries::{self, BinariesError, BinarySources, Platform};
+use pgharness::progress::quiet;
 
 use crate::helpers::binaries as cached_binaries;
 

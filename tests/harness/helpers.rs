@@ -16,7 +16,7 @@ pub async fn binaries() -> Binaries {
         .get_or_init(|| async {
             pgharness::telemetry::init("warn");
             let config = Config::from_process_env().unwrap();
-            binaries::provision(&(&config.embedded).into(), &binaries::quiet())
+            binaries::provision(&(&config.embedded).into(), &pgharness::progress::quiet())
                 .await
                 .unwrap()
         })
@@ -280,7 +280,7 @@ impl OwnServerApp {
             "fsync=off; synchronous_commit=off; full_page_writes=off".to_owned(),
         );
         let config = Config::from_lookup(|name| variables.get(name).cloned()).unwrap();
-        let harness = pgharness::Harness::start(config, &binaries::quiet())
+        let harness = pgharness::Harness::start(config, &pgharness::progress::quiet())
             .await
             .unwrap();
         harness.prepare().await.unwrap();
