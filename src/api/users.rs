@@ -322,15 +322,8 @@ fn search_pattern(q: Option<String>) -> Result<Option<String>, ApiError> {
     Ok(Some(format!("%{escaped}%")))
 }
 
-/// List users, newest id last: paginated, searchable, filterable by creation time.
-#[utoipa::path(get, path = "/users", tag = "users", params(ListQuery), responses(
-    (status = 200, description = "A page of users", body = UserPage),
-    (status = 422, description = "A query parameter is invalid", body = Object),
-))]
-pub async fn list_users(
-    State(context): State<ApiContext>,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<UserPage>, ApiError> {
+/// The page a listing asks for: `limit` (1 to the maximum, default one page) and `offset`.
+fn page_of(query: &ListQuery) -> Result<(i64, i64), ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     let offset = query.offset.unwrap_or(0);
     let mut errors = Vec::new();
@@ -348,9 +341,23 @@ pub async fn list_users(
             "value_error",
         ));
     }
-    if !errors.is_empty() {
-        return Err(ApiError::fields(errors));
+    if errors.is_empty() {
+        Ok((limit, offset))
+    } else {
+        Err(ApiError::fields(errors))
     }
+}
+
+/// List users, newest id last: paginated, searchable, filterable by creation time.
+#[utoipa::path(get, path = "/users", tag = "users", params(ListQuery), responses(
+    (status = 200, description = "A page of users", body = UserPage),
+    (status = 422, description = "A query parameter is invalid", body = Object),
+))]
+pub async fn list_users(
+    State(context): State<ApiContext>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<UserPage>, ApiError> {
+    let (limit, offset) = page_of(&query)?;
     let created_after = query
         .created_after
         .as_deref()

@@ -288,102 +288,113 @@ impl Config {
     /// A [`ConfigError`] naming the first bad variable, its value and what is allowed.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-
-        let environment = match var("APP_ENV") {
-            None => Environment::Development,
-            Some(value) => value.parse().map_err(|()| ConfigError::Invalid {
-                variable: "APP_ENV",
-                value: value.clone(),
-                reason: "unknown environment".to_owned(),
-                allowed: Environment::ALLOWED.to_owned(),
-            })?,
-        };
-        let preset = PoolSettings::preset(environment);
-        let pool = PoolSettings {
-            size: parse_number(&var, "DATABASE_POOL_SIZE", preset.size, 1)?,
-            max_overflow: parse_number(&var, "DATABASE_MAX_OVERFLOW", preset.max_overflow, 0)?,
-            timeout: Duration::from_secs(parse_number(
-                &var,
-                "DATABASE_POOL_TIMEOUT",
-                preset.timeout.as_secs(),
-                1,
-            )?),
-            recycle: Duration::from_secs(parse_number(
-                &var,
-                "DATABASE_POOL_RECYCLE",
-                preset.recycle.as_secs(),
-                1,
-            )?),
-            echo: parse_bool(&var, "DATABASE_ECHO", preset.echo)?,
-            slow_statement: Duration::from_millis(parse_number(
-                &var,
-                "PGHARNESS_SLOW_QUERY_MS",
-                u64::try_from(preset.slow_statement.as_millis()).unwrap_or(1000),
-                1,
-            )?),
-        };
-        let migrations = MigrationSettings {
-            dir: var("PGHARNESS_MIGRATIONS_DIR").map(PathBuf::from),
-            apply_on_start: parse_bool(&var, "PGHARNESS_AUTO_MIGRATE", true)?,
-        };
-
-        let database = match var("DATABASE_URL") {
-            Some(url) if !url.trim().eq_ignore_ascii_case("embedded") => {
-                DatabaseTarget::External(DatabaseUrl::parse(url.trim())?)
-            }
-            _ => {
-                let allowed = parse_bool(&var, "PGHARNESS_ALLOW_EMBEDDED_IN_PRODUCTION", false)?;
-                if environment == Environment::Production && !allowed {
-                    return Err(ConfigError::EmbeddedInProduction);
-                }
-                DatabaseTarget::Embedded
-            }
-        };
-        let embedded = embedded_settings(&var)?;
-        let api = ApiSettings {
-            host: var("APP_HOST").unwrap_or_else(|| "127.0.0.1".to_owned()),
-            port: parse_number(&var, "APP_PORT", 8000, 0)?,
-            allowed_hosts: var("PGHARNESS_ALLOWED_HOSTS")
-                .map(|names| {
-                    names
-                        .split(',')
-                        .map(|name| name.trim().to_ascii_lowercase())
-                        .filter(|name| !name.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            admin_token: admin_token(&var)?,
-        };
-        let logging = LogSettings {
-            json: match var("PGHARNESS_LOG_FORMAT").as_deref() {
-                None | Some("text") => false,
-                Some("json") => true,
-                Some(other) => {
-                    return Err(ConfigError::Invalid {
-                        variable: "PGHARNESS_LOG_FORMAT",
-                        value: other.to_owned(),
-                        reason: "unknown format".to_owned(),
-                        allowed: "text, json".to_owned(),
-                    });
-                }
-            },
-            dir: match var("PGHARNESS_LOG_DIR") {
-                Some(dir) if dir.eq_ignore_ascii_case("off") => None,
-                Some(dir) => Some(PathBuf::from(dir)),
-                None => Some(PathBuf::from("logs")),
-            },
-        };
-
+        let environment = environment(&var)?;
         Ok(Self {
             environment,
-            database,
-            embedded,
-            pool,
-            migrations,
-            api,
-            logging,
+            database: database_target(&var, environment)?,
+            embedded: embedded_settings(&var)?,
+            pool: pool_settings(&var, environment)?,
+            migrations: MigrationSettings {
+                dir: var("PGHARNESS_MIGRATIONS_DIR").map(PathBuf::from),
+                apply_on_start: parse_bool(&var, "PGHARNESS_AUTO_MIGRATE", true)?,
+            },
+            api: api_settings(&var)?,
+            logging: log_settings(&var)?,
         })
     }
+}
+
+fn environment(var: &impl Fn(&str) -> Option<String>) -> Result<Environment, ConfigError> {
+    match var("APP_ENV") {
+        None => Ok(Environment::Development),
+        Some(value) => value.parse().map_err(|()| ConfigError::Invalid {
+            variable: "APP_ENV",
+            value: value.clone(),
+            reason: "unknown environment".to_owned(),
+            allowed: Environment::ALLOWED.to_owned(),
+        }),
+    }
+}
+
+/// The environment's preset, each value overridable by its variable.
+fn pool_settings(
+    var: &impl Fn(&str) -> Option<String>,
+    environment: Environment,
+) -> Result<PoolSettings, ConfigError> {
+    let preset = PoolSettings::preset(environment);
+    let seconds = |name, default: Duration| {
+        parse_number(var, name, default.as_secs(), 1).map(Duration::from_secs)
+    };
+    Ok(PoolSettings {
+        size: parse_number(var, "DATABASE_POOL_SIZE", preset.size, 1)?,
+        max_overflow: parse_number(var, "DATABASE_MAX_OVERFLOW", preset.max_overflow, 0)?,
+        timeout: seconds("DATABASE_POOL_TIMEOUT", preset.timeout)?,
+        recycle: seconds("DATABASE_POOL_RECYCLE", preset.recycle)?,
+        echo: parse_bool(var, "DATABASE_ECHO", preset.echo)?,
+        slow_statement: Duration::from_millis(parse_number(
+            var,
+            "PGHARNESS_SLOW_QUERY_MS",
+            u64::try_from(preset.slow_statement.as_millis()).unwrap_or(1000),
+            1,
+        )?),
+    })
+}
+
+/// `DATABASE_URL`, else the embedded server (refused in production unless allowed).
+fn database_target(
+    var: &impl Fn(&str) -> Option<String>,
+    environment: Environment,
+) -> Result<DatabaseTarget, ConfigError> {
+    match var("DATABASE_URL") {
+        Some(url) if !url.trim().eq_ignore_ascii_case("embedded") => {
+            Ok(DatabaseTarget::External(DatabaseUrl::parse(url.trim())?))
+        }
+        _ => {
+            let allowed = parse_bool(var, "PGHARNESS_ALLOW_EMBEDDED_IN_PRODUCTION", false)?;
+            if environment == Environment::Production && !allowed {
+                return Err(ConfigError::EmbeddedInProduction);
+            }
+            Ok(DatabaseTarget::Embedded)
+        }
+    }
+}
+
+fn api_settings(var: &impl Fn(&str) -> Option<String>) -> Result<ApiSettings, ConfigError> {
+    Ok(ApiSettings {
+        host: var("APP_HOST").unwrap_or_else(|| "127.0.0.1".to_owned()),
+        port: parse_number(var, "APP_PORT", 8000, 0)?,
+        allowed_hosts: var("PGHARNESS_ALLOWED_HOSTS")
+            .map(|names| {
+                names
+                    .split(',')
+                    .map(|name| name.trim().to_ascii_lowercase())
+                    .filter(|name| !name.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        admin_token: admin_token(var)?,
+    })
+}
+
+fn log_settings(var: &impl Fn(&str) -> Option<String>) -> Result<LogSettings, ConfigError> {
+    let json = match var("PGHARNESS_LOG_FORMAT").as_deref() {
+        None | Some("text") => false,
+        Some("json") => true,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                variable: "PGHARNESS_LOG_FORMAT",
+                value: other.to_owned(),
+                reason: "unknown format".to_owned(),
+                allowed: "text, json".to_owned(),
+            });
+        }
+    };
+    let dir = match var("PGHARNESS_LOG_DIR") {
+        Some(dir) if dir.eq_ignore_ascii_case("off") => None,
+        Some(dir) => Some(PathBuf::from(dir)),
+        None => Some(PathBuf::from("logs")),
+    };
+    Ok(LogSettings { json, dir })
 }
 
 /// Shortest `PGHARNESS_ADMIN_TOKEN` accepted: it guards the database's password.
