@@ -18,13 +18,11 @@ use sqlx::Connection as _;
 
 const ROUNDS: usize = 15;
 
+/// As `pgharness serve` runs it (durable), in `home`.
 fn options(home: &std::path::Path) -> ServerOptions {
     ServerOptions {
-        home: home.to_owned(),
-        port: None,
-        database: "app_db".to_owned(),
         durable: true,
-        configuration: Default::default(),
+        ..ServerOptions::throwaway(home, "app_db")
     }
 }
 

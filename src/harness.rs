@@ -61,13 +61,7 @@ impl Harness {
             DatabaseTarget::Embedded => {
                 let settings = &config.embedded;
                 let binaries = binaries::provision(&settings.into(), progress).await?;
-                let options = ServerOptions {
-                    home: settings.data_dir.clone(),
-                    port: settings.port,
-                    database: settings.database.clone(),
-                    durable: true,
-                    configuration: settings.configuration.clone(),
-                };
+                let options = ServerOptions::configured(settings);
                 let server = Arc::new(EmbeddedServer::start(&binaries, &options).await?);
                 server.supervise();
                 let url = server.url();
@@ -184,13 +178,7 @@ impl Harness {
         })?;
         let scratch_server = EmbeddedServer::start(
             &binaries,
-            &ServerOptions {
-                home: home.path().to_owned(),
-                port: None,
-                database: "postgres".to_owned(),
-                durable: false,
-                configuration: Default::default(),
-            },
+            &ServerOptions::throwaway(home.path(), "postgres"),
         )
         .await?;
         let result = drift::check(

@@ -170,6 +170,33 @@ pub struct ServerOptions {
     pub configuration: BTreeMap<String, String>,
 }
 
+impl ServerOptions {
+    /// The application's server, as configured: durable (fsync on), its data kept.
+    #[must_use]
+    pub fn configured(settings: &crate::config::EmbeddedSettings) -> Self {
+        Self {
+            home: settings.data_dir.clone(),
+            port: settings.port,
+            database: settings.database.clone(),
+            durable: true,
+            configuration: settings.configuration.clone(),
+        }
+    }
+
+    /// A throwaway server in `home` on a free port, with `database`: no fsync, for tests and
+    /// scratch work.
+    #[must_use]
+    pub fn throwaway(home: impl Into<PathBuf>, database: &str) -> Self {
+        Self {
+            home: home.into(),
+            port: None,
+            database: database.to_owned(),
+            durable: false,
+            configuration: BTreeMap::new(),
+        }
+    }
+}
+
 /// Who stops the server.
 #[derive(Debug)]
 enum Role {

@@ -187,11 +187,8 @@ async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
     let server = EmbeddedServer::start(
         &binaries,
         &ServerOptions {
-            home: dir.join("server"),
-            port: None,
-            database: "postgres".to_owned(),
-            durable: false,
             configuration: [("max_connections".to_owned(), "500".to_owned())].into(),
+            ..ServerOptions::throwaway(dir.join("server"), "postgres")
         },
     )
     .await?;

@@ -40,13 +40,7 @@ pub fn migration_versions() -> Vec<String> {
 }
 
 pub fn options(home: &Path) -> ServerOptions {
-    ServerOptions {
-        home: home.to_owned(),
-        port: None,
-        database: "app_db".to_owned(),
-        durable: false,
-        configuration: Default::default(),
-    }
+    ServerOptions::throwaway(home, "app_db")
 }
 
 /// A throwaway server in a temporary home.
