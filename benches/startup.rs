@@ -95,7 +95,7 @@ async fn main() {
     }
 
     // Reference: raw pg_ctl on the same cluster, under the same privilege wrapper.
-    let privilege = Privilege::detect().unwrap();
+    let privilege = Privilege::detect(&Default::default()).unwrap();
     let pg_ctl = binaries.bin_dir().join("pg_ctl");
     let pgdata = home.path().join("pgdata");
     let mut raw = Vec::new();

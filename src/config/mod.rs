@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+use crate::platform::privilege::{RootSettings, RootStrategy};
+
 pub use self::url::{DatabaseUrl, mask_password};
 
 /// A configuration value that cannot be used, or a combination that is refused.
@@ -169,6 +171,8 @@ pub struct EmbeddedSettings {
     pub database: String,
     /// `PGHARNESS_PG_CONF`: `postgresql.conf` settings, `key=value` separated by `;`.
     pub configuration: BTreeMap<String, String>,
+    /// `PGHARNESS_ROOT_STRATEGY` and `PGHARNESS_RUN_AS`: how PostgreSQL runs when this is root.
+    pub root: RootSettings,
 }
 
 /// The whole configuration.
@@ -454,6 +458,27 @@ fn embedded_settings(
         port,
         database,
         configuration,
+        root: root_settings(var)?,
+    })
+}
+
+fn root_settings(var: &impl Fn(&str) -> Option<String>) -> Result<RootSettings, ConfigError> {
+    let defaults = RootSettings::default();
+    let strategy = match var("PGHARNESS_ROOT_STRATEGY").as_deref() {
+        None | Some("userns") => RootStrategy::Automatic,
+        Some("account") => RootStrategy::Account,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                variable: "PGHARNESS_ROOT_STRATEGY",
+                value: other.to_owned(),
+                reason: "unknown strategy".to_owned(),
+                allowed: "userns (a user namespace, else the account), account".to_owned(),
+            });
+        }
+    };
+    Ok(RootSettings {
+        strategy,
+        account: var("PGHARNESS_RUN_AS").unwrap_or(defaults.account),
     })
 }
 

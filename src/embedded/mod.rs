@@ -34,7 +34,7 @@ use tracing::{debug, error, info, warn};
 use crate::binaries::Binaries;
 use crate::config::DatabaseUrl;
 use crate::platform::files;
-pub use crate::platform::privilege::{Privilege, PrivilegeError};
+pub use crate::platform::privilege::{Privilege, PrivilegeError, RootSettings};
 use crate::platform::process;
 
 /// The superuser of the embedded server.
@@ -168,6 +168,8 @@ pub struct ServerOptions {
     pub durable: bool,
     /// Extra `postgresql.conf` settings.
     pub configuration: BTreeMap<String, String>,
+    /// How PostgreSQL runs when this process is root.
+    pub root: RootSettings,
 }
 
 impl ServerOptions {
@@ -180,6 +182,7 @@ impl ServerOptions {
             database: settings.database.clone(),
             durable: true,
             configuration: settings.configuration.clone(),
+            root: settings.root.clone(),
         }
     }
 
@@ -193,6 +196,7 @@ impl ServerOptions {
             database: database.to_owned(),
             durable: false,
             configuration: BTreeMap::new(),
+            root: RootSettings::default(),
         }
     }
 }
@@ -237,7 +241,7 @@ impl EmbeddedServer {
     /// [`ServerError`] naming the cause: port in use, a damaged data directory, a failed
     /// initdb or start (with the server log's last lines), no way to run as non-root.
     pub async fn start(binaries: &Binaries, options: &ServerOptions) -> Result<Self, ServerError> {
-        let privilege = Privilege::detect()?;
+        let privilege = Privilege::detect(&options.root)?;
         let home = &options.home;
         create_private_dir(home)?;
         privilege.hand_over(home)?;

@@ -17,6 +17,34 @@ use tracing::info;
 /// `PGHARNESS_RUN_AS`: the account used when root and user namespaces are unavailable.
 const DEFAULT_ACCOUNT: &str = "nobody";
 
+/// What to do when this process is root (`PGHARNESS_ROOT_STRATEGY`, `PGHARNESS_RUN_AS`; read by
+/// [`Config`](crate::config::Config)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootSettings {
+    /// How to leave root.
+    pub strategy: RootStrategy,
+    /// The unprivileged account to switch to.
+    pub account: String,
+}
+
+impl Default for RootSettings {
+    fn default() -> Self {
+        Self {
+            strategy: RootStrategy::Automatic,
+            account: DEFAULT_ACCOUNT.to_owned(),
+        }
+    }
+}
+
+/// How to leave root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RootStrategy {
+    /// A user namespace where there are any (`userns`, the default), else the account.
+    Automatic,
+    /// Always the unprivileged account (`account`).
+    Account,
+}
+
 /// How PostgreSQL's commands are run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Privilege {
@@ -57,9 +85,6 @@ pub enum PrivilegeError {
         /// The fallback account named.
         account: String,
     },
-    /// `PGHARNESS_ROOT_STRATEGY` has another value than `userns` or `account`.
-    #[error("PGHARNESS_ROOT_STRATEGY={0:?} is not valid. Allowed: userns, account")]
-    BadStrategy(String),
     /// The data directory cannot be given to the account.
     #[error("cannot give {} to account {account}: {source}", path.display())]
     Chown {
@@ -78,20 +103,12 @@ impl Privilege {
     /// # Errors
     ///
     /// [`PrivilegeError`] when root and neither a user namespace nor the fallback account works.
-    pub fn detect() -> Result<Self, PrivilegeError> {
+    pub fn detect(settings: &RootSettings) -> Result<Self, PrivilegeError> {
         static DETECTED: OnceLock<Result<Privilege, NamespaceUnavailable>> = OnceLock::new();
-        let strategy = std::env::var("PGHARNESS_ROOT_STRATEGY").ok();
-        if let Some(strategy) = strategy
-            .as_deref()
-            .filter(|value| !matches!(*value, "" | "userns" | "account"))
-        {
-            return Err(PrivilegeError::BadStrategy(strategy.to_owned()));
-        }
         if !os::is_root() {
             return Ok(Self::Direct);
         }
-        let forced_account = strategy.as_deref() == Some("account");
-        let namespace = if forced_account {
+        let namespace = if settings.strategy == RootStrategy::Account {
             Err(NamespaceUnavailable(
                 "PGHARNESS_ROOT_STRATEGY=account".to_owned(),
             ))
@@ -106,10 +123,7 @@ impl Privilege {
                 Ok(privilege)
             }
             Err(namespace_error) => {
-                let account = std::env::var("PGHARNESS_RUN_AS")
-                    .ok()
-                    .filter(|value| !value.is_empty())
-                    .unwrap_or_else(|| DEFAULT_ACCOUNT.to_owned());
+                let account = settings.account.clone();
                 match os::unprivileged_account(&account) {
                     Some((uid, gid)) => {
                         info!(account, %namespace_error, "running as root: PostgreSQL runs as an unprivileged account");

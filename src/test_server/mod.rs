@@ -188,6 +188,7 @@ async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
         &binaries,
         &ServerOptions {
             configuration: [("max_connections".to_owned(), "500".to_owned())].into(),
+            root: config.embedded.root.clone(),
             ..ServerOptions::throwaway(dir.join("server"), "postgres")
         },
     )
