@@ -512,6 +512,32 @@ fn validate_batch(users: &[NewUser]) -> Result<(), ApiError> {
     }
 }
 
+/// Each row whose username or e-mail key is taken already, or repeats an earlier row's.
+fn batch_conflicts(
+    usernames: &[&str],
+    emails: &[String],
+    taken_usernames: &[String],
+    taken_emails: &[String],
+) -> Vec<FieldError> {
+    let mut conflicts = Vec::new();
+    let mut first_username: HashMap<&str, usize> = HashMap::new();
+    let mut first_email: HashMap<&str, usize> = HashMap::new();
+    for (index, (username, email)) in usernames.iter().zip(emails).enumerate() {
+        let location = [json!("body"), json!(index)];
+        if taken_usernames.iter().any(|taken| taken == username) {
+            conflicts.push(Unique::Username.taken(&location));
+        } else if let Some(first) = first_username.insert(username, index) {
+            conflicts.push(Unique::Username.repeated(&location, first));
+        }
+        if taken_emails.iter().any(|taken| taken == email) {
+            conflicts.push(Unique::Email.taken(&location));
+        } else if let Some(first) = first_email.insert(email.as_str(), index) {
+            conflicts.push(Unique::Email.repeated(&location, first));
+        }
+    }
+    conflicts
+}
+
 async fn insert_batch(unit: &mut UnitOfWork, users: &[NewUser]) -> Result<Response, ApiError> {
     let usernames: Vec<&str> = users.iter().map(|user| user.username.as_str()).collect();
     let originals: Vec<&str> = users.iter().map(|user| user.email.as_str()).collect();
@@ -537,23 +563,7 @@ async fn insert_batch(unit: &mut UnitOfWork, users: &[NewUser]) -> Result<Respon
         .map_err(ApiError::from)?;
     let taken_usernames: Vec<String> = taken.iter().filter_map(|(name, _)| name.clone()).collect();
     let taken_emails: Vec<String> = taken.into_iter().filter_map(|(_, email)| email).collect();
-
-    let mut conflicts = Vec::new();
-    let mut first_username: HashMap<&str, usize> = HashMap::new();
-    let mut first_email: HashMap<&str, usize> = HashMap::new();
-    for (index, (username, email)) in usernames.iter().zip(&emails).enumerate() {
-        let location = [json!("body"), json!(index)];
-        if taken_usernames.iter().any(|taken| taken == username) {
-            conflicts.push(Unique::Username.taken(&location));
-        } else if let Some(first) = first_username.insert(username, index) {
-            conflicts.push(Unique::Username.repeated(&location, first));
-        }
-        if taken_emails.iter().any(|taken| taken == email) {
-            conflicts.push(Unique::Email.taken(&location));
-        } else if let Some(first) = first_email.insert(email, index) {
-            conflicts.push(Unique::Email.repeated(&location, first));
-        }
-    }
+    let conflicts = batch_conflicts(&usernames, &emails, &taken_usernames, &taken_emails);
     if !conflicts.is_empty() {
         return Err(ApiError::Conflict(conflicts));
     }

@@ -83,28 +83,7 @@ impl DatabaseUrl {
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| username.clone());
 
-        let mut ssl_mode = PgSslMode::Prefer;
-        let mut application_name = None;
-        for (key, value) in url.query_pairs() {
-            match key.as_ref() {
-                "sslmode" | "ssl" => {
-                    ssl_mode = parse_ssl_mode(&value).ok_or_else(|| {
-                        invalid(
-                            format!("unknown {key} `{value}`"),
-                            "disable, allow, prefer, require, verify-ca, verify-full (ssl=true means require)",
-                        )
-                    })?;
-                }
-                "application_name" => application_name = Some(value.into_owned()),
-                other => {
-                    return Err(invalid(
-                        format!("unknown query parameter `{other}`"),
-                        "sslmode, ssl, application_name",
-                    ));
-                }
-            }
-        }
-
+        let (ssl_mode, application_name) = query_options(&url, &invalid)?;
         Ok(Self {
             host,
             port: url.port().unwrap_or(DEFAULT_PORT),
@@ -204,6 +183,35 @@ impl fmt::Debug for DatabaseUrl {
             .field("ssl_mode", &self.ssl_mode)
             .finish()
     }
+}
+
+/// `sslmode` (or `ssl`) and `application_name` from the URL's query; anything else is refused.
+fn query_options(
+    url: &url::Url,
+    invalid: &impl Fn(String, &str) -> ConfigError,
+) -> Result<(PgSslMode, Option<String>), ConfigError> {
+    let mut ssl_mode = PgSslMode::Prefer;
+    let mut application_name = None;
+    for (key, value) in url.query_pairs() {
+        match key.as_ref() {
+            "sslmode" | "ssl" => {
+                ssl_mode = parse_ssl_mode(&value).ok_or_else(|| {
+                    invalid(
+                        format!("unknown {key} `{value}`"),
+                        "disable, allow, prefer, require, verify-ca, verify-full (ssl=true means require)",
+                    )
+                })?;
+            }
+            "application_name" => application_name = Some(value.into_owned()),
+            other => {
+                return Err(invalid(
+                    format!("unknown query parameter `{other}`"),
+                    "sslmode, ssl, application_name",
+                ));
+            }
+        }
+    }
+    Ok((ssl_mode, application_name))
 }
 
 fn parse_ssl_mode(value: &str) -> Option<PgSslMode> {
