@@ -276,81 +276,58 @@ fn restart_under_load(
     );
 }
 
-fn main() {
-    require("wrk");
-    require("pgbench");
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let directory = tempfile::tempdir().unwrap();
-    let stack = runtime.block_on(async {
-        pgharness::telemetry::init("warn");
-        let data_dir = directory.path().join("data").display().to_string();
-        let config = Config::from_lookup(|name| match name {
-            "PGHARNESS_DATA_DIR" => Some(data_dir.clone()),
-            // Throwaway data; room for the API's pool and pgbench's 64 clients at once.
-            "PGHARNESS_PG_CONF" => Some(
-                "fsync=off; synchronous_commit=off; full_page_writes=off; max_connections=300"
-                    .to_owned(),
-            ),
-            "APP_HOST" => Some("127.0.0.1".to_owned()),
-            "APP_PORT" => Some("0".to_owned()),
-            _ => std::env::var(name).ok(),
-        })
+/// The stack as `pgharness serve` starts it, on throwaway data in `directory`, with the users
+/// the benchmark reads.
+async fn start_seeded_stack(directory: &Path) -> Stack {
+    pgharness::telemetry::init("warn");
+    let data_dir = directory.join("data").display().to_string();
+    let config = Config::from_lookup(|name| match name {
+        "PGHARNESS_DATA_DIR" => Some(data_dir.clone()),
+        // Throwaway data; room for the API's pool and pgbench's 64 clients at once.
+        "PGHARNESS_PG_CONF" => Some(
+            "fsync=off; synchronous_commit=off; full_page_writes=off; max_connections=300"
+                .to_owned(),
+        ),
+        "APP_HOST" => Some("127.0.0.1".to_owned()),
+        "APP_PORT" => Some("0".to_owned()),
+        _ => std::env::var(name).ok(),
+    })
+    .unwrap();
+    let pool = config.pool.clone();
+    let stack = Stack::start(config, &pgharness::progress::quiet())
+        .await
         .unwrap();
-        let pool = config.pool.clone();
-        let stack = Stack::start(config, &pgharness::progress::quiet())
-            .await
-            .unwrap();
-        let database = stack.harness().database();
-        sqlx::query(
-            "INSERT INTO users (username, email)
-             SELECT 'user' || n, 'user' || n || '@example.com' FROM generate_series(1, $1) AS n",
-        )
-        .bind(USERS)
+    let database = stack.harness().database();
+    sqlx::query(
+        "INSERT INTO users (username, email)
+         SELECT 'user' || n, 'user' || n || '@example.com' FROM generate_series(1, $1) AS n",
+    )
+    .bind(USERS)
+    .execute(database.pool())
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE users")
         .execute(database.pool())
         .await
         .unwrap();
-        sqlx::query("ANALYZE users")
-            .execute(database.pool())
-            .await
-            .unwrap();
-        println!(
-            "pool: {} + {} overflow; {USERS} users; {SECONDS} s per run",
-            pool.size, pool.max_overflow
-        );
-        stack
-    });
-    let server = Arc::clone(stack.harness().server().unwrap());
-    let base = stack.url();
+    println!(
+        "pool: {} + {} overflow; {USERS} users; {SECONDS} s per run",
+        pool.size, pool.max_overflow
+    );
+    stack
+}
 
-    let users = wrk(
-        "GET /users/{id}",
-        &base,
-        &format!(
-            "request = function() return wrk.format('GET', '/users/' .. math.random(1, {USERS})) end\n"
-        ),
-        directory.path(),
-    );
-    let health = wrk(
-        "GET /health",
-        &base,
-        "wrk.path = '/health'\n",
-        directory.path(),
-    );
-    let http_alone = wrk(
-        "GET /health/live, no database",
-        &base,
-        "wrk.path = '/health/live'\n",
-        directory.path(),
-    );
-    let ceilings: Vec<Measurement> = [8, 16, 64]
-        .into_iter()
-        .map(|clients| pgbench(&server, clients, directory.path()))
-        .collect();
-
+/// The measurements, the ratio to the ceiling, and the bound that shared cores set.
+fn report(
+    users: &Measurement,
+    health: &Measurement,
+    http_alone: &Measurement,
+    ceilings: &[Measurement],
+) {
     users.print();
     health.print();
     http_alone.print();
-    for ceiling in &ceilings {
+    for ceiling in ceilings {
         ceiling.print();
     }
     let best = ceilings
@@ -379,6 +356,43 @@ fn main() {
         bound / best.requests_per_second * 100.0,
         users.requests_per_second / bound * 100.0,
     );
+}
+
+fn main() {
+    require("wrk");
+    require("pgbench");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let directory = tempfile::tempdir().unwrap();
+    let stack = runtime.block_on(start_seeded_stack(directory.path()));
+    let server = Arc::clone(stack.harness().server().unwrap());
+    let base = stack.url();
+
+    let users = wrk(
+        "GET /users/{id}",
+        &base,
+        &format!(
+            "request = function() return wrk.format('GET', '/users/' .. math.random(1, {USERS})) end\n"
+        ),
+        directory.path(),
+    );
+    let health = wrk(
+        "GET /health",
+        &base,
+        "wrk.path = '/health'\n",
+        directory.path(),
+    );
+    let http_alone = wrk(
+        "GET /health/live, no database",
+        &base,
+        "wrk.path = '/health/live'\n",
+        directory.path(),
+    );
+    let ceilings: Vec<Measurement> = [8, 16, 64]
+        .into_iter()
+        .map(|clients| pgbench(&server, clients, directory.path()))
+        .collect();
+
+    report(&users, &health, &http_alone, &ceilings);
     restart_under_load(&runtime, &server, &base, directory.path());
     drop(server);
     runtime.block_on(stack.shutdown()).unwrap();

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use pgharness::binaries;
+use pgharness::binaries::{self, Binaries};
 use pgharness::config::Config;
 use pgharness::embedded::{EmbeddedServer, Privilege, ServerOptions};
 use sqlx::Connection as _;
@@ -65,6 +65,47 @@ async fn time_start(binaries: &pgharness::binaries::Binaries, home: &std::path::
     elapsed
 }
 
+/// The reference: raw `pg_ctl start -w` on the cluster in `home`, under the same privilege
+/// wrapper.
+fn time_raw_pg_ctl(binaries: &Binaries, home: &std::path::Path) -> Vec<Duration> {
+    let privilege = Privilege::detect(&Default::default()).unwrap();
+    let pg_ctl = binaries.bin_dir().join("pg_ctl");
+    let pgdata = home.join("pgdata");
+    let mut raw = Vec::new();
+    for _ in 0..ROUNDS {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let args =
+            |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
+        let start_args = args(&[
+            "start",
+            "-w",
+            "-D",
+            pgdata.to_str().unwrap(),
+            "-l",
+            home.join("raw.log").to_str().unwrap(),
+            "-o",
+            &format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"),
+        ]);
+        let started = Instant::now();
+        let status = privilege
+            .command(&pg_ctl, &start_args, &[])
+            .output()
+            .unwrap();
+        raw.push(started.elapsed());
+        assert!(status.status.success());
+        let stop_args = args(&["stop", "-w", "-m", "fast", "-D", pgdata.to_str().unwrap()]);
+        privilege
+            .command(&pg_ctl, &stop_args, &[])
+            .output()
+            .unwrap();
+    }
+    raw
+}
+
 #[tokio::main]
 async fn main() {
     pgharness::telemetry::init("warn");
@@ -94,42 +135,7 @@ async fn main() {
         warm.push(time_start(&binaries, home.path()).await);
     }
 
-    // Reference: raw pg_ctl on the same cluster, under the same privilege wrapper.
-    let privilege = Privilege::detect(&Default::default()).unwrap();
-    let pg_ctl = binaries.bin_dir().join("pg_ctl");
-    let pgdata = home.path().join("pgdata");
-    let mut raw = Vec::new();
-    for _ in 0..ROUNDS {
-        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let args =
-            |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
-        let start_args = args(&[
-            "start",
-            "-w",
-            "-D",
-            pgdata.to_str().unwrap(),
-            "-l",
-            home.path().join("raw.log").to_str().unwrap(),
-            "-o",
-            &format!("-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories=''"),
-        ]);
-        let started = Instant::now();
-        let status = privilege
-            .command(&pg_ctl, &start_args, &[])
-            .output()
-            .unwrap();
-        raw.push(started.elapsed());
-        assert!(status.status.success());
-        let stop_args = args(&["stop", "-w", "-m", "fast", "-D", pgdata.to_str().unwrap()]);
-        privilege
-            .command(&pg_ctl, &stop_args, &[])
-            .output()
-            .unwrap();
-    }
+    let raw = time_raw_pg_ctl(&binaries, home.path());
 
     report(
         "warm start (existing data dir)",

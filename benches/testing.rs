@@ -163,19 +163,9 @@ fn milliseconds(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
-fn main() {
-    if let Some(dir) = std::env::var_os("PGHARNESS_BENCH_SQLX_SIDE") {
-        println!("{}", sqlx_side(Path::new(&dir)).as_secs_f64());
-        return;
-    }
-    pgharness::telemetry::init("warn");
-    let work = tempfile::tempdir().unwrap();
-    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    let realistic = work.path().join("realistic");
-    std::fs::create_dir(&realistic).unwrap();
-    realistic_migrations(&realistic, 30);
-
-    // 1. Time to a ready database. The first request also builds the template: not sampled.
+/// Time to a ready database, prefetched and cloned on demand; returns the shared server's admin
+/// URL. The first request also builds the template: not sampled.
+fn time_to_a_ready_database() -> String {
     let (prefetched, on_demand, first_query, admin) = runtime().block_on(async {
         let first = TestDb::new().await.unwrap();
         let admin = first.url().with_database("postgres").expose_url();
@@ -213,17 +203,21 @@ fn main() {
         "prefetched, to a first query done: median {:>6.2} ms   (connecting included)",
         milliseconds(median(first_query))
     );
+    admin
+}
 
-    // 2. 100 tests, both fixtures, both migration sets.
+/// 100 tests on each migration set, pgharness and `#[sqlx::test]` (in a child process) on the
+/// same server.
+fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
     for (label, dir, target) in [
-        ("project's migrations (1)", &project, 1.5),
-        ("realistic migrations (32)", &realistic, 5.0),
+        ("project's migrations (1)", project, 1.5),
+        ("realistic migrations (32)", realistic, 5.0),
     ] {
         // Our side's time includes building the template of a new migration set, once.
         let ours = pgharness_side(dir);
         let child = std::process::Command::new(std::env::current_exe().unwrap())
             .env("PGHARNESS_BENCH_SQLX_SIDE", dir)
-            .env("DATABASE_URL", &admin)
+            .env("DATABASE_URL", admin)
             .output()
             .unwrap();
         assert!(
@@ -245,4 +239,20 @@ fn main() {
             if speedup >= target { "met" } else { "MISSED" }
         );
     }
+}
+
+fn main() {
+    if let Some(dir) = std::env::var_os("PGHARNESS_BENCH_SQLX_SIDE") {
+        println!("{}", sqlx_side(Path::new(&dir)).as_secs_f64());
+        return;
+    }
+    pgharness::telemetry::init("warn");
+    let work = tempfile::tempdir().unwrap();
+    let project = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    let realistic = work.path().join("realistic");
+    std::fs::create_dir(&realistic).unwrap();
+    realistic_migrations(&realistic, 30);
+
+    let admin = time_to_a_ready_database();
+    compare_with_sqlx_test(&project, &realistic, &admin);
 }
