@@ -10,6 +10,7 @@ use pgharness::config::{Config, DatabaseTarget, DatabaseUrl};
 use pgharness::database::DatabaseError;
 use pgharness::migrations::Migrations;
 use pgharness::progress::{Progress, ProgressSink};
+use pgharness::test_server::KeptDatabase;
 use pgharness::{Harness, HarnessError, Stack, StackError, check, telemetry};
 
 #[derive(Parser)]
@@ -223,64 +224,79 @@ async fn testdb(action: &TestdbAction) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let known = |name: &str| kept.iter().any(|database| database.name == name);
     match action {
-        TestdbAction::List => {
-            if kept.is_empty() {
-                println!("No kept test databases.");
-            }
-            for database in &kept {
-                let age = database
-                    .kept_at
-                    .elapsed()
-                    .map_or(0, |age| age.as_secs() / 60);
-                println!(
-                    "{}  kept {age} min ago  {} {}\n  psql '{}'",
-                    database.name,
-                    database.crate_name,
-                    database.test,
-                    test_server::psql_url(&admin, &database.name)
-                );
-            }
-        }
-        TestdbAction::Drop { name, all } => {
-            let names: Vec<&str> = match (name, all) {
-                (Some(name), _) if known(name) => vec![name.as_str()],
-                (Some(name), _) => {
-                    eprintln!("✗ {name} is not a kept test database: see `pgharness testdb list`");
-                    return ExitCode::FAILURE;
-                }
-                (None, true) => kept.iter().map(|database| database.name.as_str()).collect(),
-                (None, false) => {
-                    eprintln!("✗ name a database to drop, or give --all");
-                    return ExitCode::FAILURE;
-                }
-            };
-            for name in names {
-                if let Err(error) = test_server::drop_database(&admin, name).await {
-                    eprintln!("✗ cannot drop {name}: {error}");
-                    return ExitCode::FAILURE;
-                }
-                println!("Dropped {name}");
-            }
-        }
-        TestdbAction::Psql { name } => {
-            if !known(name) {
-                eprintln!("✗ {name} is not a kept test database: see `pgharness testdb list`");
-                return ExitCode::FAILURE;
-            }
-            let url = test_server::psql_url(&admin, name);
-            return match std::process::Command::new("psql").arg(&url).status() {
-                Ok(status) if status.success() => ExitCode::SUCCESS,
-                Ok(_) => ExitCode::FAILURE,
-                Err(error) => {
-                    eprintln!("✗ cannot run psql ({error}); open it yourself: psql '{url}'");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        TestdbAction::List => list_kept(&admin, &kept),
+        TestdbAction::Drop { name, all } => drop_kept(&admin, &kept, name.as_deref(), *all).await,
+        TestdbAction::Psql { name } => open_kept(&admin, &kept, name),
+    }
+}
+
+fn list_kept(admin: &DatabaseUrl, kept: &[KeptDatabase]) -> ExitCode {
+    if kept.is_empty() {
+        println!("No kept test databases.");
+    }
+    for database in kept {
+        let age = database
+            .kept_at
+            .elapsed()
+            .map_or(0, |age| age.as_secs() / 60);
+        println!(
+            "{}  kept {age} min ago  {} {}\n  psql '{}'",
+            database.name,
+            database.crate_name,
+            database.test,
+            pgharness::test_server::psql_url(admin, &database.name)
+        );
     }
     ExitCode::SUCCESS
+}
+
+async fn drop_kept(
+    admin: &DatabaseUrl,
+    kept: &[KeptDatabase],
+    name: Option<&str>,
+    all: bool,
+) -> ExitCode {
+    let names: Vec<&str> = match (name, all) {
+        (Some(name), _) if is_kept(kept, name) => vec![name],
+        (Some(name), _) => {
+            eprintln!("✗ {name} is not a kept test database: see `pgharness testdb list`");
+            return ExitCode::FAILURE;
+        }
+        (None, true) => kept.iter().map(|database| database.name.as_str()).collect(),
+        (None, false) => {
+            eprintln!("✗ name a database to drop, or give --all");
+            return ExitCode::FAILURE;
+        }
+    };
+    for name in names {
+        if let Err(error) = pgharness::test_server::drop_database(admin, name).await {
+            eprintln!("✗ cannot drop {name}: {error}");
+            return ExitCode::FAILURE;
+        }
+        println!("Dropped {name}");
+    }
+    ExitCode::SUCCESS
+}
+
+fn open_kept(admin: &DatabaseUrl, kept: &[KeptDatabase], name: &str) -> ExitCode {
+    if !is_kept(kept, name) {
+        eprintln!("✗ {name} is not a kept test database: see `pgharness testdb list`");
+        return ExitCode::FAILURE;
+    }
+    let url = pgharness::test_server::psql_url(admin, name);
+    match std::process::Command::new("psql").arg(&url).status() {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("✗ cannot run psql ({error}); open it yourself: psql '{url}'");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_kept(kept: &[KeptDatabase], name: &str) -> bool {
+    kept.iter().any(|database| database.name == name)
 }
 
 async fn new_migration(config: &Config, name: &str) -> ExitCode {
