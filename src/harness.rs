@@ -13,7 +13,7 @@ use crate::database::{Database, DatabaseError};
 use crate::embedded::{EmbeddedServer, ServerError, ServerOptions};
 use crate::migrations::drift::{self, Difference};
 use crate::migrations::{MigrationEntry, MigrationError, Migrations};
-use crate::progress::{self, Progress, ProgressSink};
+use crate::progress::{self, ProgressSink};
 
 /// Why the harness cannot start or stop.
 #[derive(Debug, thiserror::Error)]
@@ -241,14 +241,18 @@ impl Stack {
     ///
     /// [`StackError`] naming the step that failed and why.
     pub async fn start(config: Config, progress: &ProgressSink) -> Result<Self, StackError> {
-        progress(Progress::Step(
+        progress(crate::progress::Progress::Step(
             "Locating PostgreSQL 16 binaries and starting the server".to_owned(),
         ));
         let (host, port) = (config.api.host.clone(), config.api.port);
         let harness = Harness::start(config, progress).await?;
-        progress(Progress::Step("Applying migrations".to_owned()));
+        progress(crate::progress::Progress::Step(
+            "Applying migrations".to_owned(),
+        ));
         let applied = harness.prepare().await?;
-        progress(Progress::Step("Starting the API".to_owned()));
+        progress(crate::progress::Progress::Step(
+            "Starting the API".to_owned(),
+        ));
         let context = harness.api_context();
         let exposure = context.access.exposure();
         let application = crate::api::Application::bind(context, &host, port).await?;
@@ -257,7 +261,7 @@ impl Stack {
         let serving = tokio::spawn(application.run_until(async move {
             let _ = stopped.await;
         }));
-        progress(Progress::Done);
+        progress(crate::progress::Progress::Done);
         Ok(Self {
             harness,
             applied,

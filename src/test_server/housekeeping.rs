@@ -187,12 +187,57 @@ pub(crate) fn template_lock(template: &str) -> i64 {
 ///
 /// [`sqlx::Error`] when the server cannot be asked; single failed drops are only logged.
 pub async fn tidy(connection: &mut PgConnection) -> Result<usize, sqlx::Error> {
-    let settings = TestSettings::get();
     let databases = marked(connection).await?;
-    let mut doomed = Vec::new();
-
-    let mut kept: Vec<(&String, u64)> = Vec::new();
+    let mut doomed = finished_test_databases(&databases);
+    let mut dropped = 0;
+    let mut templates: std::collections::HashMap<&str, Vec<(&String, u64)>> =
+        std::collections::HashMap::new();
     for (name, mark) in &databases {
+        if !name.starts_with(TEMPLATE_PREFIX) {
+            continue;
+        }
+        if name.ends_with("_building") {
+            if drop_if_abandoned(connection, name).await? {
+                dropped += 1;
+            }
+            continue;
+        }
+        if mark.crate_name.is_empty() {
+            // Unmarked: made by an older pgharness, whose template format is retired.
+            doomed.push(name.clone());
+            continue;
+        }
+        templates
+            .entry(mark.crate_name.as_str())
+            .or_default()
+            .push((name, mark.used_at.unwrap_or(0)));
+    }
+    for (_, mut of_crate) in templates {
+        of_crate.sort_by_key(|(_, used_at)| std::cmp::Reverse(*used_at));
+        doomed.extend(
+            of_crate
+                .into_iter()
+                .skip(TestSettings::get().templates_per_crate)
+                .map(|(name, _)| name.clone()),
+        );
+    }
+    for name in doomed {
+        if retire(connection, &name).await {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        info!(dropped, "dropped left-over test databases");
+    }
+    Ok(dropped)
+}
+
+/// Test databases whose process is gone (unless kept), and kept ones past their age or count.
+fn finished_test_databases(databases: &[(String, Mark)]) -> Vec<String> {
+    let settings = TestSettings::get();
+    let mut doomed = Vec::new();
+    let mut kept: Vec<(&String, u64)> = Vec::new();
+    for (name, mark) in databases {
         let Some(rest) = name.strip_prefix(TEST_DATABASE_PREFIX) else {
             continue;
         };
@@ -213,61 +258,28 @@ pub async fn tidy(connection: &mut PgConnection) -> Result<usize, sqlx::Error> {
             doomed.push(name.clone());
         }
     }
+    doomed
+}
 
-    let mut dropped_building = 0;
-    let mut templates: std::collections::HashMap<&str, Vec<(&String, u64)>> =
-        std::collections::HashMap::new();
-    for (name, mark) in &databases {
-        if !name.starts_with(TEMPLATE_PREFIX) {
-            continue;
-        }
-        if name.ends_with("_building") {
-            if drop_if_abandoned(connection, name).await? {
-                dropped_building += 1;
-            }
-            continue;
-        }
-        if mark.crate_name.is_empty() {
-            // Unmarked: made by an older pgharness, whose template format is retired.
-            doomed.push(name.clone());
-            continue;
-        }
-        templates
-            .entry(mark.crate_name.as_str())
-            .or_default()
-            .push((name, mark.used_at.unwrap_or(0)));
-    }
-    for (_, mut of_crate) in templates {
-        of_crate.sort_by_key(|(_, used_at)| std::cmp::Reverse(*used_at));
-        doomed.extend(
-            of_crate
-                .into_iter()
-                .skip(settings.templates_per_crate)
-                .map(|(name, _)| name.clone()),
-        );
-    }
-
-    let mut dropped = dropped_building;
-    for name in doomed {
-        if name.starts_with(TEMPLATE_PREFIX) {
-            let unmark = format!("ALTER DATABASE \"{name}\" IS_TEMPLATE false");
-            if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(unmark))
-                .execute(&mut *connection)
-                .await
-            {
-                warn!(database = name, %error, "could not retire an old template");
-                continue;
-            }
-        }
-        match drop_on(connection, &name).await {
-            Ok(()) => dropped += 1,
-            Err(error) => warn!(database = name, %error, "could not drop a left-over database"),
+/// Drops `name` (a template is unmarked as one first); whether it is gone.
+async fn retire(connection: &mut PgConnection, name: &str) -> bool {
+    if name.starts_with(TEMPLATE_PREFIX) {
+        let unmark = format!("ALTER DATABASE \"{name}\" IS_TEMPLATE false");
+        if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(unmark))
+            .execute(&mut *connection)
+            .await
+        {
+            warn!(database = name, %error, "could not retire an old template");
+            return false;
         }
     }
-    if dropped > 0 {
-        info!(dropped, "dropped left-over test databases");
+    match drop_on(connection, name).await {
+        Ok(()) => true,
+        Err(error) => {
+            warn!(database = name, %error, "could not drop a left-over database");
+            false
+        }
     }
-    Ok(dropped)
 }
 
 /// Drops a `_building` database whose build was abandoned (its builder died: the build lock is
