@@ -66,13 +66,13 @@ pub enum MigrationError {
         /// The versions there are.
         known: String,
     },
-    #[error("cannot read migrations from {dir}: {message}")]
+    #[error("cannot read migrations from {dir}: {source}")]
     /// The migration files cannot be read.
     Source {
         /// The directory.
         dir: PathBuf,
-        /// What is wrong.
-        message: String,
+        /// sqlx's error.
+        source: sqlx::migrate::MigrateError,
     },
     #[error(
         "{dir} does not exist (working directory {cwd}): create it, or point          PGHARNESS_MIGRATIONS_DIR at your migrations"
@@ -251,9 +251,9 @@ impl Migrations {
         }
         let migrator = Migrator::new(dir)
             .await
-            .map_err(|error| MigrationError::Source {
+            .map_err(|source| MigrationError::Source {
                 dir: dir.to_owned(),
-                message: error.to_string(),
+                source,
             })?;
         // sqlx takes an `.up.sql` without its `.down.sql` silently; `down` would then fail
         // much later, or revert nothing.

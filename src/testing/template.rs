@@ -71,35 +71,9 @@ async fn build_template(
             .execute(&mut *connection)
             .await?;
     }
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin.with_database(&building).connect_options())
-        .await?;
-    let migrated = migrations.up(&pool, None).await;
-    pool.close().await;
-    // A connection to a database whose catalogs changed rebuilds the relation cache's init file
-    // (`pg_internal.init`); made here, once, it is copied into every clone, whose first
-    // connection is then several milliseconds faster.
-    if migrated.is_ok() {
-        let warm =
-            PgConnection::connect_with(&admin.with_database(&building).connect_options()).await?;
-        let _ = warm.close().await;
-    }
-    if let Err(error) = migrated {
+    if let Err(error) = migrate(&admin.with_database(&building), migrations).await {
         test_server::drop_on(connection, &building).await?;
-        return Err(match error {
-            MigrationError::Failed {
-                file,
-                line,
-                message,
-            } => TestDbError::MigrationFailed {
-                file,
-                line,
-                message,
-                dir: migrations.dir().to_owned(),
-            },
-            other => other.into(),
-        });
+        return Err(error);
     }
     // Marked before it becomes a template: an unmarked template is an old one, and dropped.
     test_server::mark_template_used(connection, &building).await?;
@@ -112,4 +86,35 @@ async fn build_template(
             .await?;
     }
     Ok(())
+}
+
+/// Applies `migrations` to the database at `url`, then warms its relation cache.
+async fn migrate(url: &DatabaseUrl, migrations: &Migrations) -> Result<(), TestDbError> {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(url.connect_options())
+        .await?;
+    let migrated = migrations.up(&pool, None).await;
+    pool.close().await;
+    match migrated {
+        Ok(_) => {
+            // A connection to a database whose catalogs changed rebuilds the relation cache's
+            // init file (`pg_internal.init`); made here, once, it is copied into every clone,
+            // whose first connection is then several milliseconds faster.
+            let warm = PgConnection::connect_with(&url.connect_options()).await?;
+            let _ = warm.close().await;
+            Ok(())
+        }
+        Err(MigrationError::Failed {
+            file,
+            line,
+            message,
+        }) => Err(TestDbError::MigrationFailed {
+            file,
+            line,
+            message,
+            dir: migrations.dir().to_owned(),
+        }),
+        Err(other) => Err(other.into()),
+    }
 }
