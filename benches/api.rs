@@ -112,6 +112,32 @@ fn wrk(name: &str, base: &str, path_script: &str, directory: &Path) -> Measureme
     }
 }
 
+/// The median and 99th percentile (ms) of the transactions pgbench logged in `logs`.
+fn logged_latency_percentiles(logs: &Path) -> (f64, f64) {
+    // Per-transaction logs: the third column is the latency in microseconds.
+    let mut latencies: Vec<f64> = std::fs::read_dir(logs)
+        .unwrap()
+        .flat_map(|entry| {
+            std::fs::read_to_string(entry.unwrap().path())
+                .unwrap()
+                .lines()
+                .filter_map(|line| line.split_whitespace().nth(2)?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |fraction: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let index = ((latencies.len() as f64 - 1.0) * fraction) as usize;
+        latencies[index] / 1000.0
+    };
+    (percentile(0.50), percentile(0.99))
+}
+
 fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measurement {
     let script = directory.join("get_user.sql");
     std::fs::write(
@@ -173,32 +199,12 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
         .unwrap()
         .parse()
         .unwrap();
-    // Per-transaction logs: the third column is the latency in microseconds.
-    let mut latencies: Vec<f64> = std::fs::read_dir(&logs)
-        .unwrap()
-        .flat_map(|entry| {
-            std::fs::read_to_string(entry.unwrap().path())
-                .unwrap()
-                .lines()
-                .filter_map(|line| line.split_whitespace().nth(2)?.parse::<f64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |fraction: f64| {
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let index = ((latencies.len() as f64 - 1.0) * fraction) as usize;
-        latencies[index] / 1000.0
-    };
+    let (p50_ms, p99_ms) = logged_latency_percentiles(&logs);
     Measurement {
         name: format!("PostgreSQL ceiling (pgbench, {clients} clients)"),
         requests_per_second: tps,
-        p50_ms: percentile(0.50),
-        p99_ms: percentile(0.99),
+        p50_ms,
+        p99_ms,
         errors: 0,
     }
 }
