@@ -8,6 +8,9 @@
 //!    on the same shared server, with two migration sets: the project's own, and a generated
 //!    realistic one of 31 migrations (tables, indexes, foreign keys, a trigger function).
 //!
+//! 3. A 5,000-row fixture (50 statements of 100 rows) on the project's migrations: applied to
+//!    each test's database, against baked into a template once (`TestDb::builder().bake()`).
+//!
 //! The `#[sqlx::test]` side runs in a child process of this binary, because sqlx reads its
 //! server from `DATABASE_URL`.
 
@@ -241,6 +244,55 @@ fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
     }
 }
 
+/// Median time to a database holding a 5,000-row fixture: applied per test, then baked.
+fn compare_applied_and_baked_fixture(work: &Path) {
+    let fixtures = work.join("fixtures");
+    std::fs::create_dir_all(&fixtures).unwrap();
+    let statements: Vec<String> = (0..50)
+        .map(|statement| {
+            let rows: Vec<String> = (0..100)
+                .map(|row| {
+                    let n = statement * 100 + row;
+                    format!("('fixture{n}', 'fixture{n}@example.com')")
+                })
+                .collect();
+            format!(
+                "INSERT INTO users (username, email) VALUES\n{};",
+                rows.join(",\n")
+            )
+        })
+        .collect();
+    std::fs::write(fixtures.join("many_users.sql"), statements.join("\n")).unwrap();
+    for (label, bake) in [("applied per test", false), ("baked into a template", true)] {
+        let times = runtime().block_on(async {
+            let build = || {
+                let builder = TestDb::builder()
+                    .fixtures_dir(&fixtures)
+                    .fixtures(&["many_users"]);
+                if bake { builder.bake() } else { builder }.build()
+            };
+            // The first one may build the template: not sampled.
+            drop(build().await.unwrap());
+            let mut times = Vec::new();
+            for _ in 0..SAMPLES / 3 {
+                let started = Instant::now();
+                let db = build().await.unwrap();
+                times.push(started.elapsed());
+                let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap();
+                assert_eq!(rows, 5000);
+            }
+            times
+        });
+        println!(
+            "5,000-row fixture, {label:<22} median {:>8.2} ms to a database holding it",
+            milliseconds(median(times))
+        );
+    }
+}
+
 fn main() {
     if let Some(dir) = std::env::var_os("PGHARNESS_BENCH_SQLX_SIDE") {
         println!("{}", sqlx_side(Path::new(&dir)).as_secs_f64());
@@ -255,4 +307,5 @@ fn main() {
 
     let admin = time_to_a_ready_database();
     compare_with_sqlx_test(&project, &realistic, &admin);
+    compare_applied_and_baked_fixture(work.path());
 }

@@ -15,6 +15,29 @@ pub(super) struct Fixture {
     pub sql: String,
 }
 
+/// What identifies a list of fixtures in a template's key: their file names and contents.
+pub(super) fn digest(fixtures: &[Fixture]) -> String {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    for fixture in fixtures {
+        hasher.update(
+            fixture
+                .path
+                .file_name()
+                .unwrap_or_default()
+                .as_encoded_bytes(),
+        );
+        hasher.update([0]);
+        hasher.update(fixture.sql.as_bytes());
+        hasher.update([0]);
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
 /// `<folder>/<name>.sql`.
 pub(super) fn read(folder: &Path, name: &str) -> Result<Fixture, TestDbError> {
     let path = folder.join(format!("{name}.sql"));

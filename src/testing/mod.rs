@@ -46,7 +46,7 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use self::worker::{Request, worker};
+use self::worker::{Request, TemplateSpec, worker};
 use crate::config::{DatabaseUrl, Environment, PoolSettings};
 use crate::database::Database;
 use crate::migrations::{MigrationError, Migrations};
@@ -145,6 +145,7 @@ pub struct TestDbBuilder {
     migrations_dir: Option<PathBuf>,
     fixtures_dir: Option<PathBuf>,
     fixtures: Vec<String>,
+    bake: bool,
 }
 
 impl TestDbBuilder {
@@ -170,6 +171,16 @@ impl TestDbBuilder {
         self
     }
 
+    /// The fixtures baked into a template of their own (built once, like the migrations'),
+    /// instead of applied to each test's database: for fixtures many tests share, or large
+    /// ones. The result is the same database, except what the fixture takes from the clock
+    /// (`now()` is the template's build time) and sequences, which continue from the fixture.
+    #[must_use]
+    pub fn bake(mut self) -> Self {
+        self.bake = true;
+        self
+    }
+
     /// A fresh, migrated database with the fixtures applied.
     ///
     /// # Errors
@@ -180,7 +191,7 @@ impl TestDbBuilder {
         let settings = TestSettings::get();
         let migrations_dir = in_crate(self.migrations_dir, &settings.migrations_dir, "migrations")?;
         let migrations = migrations_for(&migrations_dir).await?;
-        let fixtures = if self.fixtures.is_empty() {
+        let mut fixtures = if self.fixtures.is_empty() {
             Vec::new()
         } else {
             let folder = in_crate(self.fixtures_dir, &settings.fixtures_dir, "fixtures")?;
@@ -193,7 +204,17 @@ impl TestDbBuilder {
         let (reply, answer) = oneshot::channel();
         worker
             .requests
-            .send(Request::Take { migrations, reply })
+            .send(Request::Take {
+                spec: TemplateSpec {
+                    migrations,
+                    baked: Arc::new(if self.bake {
+                        std::mem::take(&mut fixtures)
+                    } else {
+                        Vec::new()
+                    }),
+                },
+                reply,
+            })
             .map_err(|_| TestDbError::WorkerStopped)?;
         let name = answer.await.map_err(|_| TestDbError::WorkerStopped)??;
         let database = TestDb {

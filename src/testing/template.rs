@@ -1,4 +1,5 @@
-//! Templates: per migration set, a database migrated once and cloned for every test. Its name
+//! Templates: per migration set, a database migrated once and cloned for every test; per set of
+//! baked fixtures, a copy of it with the fixtures applied. Its name
 //! is a key of the migrations' contents, the server's version and the template format, so a
 //! change to any of them builds a new one; building is serialised across processes by an
 //! advisory lock.
@@ -7,6 +8,7 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection};
 
 use super::TestDbError;
+use super::fixtures::{self, Fixture};
 use crate::config::DatabaseUrl;
 use crate::migrations::{MigrationError, Migrations};
 use crate::test_server::{self, TEMPLATE_PREFIX};
@@ -14,8 +16,8 @@ use crate::test_server::{self, TEMPLATE_PREFIX};
 /// Bumped when what a template holds changes for the same migrations: old ones are not reused.
 const TEMPLATE_FORMAT: &str = "3";
 
-/// The template's name: from the migrations' contents, the server's version and the template
-/// format, so that a change to any of them builds a new one.
+/// The template's name: from the migrations' contents (and any baked fixtures'), the server's
+/// version and the template format, so that a change to any of them builds a new one.
 pub(super) fn template_name(fingerprint: &str, server_version: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{fingerprint}/{server_version}/{TEMPLATE_FORMAT}"));
@@ -23,12 +25,25 @@ pub(super) fn template_name(fingerprint: &str, server_version: &str) -> String {
     format!("{TEMPLATE_PREFIX}{}", &hex[..16])
 }
 
-/// The template of a migration set: built once (across processes: under an advisory lock)
-/// and kept while it is among the most recently used.
+/// What a template holds: a migration set, or a migrated template with fixtures baked in.
+pub(super) enum Recipe<'a> {
+    /// The migrations applied to an empty database.
+    Migrated(&'a Migrations),
+    /// A copy of the `base` template with these fixtures applied.
+    Baked {
+        /// The migrated template.
+        base: &'a str,
+        /// Applied in order, as a test would.
+        fixtures: &'a [Fixture],
+    },
+}
+
+/// The template `template`, made by `recipe` unless it exists: built once (across processes:
+/// under an advisory lock) and kept while it is among the most recently used.
 pub(super) async fn ensure_template(
     connection: &mut PgConnection,
     admin: &DatabaseUrl,
-    migrations: &Migrations,
+    recipe: &Recipe<'_>,
     template: &str,
 ) -> Result<(), TestDbError> {
     let lock = test_server::template_lock(template);
@@ -36,7 +51,7 @@ pub(super) async fn ensure_template(
         .bind(lock)
         .execute(&mut *connection)
         .await?;
-    let result = build_template(connection, admin, migrations, template).await;
+    let result = build_template(connection, admin, recipe, template).await;
     sqlx::query("SELECT pg_advisory_unlock($1)")
         .bind(lock)
         .execute(&mut *connection)
@@ -47,7 +62,7 @@ pub(super) async fn ensure_template(
 async fn build_template(
     connection: &mut PgConnection,
     admin: &DatabaseUrl,
-    migrations: &Migrations,
+    recipe: &Recipe<'_>,
     template: &str,
 ) -> Result<(), TestDbError> {
     let exists: bool = sqlx::query_scalar(
@@ -60,18 +75,29 @@ async fn build_template(
         return Ok(());
     }
     let building = format!("{template}_building");
+    let create = match recipe {
+        Recipe::Migrated(_) => format!("CREATE DATABASE \"{building}\""),
+        Recipe::Baked { base, .. } => {
+            format!("CREATE DATABASE \"{building}\" TEMPLATE \"{base}\" STRATEGY FILE_COPY")
+        }
+    };
     // One statement at a time: several in one string run as one transaction, which
     // CREATE and DROP DATABASE refuse.
     for statement in [
         format!("DROP DATABASE IF EXISTS \"{building}\" WITH (FORCE)"),
         format!("DROP DATABASE IF EXISTS \"{template}\" WITH (FORCE)"),
-        format!("CREATE DATABASE \"{building}\""),
+        create,
     ] {
         sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
             .execute(&mut *connection)
             .await?;
     }
-    if let Err(error) = migrate(&admin.with_database(&building), migrations).await {
+    let url = admin.with_database(&building);
+    let made = match recipe {
+        Recipe::Migrated(migrations) => migrate(&url, migrations).await,
+        Recipe::Baked { fixtures, .. } => bake(&url, fixtures).await,
+    };
+    if let Err(error) = made {
         test_server::drop_on(connection, &building).await?;
         return Err(error);
     }
@@ -85,6 +111,16 @@ async fn build_template(
             .execute(&mut *connection)
             .await?;
     }
+    Ok(())
+}
+
+/// Applies `fixtures` to the database at `url`, as a test would.
+async fn bake(url: &DatabaseUrl, fixtures: &[Fixture]) -> Result<(), TestDbError> {
+    let mut connection = PgConnection::connect_with(&url.connect_options()).await?;
+    for fixture in fixtures {
+        fixtures::apply(&mut connection, fixture).await?;
+    }
+    let _ = connection.close().await;
     Ok(())
 }
 

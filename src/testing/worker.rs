@@ -11,17 +11,40 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::TestDbError;
-use super::template::{ensure_template, template_name};
+use super::fixtures::{self, Fixture};
+use super::template::{Recipe, ensure_template, template_name};
 use crate::config::DatabaseUrl;
 use crate::migrations::Migrations;
 use crate::test_server::{self, TEST_DATABASE_PREFIX, TestSettings};
 
 pub(super) enum Request {
     Take {
-        migrations: Arc<Migrations>,
+        spec: TemplateSpec,
         reply: oneshot::Sender<Result<String, TestDbError>>,
     },
     Drop(String),
+}
+
+/// Which template a test database is cloned from: a migration set, with fixtures baked in or
+/// not.
+#[derive(Clone)]
+pub(super) struct TemplateSpec {
+    pub migrations: Arc<Migrations>,
+    pub baked: Arc<Vec<Fixture>>,
+}
+
+impl TemplateSpec {
+    fn key(&self) -> String {
+        if self.baked.is_empty() {
+            self.migrations.fingerprint()
+        } else {
+            format!(
+                "{}+{}",
+                self.migrations.fingerprint(),
+                fixtures::digest(&self.baked)
+            )
+        }
+    }
 }
 
 /// The background thread's handle.
@@ -72,7 +95,7 @@ struct Stocks {
     connection: Option<PgConnection>,
     /// `server_version_num`, part of every template's key.
     server_version: Option<String>,
-    stocks: HashMap<String, (Arc<Migrations>, Stock)>,
+    stocks: HashMap<String, (TemplateSpec, Stock)>,
     /// To the task that drops finished databases on a connection of its own, beside the clones.
     drops: mpsc::UnboundedSender<String>,
     prefetch: usize,
@@ -99,12 +122,12 @@ impl Stocks {
 
     async fn handle(&mut self, request: Request) {
         match request {
-            Request::Take { migrations, reply } => {
-                let key = migrations.fingerprint();
+            Request::Take { spec, reply } => {
+                let key = spec.key();
                 let ready = self
                     .stocks
                     .entry(key.clone())
-                    .or_insert_with(|| (Arc::clone(&migrations), Stock::default()))
+                    .or_insert_with(|| (spec, Stock::default()))
                     .1
                     .ready
                     .pop_front();
@@ -121,8 +144,8 @@ impl Stocks {
     }
 
     async fn clone_for(&mut self, key: &str) -> Result<String, TestDbError> {
-        let (migrations, template) = match self.stocks.get(key) {
-            Some((migrations, stock)) => (Arc::clone(migrations), stock.template.clone()),
+        let (spec, template) = match self.stocks.get(key) {
+            Some((spec, stock)) => (spec.clone(), stock.template.clone()),
             None => return Err(TestDbError::UnknownMigrationSet),
         };
         let admin = self.admin.clone();
@@ -132,10 +155,27 @@ impl Stocks {
         let template = match template {
             Some(template) => template,
             None => {
-                let template = template_name(key, &server_version);
-                ensure_template(connection, &admin, &migrations, &template).await?;
-                test_server::mark_template_used(connection, &template).await?;
-                template
+                let base = template_name(&spec.migrations.fingerprint(), &server_version);
+                ensure_template(
+                    connection,
+                    &admin,
+                    &Recipe::Migrated(&spec.migrations),
+                    &base,
+                )
+                .await?;
+                test_server::mark_template_used(connection, &base).await?;
+                if spec.baked.is_empty() {
+                    base
+                } else {
+                    let baked = template_name(key, &server_version);
+                    let recipe = Recipe::Baked {
+                        base: &base,
+                        fixtures: &spec.baked,
+                    };
+                    ensure_template(connection, &admin, &recipe, &baked).await?;
+                    test_server::mark_template_used(connection, &baked).await?;
+                    baked
+                }
             }
         };
         let name = clone_database(connection, &template).await;

@@ -114,6 +114,75 @@ async fn databases_can_be_built_in_spawned_tasks() {
     assert_eq!(names.len(), 4);
 }
 
+/// Baked fixtures live in a template of their own: every database cloned from it has the rows,
+/// each is still its own, and the template (not each test) ran the fixtures' SQL.
+#[tokio::test]
+async fn baked_fixtures_are_in_every_database_each_its_own() {
+    let baked = || {
+        TestDb::builder()
+            .fixtures(&["authors", "books"])
+            .bake()
+            .build()
+    };
+    let (first, second) = (baked().await.unwrap(), baked().await.unwrap());
+    assert_eq!(count(&first, "authors").await, 2);
+    outside_crate::lend(first.pool(), 2, "Vimes").await.unwrap();
+    assert_eq!(count(&first, "available_books").await, 1);
+    assert_eq!(count(&second, "available_books").await, 2);
+
+    let admin = first.url().with_database("postgres");
+    let mut admin =
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(&admin.connect_options())
+            .await
+            .unwrap();
+    let templates: Vec<String> = sqlx::query_scalar(
+        "SELECT datname FROM pg_database WHERE datistemplate AND starts_with(datname, 'pgh_tpl_')",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let mut with_rows = 0;
+    for template in templates {
+        let url = first.url().with_database(&template);
+        let mut connection =
+            <sqlx::PgConnection as sqlx::Connection>::connect_with(&url.connect_options())
+                .await
+                .unwrap();
+        let has_authors: bool = sqlx::query_scalar("SELECT to_regclass('authors') IS NOT NULL")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        let authors: Option<i64> = if has_authors {
+            Some(
+                sqlx::query_scalar("SELECT count(*) FROM authors")
+                    .fetch_one(&mut connection)
+                    .await
+                    .unwrap(),
+            )
+        } else {
+            None
+        };
+        if authors == Some(2) {
+            with_rows += 1;
+        }
+    }
+    assert_eq!(with_rows, 1, "one template holds the baked rows");
+}
+
+#[tokio::test]
+async fn a_baked_fixture_that_breaks_a_foreign_key_names_its_line_too() {
+    let error = TestDb::builder()
+        .fixtures(&["orphan_book"])
+        .bake()
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, TestDbError::Fixture { line: 5, .. }),
+        "{error}"
+    );
+}
+
 #[tokio::test]
 async fn a_fixture_that_breaks_a_foreign_key_names_its_line() {
     let error = TestDb::builder()
