@@ -115,7 +115,8 @@ async fn databases_can_be_built_in_spawned_tasks() {
 }
 
 /// Baked fixtures live in a template of their own: every database cloned from it has the rows,
-/// each is still its own, and the template (not each test) ran the fixtures' SQL.
+/// each is still its own, and the rows were written once (the same transaction id in both),
+/// not by each test.
 #[tokio::test]
 async fn baked_fixtures_are_in_every_database_each_its_own() {
     let baked = || {
@@ -130,43 +131,26 @@ async fn baked_fixtures_are_in_every_database_each_its_own() {
     assert_eq!(count(&first, "available_books").await, 1);
     assert_eq!(count(&second, "available_books").await, 2);
 
-    let admin = first.url().with_database("postgres");
-    let mut admin =
-        <sqlx::PgConnection as sqlx::Connection>::connect_with(&admin.connect_options())
-            .await
-            .unwrap();
-    let templates: Vec<String> = sqlx::query_scalar(
-        "SELECT datname FROM pg_database WHERE datistemplate AND starts_with(datname, 'pgh_tpl_')",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    let mut with_rows = 0;
-    for template in templates {
-        let url = first.url().with_database(&template);
-        let mut connection =
-            <sqlx::PgConnection as sqlx::Connection>::connect_with(&url.connect_options())
+    let writers = |db: &TestDb| {
+        let pool = db.pool().clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT xmin::text FROM authors ORDER BY id")
+                .fetch_all(&pool)
                 .await
-                .unwrap();
-        let has_authors: bool = sqlx::query_scalar("SELECT to_regclass('authors') IS NOT NULL")
-            .fetch_one(&mut connection)
-            .await
-            .unwrap();
-        let authors: Option<i64> = if has_authors {
-            Some(
-                sqlx::query_scalar("SELECT count(*) FROM authors")
-                    .fetch_one(&mut connection)
-                    .await
-                    .unwrap(),
-            )
-        } else {
-            None
-        };
-        if authors == Some(2) {
-            with_rows += 1;
+                .unwrap()
         }
-    }
-    assert_eq!(with_rows, 1, "one template holds the baked rows");
+    };
+    assert_eq!(writers(&first).await, writers(&second).await);
+    let applied = TestDb::builder()
+        .fixtures(&["authors", "books"])
+        .build()
+        .await
+        .unwrap();
+    assert_ne!(
+        writers(&applied).await,
+        writers(&second).await,
+        "applied per test, the rows come from the test's own transaction"
+    );
 }
 
 #[tokio::test]
