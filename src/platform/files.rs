@@ -52,29 +52,6 @@ pub fn link_sibling(target: &Path, link: &Path) -> std::io::Result<()> {
     }
 }
 
-/// A directory in memory (tmpfs) with at least `needed` bytes free, where the system offers one:
-/// Linux's `/dev/shm`. Throwaway clusters there create their files in microseconds; on a disk
-/// file system that has seen much churn, creating the ~300 files of a database clone was
-/// measured at ~2 ms each.
-#[must_use]
-pub fn memory_scratch_dir(needed: u64) -> Option<std::path::PathBuf> {
-    #[cfg(target_os = "linux")]
-    {
-        use nix::sys::statfs::{TMPFS_MAGIC, statfs};
-        let path = Path::new("/dev/shm");
-        let stat = statfs(path).ok()?;
-        let free = u64::try_from(stat.block_size())
-            .ok()?
-            .saturating_mul(stat.blocks_available());
-        (stat.filesystem_type() == TMPFS_MAGIC && free >= needed).then(|| path.to_owned())
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = needed;
-        None
-    }
-}
-
 #[cfg(unix)]
 fn owner_only(options: &mut OpenOptions) {
     use std::os::unix::fs::OpenOptionsExt as _;

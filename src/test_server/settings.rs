@@ -41,8 +41,7 @@ pub struct TestSettings {
     /// `NEXTEST_EXECUTION_MODE=process-per-test`: the process ends with its test, so its
     /// database is dropped before it ends rather than in the background.
     pub process_per_test: bool,
-    /// `PGHARNESS_TEST_DIR`: the run directory (default: `/dev/shm/pgharness-test-<uid>` where
-    /// `/dev/shm` is a tmpfs with 2 GiB free, else the temporary directory).
+    /// `PGHARNESS_TEST_DIR`: the run directory.
     pub run_dir: PathBuf,
     /// `PGHARNESS_TEST_IDLE_SECONDS` (default 10): the shared server stops this long after its
     /// last test process.
@@ -50,10 +49,6 @@ pub struct TestSettings {
     /// `TEST_DATABASE_URL`: a server to use instead of the shared embedded one.
     pub server_url: Option<String>,
 }
-
-/// The test server's run directory goes to memory (Linux's tmpfs) only where this much is free:
-/// templates, a few clones and kept databases of a large schema fit with room to spare.
-const MEMORY_RUN_DIR_FREE: u64 = 2 << 30;
 
 impl TestSettings {
     /// The settings of this process.
@@ -104,12 +99,10 @@ impl TestSettings {
             process_per_test,
             run_dir: var("PGHARNESS_TEST_DIR").map_or_else(
                 || {
-                    crate::platform::files::memory_scratch_dir(MEMORY_RUN_DIR_FREE)
-                        .unwrap_or_else(std::env::temp_dir)
-                        .join(format!(
-                            "pgharness-test-{}",
-                            crate::platform::privilege::user_tag()
-                        ))
+                    std::env::temp_dir().join(format!(
+                        "pgharness-test-{}",
+                        crate::platform::privilege::user_tag()
+                    ))
                 },
                 PathBuf::from,
             ),
