@@ -263,7 +263,23 @@ fn finished_test_databases(databases: &[(String, Mark)]) -> Vec<String> {
 
 /// Drops `name` (a template is unmarked as one first); whether it is gone.
 async fn retire(connection: &mut PgConnection, name: &str) -> bool {
-    if name.starts_with(TEMPLATE_PREFIX) {
+    // A drop interrupted by a stop leaves the database invalid (`datconnlimit = -2`): ALTER on it
+    // is a FATAL error that would end this connection, and only DROP is allowed.
+    let invalid: bool = sqlx::query_scalar(
+        "SELECT coalesce(bool_or(datconnlimit = -2), false) FROM pg_database WHERE datname = $1",
+    )
+    .bind(name)
+    .fetch_one(&mut *connection)
+    .await
+    .unwrap_or(false);
+    if invalid {
+        // Not through ALTER (see above): the test server's superuser clears the flag itself, as
+        // DROP refuses templates.
+        let _ = sqlx::query("UPDATE pg_database SET datistemplate = false WHERE datname = $1")
+            .bind(name)
+            .execute(&mut *connection)
+            .await;
+    } else if name.starts_with(TEMPLATE_PREFIX) {
         let unmark = format!("ALTER DATABASE \"{name}\" IS_TEMPLATE false");
         if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(unmark))
             .execute(&mut *connection)
