@@ -143,7 +143,17 @@ impl Stocks {
         }
     }
 
+    /// A clone of `key`'s template. A lost admin connection is forgotten, so the next request
+    /// connects again instead of failing on it for the rest of the process.
     async fn clone_for(&mut self, key: &str) -> Result<String, TestDbError> {
+        let cloned = self.clone_on_admin(key).await;
+        if let Err(TestDbError::Database(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))) = &cloned {
+            self.connection = None;
+        }
+        cloned
+    }
+
+    async fn clone_on_admin(&mut self, key: &str) -> Result<String, TestDbError> {
         let (spec, template) = match self.stocks.get(key) {
             Some((spec, stock)) => (spec.clone(), stock.template.clone()),
             None => return Err(TestDbError::UnknownMigrationSet),
