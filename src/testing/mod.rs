@@ -367,8 +367,8 @@ impl TestDb {
 
 impl Drop for TestDb {
     /// Kept when its test panicked (by default), with one line saying how to open it; else
-    /// handed to the background thread, or dropped at once when the process ends with its test
-    /// (nextest).
+    /// handed to the background thread, which drops it soon, and at the latest when the process
+    /// ends.
     fn drop(&mut self) {
         let settings = TestSettings::get();
         let failed = std::thread::panicking();
@@ -394,15 +394,6 @@ impl Drop for TestDb {
                     ?other,
                     "could not keep a test database"
                 ),
-            }
-            return;
-        }
-        if settings.process_per_test {
-            let (admin, name) = (self.admin.clone(), self.name.clone());
-            let dropped =
-                on_own_runtime(async move { test_server::drop_database(&admin, &name).await });
-            if let Some(Err(error)) = dropped {
-                warn!(database = self.name, %error, "could not drop a test database");
             }
             return;
         }

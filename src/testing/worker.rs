@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use sqlx::{Connection as _, PgConnection};
 use tokio::sync::{mpsc, oneshot};
@@ -23,6 +24,14 @@ pub(super) enum Request {
         reply: oneshot::Sender<Result<String, TestDbError>>,
     },
     Drop(String),
+    /// Answered once every drop asked for before it is done.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Work for the task that drops finished databases.
+enum Finished {
+    Drop(String),
+    Flush(std::sync::mpsc::SyncSender<()>),
 }
 
 /// Which template a test database is cloned from: a migration set, with fixtures baked in or
@@ -53,9 +62,13 @@ pub(super) struct Worker {
     pub requests: mpsc::UnboundedSender<Request>,
 }
 
+static WORKER: tokio::sync::OnceCell<Worker> = tokio::sync::OnceCell::const_new();
+
+/// How long a process's end waits for its test databases to be dropped.
+const FINAL_DROPS_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Attaches to the shared server once per process and starts the background thread.
 pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
-    static WORKER: tokio::sync::OnceCell<Worker> = tokio::sync::OnceCell::const_new();
     WORKER
         .get_or_try_init(|| async {
             let admin = test_server::attach().await?;
@@ -97,7 +110,7 @@ struct Stocks {
     server_version: Option<String>,
     stocks: HashMap<String, (TemplateSpec, Stock)>,
     /// To the task that drops finished databases on a connection of its own, beside the clones.
-    drops: mpsc::UnboundedSender<String>,
+    drops: mpsc::UnboundedSender<Finished>,
     prefetch: usize,
     tidied: bool,
 }
@@ -138,7 +151,10 @@ impl Stocks {
                 let _ = reply.send(name);
             }
             Request::Drop(name) => {
-                let _ = self.drops.send(name);
+                let _ = self.drops.send(Finished::Drop(name));
+            }
+            Request::Flush(reply) => {
+                let _ = self.drops.send(Finished::Flush(reply));
             }
         }
     }
@@ -235,9 +251,16 @@ impl Stocks {
 
 /// Drops finished test databases, on its own connection so that a drop never waits for a clone
 /// nor a clone for a drop: the server works on both at once.
-async fn drop_finished(admin: DatabaseUrl, mut names: mpsc::UnboundedReceiver<String>) {
+async fn drop_finished(admin: DatabaseUrl, mut work: mpsc::UnboundedReceiver<Finished>) {
     let mut connection: Option<PgConnection> = None;
-    while let Some(name) = names.recv().await {
+    while let Some(finished) = work.recv().await {
+        let name = match finished {
+            Finished::Drop(name) => name,
+            Finished::Flush(reply) => {
+                let _ = reply.send(());
+                continue;
+            }
+        };
         if connection.is_none() {
             match PgConnection::connect_with(&admin.connect_options()).await {
                 Ok(connected) => connection = Some(connected),
@@ -282,6 +305,24 @@ async fn serve_requests(admin: DatabaseUrl, mut receiver: mpsc::UnboundedReceive
             Some(request) => state.handle(request).await,
             None => return,
         }
+    }
+}
+
+/// Runs when the process exits (after `main`, with the background thread still running): waits
+/// until the databases of the process's finished tests are dropped, so none outlives the process
+/// (under nextest each test is a process). A test's `Drop` only queues its database: dropping it
+/// there would block the test's thread, and with it any connection that thread is still opening,
+/// which `DROP DATABASE` waits for (its barrier) until `authentication_timeout`.
+#[dtor::dtor(unsafe)]
+fn drop_this_process_databases() {
+    let Some(worker) = WORKER.get() else {
+        return;
+    };
+    let (done, wait) = std::sync::mpsc::sync_channel(1);
+    if worker.requests.send(Request::Flush(done)).is_ok()
+        && wait.recv_timeout(FINAL_DROPS_TIMEOUT).is_err()
+    {
+        warn!("the test databases of this process were not all dropped before it ended");
     }
 }
 
