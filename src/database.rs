@@ -38,7 +38,9 @@ pub fn connect_options(url: &DatabaseUrl, settings: &PoolSettings) -> PgConnectO
     } else {
         tracing::log::LevelFilter::Debug
     };
+    // Named, so that the Database screen and `pg_stat_activity` tell its sessions apart.
     url.connect_options()
+        .application_name("pgharness")
         .log_statements(echo_level)
         .log_slow_statements(tracing::log::LevelFilter::Warn, settings.slow_statement)
 }
@@ -101,6 +103,8 @@ pub struct PoolStats {
     pub wait_ms: u64,
     /// Failed attempts to get a connection (exhaustion included).
     pub connection_errors: u64,
+    /// Acquisitions refused because every connection stayed busy for the pool timeout.
+    pub exhausted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +112,7 @@ struct Counters {
     waited: AtomicU64,
     wait_micros: AtomicU64,
     connection_errors: AtomicU64,
+    exhausted: AtomicU64,
 }
 
 /// The pool, with the guide's semantics and usage statistics. Cheap to clone.
@@ -170,6 +175,7 @@ impl Database {
                 self.pool.size() >= self.settings.max_connections() && self.pool.num_idle() == 0;
             match error {
                 sqlx::Error::PoolTimedOut if all_busy => {
+                    self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
                     warn!(
                         size = self.settings.size,
                         overflow = self.settings.max_overflow,
@@ -256,6 +262,7 @@ impl Database {
             waited: self.counters.waited.load(Ordering::Relaxed),
             wait_ms: self.counters.wait_micros.load(Ordering::Relaxed) / 1000,
             connection_errors: self.counters.connection_errors.load(Ordering::Relaxed),
+            exhausted: self.counters.exhausted.load(Ordering::Relaxed),
         }
     }
 

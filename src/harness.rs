@@ -129,6 +129,11 @@ impl Harness {
             self.url.clone(),
             self.server.clone(),
             Arc::clone(&self.migrations),
+            crate::dev_data::DevData::new(
+                self.config.dev_data.clone(),
+                self.config.environment,
+                self.server.is_none().then(|| self.url.masked()),
+            ),
         )
         .with_access(crate::api::AccessPolicy::new(&self.config.api))
     }
@@ -254,6 +259,32 @@ impl Stack {
             "Starting the API".to_owned(),
         ));
         let context = harness.api_context();
+        context.monitor.record(
+            crate::api::EventKind::Started,
+            format!(
+                "API started on the {} database {}",
+                if harness.server.is_some() {
+                    "embedded"
+                } else {
+                    "external"
+                },
+                harness.url.masked()
+            ),
+        );
+        if !applied.is_empty() {
+            context.monitor.record(
+                crate::api::EventKind::MigrationsApplied,
+                format!(
+                    "{} migration(s) applied: {}",
+                    applied.len(),
+                    applied
+                        .iter()
+                        .map(|entry| format!("{} {}", entry.version, entry.description))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        }
         let exposure = context.access.exposure();
         let application = crate::api::Application::bind(context, &host, port).await?;
         let address = application.local_addr().map_err(StackError::Address)?;

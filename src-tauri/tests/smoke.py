@@ -6,7 +6,8 @@
 2. Close the window the way a window manager does (WM_DELETE_WINDOW): the app must exit and no
    postgres process of it may remain.
 3. Launch again on the same data: healthy again (time printed: the warm-start figure), the user
-   is still there. Close again, check again.
+   is still there. Close again, check again. (The first launch also clicks Restart database and
+   accepts its confirmation: the database runs again and the timeline records it.)
 4. Once more, stopped by SIGTERM instead: the same ordered shutdown, no postgres left.
 
 Usage: smoke.py <path to the pgharness-desktop binary>. Needs Debian's xvfb, webkit2gtk-driver,
@@ -141,6 +142,21 @@ def startup_failure_is_shown(port_for_driver, environment, screen):
         driver_process.terminate()
 
 
+def restart_from_the_window(base, api):
+    """Clicks Restart database on the health screen, accepts its confirmation, and waits until
+    the database is running again and the timeline says so."""
+    button = wait_for("the Restart button", lambda: request("POST", f"{base}/element", {"using": "css selector", "value": "#restart-database:not([disabled])"})["value"])
+    request("POST", f"{base}/element/{next(iter(button.values()))}/click", {})
+    question = wait_for("the confirmation", lambda: request("GET", f"{base}/alert/text")["value"], limit=10)
+    assert "Restart the database?" in question, question
+    request("POST", f"{base}/alert/accept", {})
+    state = wait_for("the state line", lambda: request("POST", f"{base}/element", {"using": "css selector", "value": "#server-state"})["value"])
+    wait_for("the database to run again", lambda: request("GET", f"{base}/element/{next(iter(state.values()))}/text")["value"] == "Database running.", limit=30)
+    kinds = [event["kind"] for event in request("GET", f"{api}/api/health/events")["events"]]
+    assert "server_restarted" in kinds, kinds
+    print("Restart database, clicked in the window: the database ran again and the timeline recorded it")
+
+
 def run_once(driver, data_home, screen, label, check_user=False, stop=None, environment=None):
     started = time.monotonic()
     session_id = session(driver, data_home)
@@ -161,6 +177,7 @@ def run_once(driver, data_home, screen, label, check_user=False, stop=None, envi
         print("data of the previous session is still there")
     else:
         request("POST", f"{api}/users", {"username": "smoketest", "email": "smoke@example.com"})
+        restart_from_the_window(base, api)
     pids = wait_for("the app process", app_pids)
     assert postgres_pids(data_home), "no postgres process while the app runs"
     if environment is not None:

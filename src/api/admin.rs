@@ -1,4 +1,4 @@
-//! `/api/connection`, `/api/queries/slow` and `/api/database/{stop,start,restart}`: what the
+//! `/api/connection` and `/api/database/{stop,start,restart}`: what the
 //! UI's connection screen shows, and outage rehearsal for QA (embedded server only).
 
 use std::time::Duration;
@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::ApiContext;
 use super::access::AdminGranted;
 use super::error::ApiError;
+use super::monitor::EventKind;
 use crate::config::PoolSettings;
 use crate::database::PoolStats;
 use crate::embedded::{EmbeddedServer, ServerError};
@@ -23,7 +24,6 @@ pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/connection", get(connection))
         .route("/api/connection/reveal", post(reveal_connection_string))
-        .route("/api/queries/slow", get(slow_queries))
         .route("/api/database/stop", post(stop_database))
         .route("/api/database/start", post(start_database))
         .route("/api/database/restart", post(restart_database))
@@ -169,75 +169,6 @@ pub async fn reveal_connection_string(
     })
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
-pub struct SlowQuery {
-    query: String,
-    calls: i64,
-    mean_ms: f64,
-    total_ms: f64,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct SlowQueries {
-    /// False when the server does not have `pg_stat_statements`.
-    available: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-    queries: Vec<SlowQuery>,
-}
-
-/// The ten statements with the highest mean time on this database (`pg_stat_statements`).
-#[utoipa::path(get, path = "/api/queries/slow", tag = "database", responses(
-    (status = 200, description = "Slowest statements, or why they are not available", body = SlowQueries),
-    (status = 503, description = "The database is unavailable"),
-))]
-pub async fn slow_queries(
-    State(context): State<ApiContext>,
-) -> Result<Json<SlowQueries>, ApiError> {
-    let mut connection = context.database.acquire().await?;
-    let installed: bool =
-        sqlx::query_scalar("SELECT to_regclass('pg_stat_statements') IS NOT NULL")
-            .fetch_one(&mut *connection)
-            .await?;
-    if !installed {
-        return Ok(Json(SlowQueries {
-            available: false,
-            reason: Some(
-                "pg_stat_statements is not installed on this server: add it to \
-                 shared_preload_libraries and run CREATE EXTENSION pg_stat_statements"
-                    .to_owned(),
-            ),
-            queries: Vec::new(),
-        }));
-    }
-    let queries = sqlx::query_as(
-        "SELECT query, calls, mean_exec_time AS mean_ms, total_exec_time AS total_ms
-           FROM pg_stat_statements
-          WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          ORDER BY mean_exec_time DESC
-          LIMIT 10",
-    )
-    .fetch_all(&mut *connection)
-    .await;
-    match queries {
-        Ok(queries) => Ok(Json(SlowQueries {
-            available: true,
-            reason: None,
-            queries,
-        })),
-        // Installed in the database but not preloaded by the server.
-        Err(sqlx::Error::Database(error)) => Ok(Json(SlowQueries {
-            available: false,
-            reason: Some(format!(
-                "pg_stat_statements is not usable: {}",
-                error.message()
-            )),
-            queries: Vec::new(),
-        })),
-        Err(error) => Err(error.into()),
-    }
-}
-
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DatabaseState {
     /// `running`, `stopped`, or `recovering` (it exited unexpectedly and is being restarted).
@@ -288,6 +219,10 @@ pub async fn stop_database(
 ) -> Result<Json<DatabaseState>, ApiError> {
     let server = embedded(&context)?;
     server.pause().await.map_err(control_error)?;
+    context.monitor.record(
+        EventKind::ServerStopped,
+        "the embedded server was stopped on request",
+    );
     Ok(state(server))
 }
 
@@ -303,6 +238,10 @@ pub async fn start_database(
 ) -> Result<Json<DatabaseState>, ApiError> {
     let server = embedded(&context)?;
     server.resume().await.map_err(control_error)?;
+    context.monitor.record(
+        EventKind::ServerStarted,
+        "the embedded server was started on request",
+    );
     Ok(state(server))
 }
 
@@ -319,5 +258,9 @@ pub async fn restart_database(
     let server = embedded(&context)?;
     server.pause().await.map_err(control_error)?;
     server.resume().await.map_err(control_error)?;
+    context.monitor.record(
+        EventKind::ServerRestarted,
+        "the embedded server was restarted on request",
+    );
     Ok(state(server))
 }

@@ -11,7 +11,8 @@ use serde::Serialize;
 
 use super::ApiContext;
 use super::error::RETRY_AFTER_SECONDS;
-use crate::database::{DatabaseError, PoolStats};
+use crate::database::{Database, DatabaseError, PoolStats};
+use crate::embedded::EmbeddedServer;
 
 /// A database that does not answer within this is reported down: health never hangs.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -32,10 +33,10 @@ pub struct Checks {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct DatabaseCheck {
     /// Round trip of `SELECT 1`, when it answered.
-    latency_ms: Option<f64>,
+    pub(super) latency_ms: Option<f64>,
     /// Why it is unhealthy.
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
+    pub(super) reason: Option<String>,
 }
 
 /// The guide's health body, plus the database check's latency and the pool's usage.
@@ -53,9 +54,18 @@ pub struct Health {
 
 /// `SELECT 1` through the pool: its latency, or why it failed.
 async fn check_database(context: &ApiContext) -> DatabaseCheck {
+    probe_database(&context.database, context.server.as_deref()).await
+}
+
+/// `SELECT 1` through `database`'s pool; a failure's reason completed by what the embedded
+/// `server`'s supervisor knows.
+pub(super) async fn probe_database(
+    database: &Database,
+    server: Option<&EmbeddedServer>,
+) -> DatabaseCheck {
     let started = Instant::now();
     let probe = async {
-        let mut connection = context.database.acquire().await?;
+        let mut connection = database.acquire().await?;
         sqlx::query("SELECT 1")
             .execute(&mut *connection)
             .await
@@ -74,7 +84,7 @@ async fn check_database(context: &ApiContext) -> DatabaseCheck {
         Err(_) => format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
     };
     // What the server's supervisor knows says more than the refused connection.
-    let reason = match context.server.as_ref().and_then(|server| server.outage()) {
+    let reason = match server.and_then(EmbeddedServer::outage) {
         Some(outage) => format!("{reason}: {outage}"),
         None => reason,
     };

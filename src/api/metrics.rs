@@ -88,6 +88,9 @@ pub async fn track(State(context): State<ApiContext>, request: Request, next: Ne
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     let response = next.run(request).await;
+    context
+        .monitor
+        .count_request(response.status().is_server_error());
     context.metrics.observe(
         RequestLabels {
             method,

@@ -6,12 +6,16 @@
 
 mod access;
 mod admin;
+mod dev_data;
 mod docs;
 mod error;
 mod health;
 mod metrics;
+mod monitor;
 mod openapi;
+mod overview;
 mod serve;
+mod statements;
 mod ui;
 mod users;
 
@@ -28,11 +32,13 @@ use tracing::{Span, info, info_span};
 
 pub use self::access::{AccessPolicy, AdminGranted};
 pub use self::error::{ApiError, ApiJson, FieldError};
+pub use self::monitor::{EventKind, HISTORY, Monitor, SAMPLE_INTERVAL};
 pub use self::openapi::openapi;
 pub use self::serve::{Application, BindError, HEADER_READ_TIMEOUT};
 pub use self::users::{BATCH_LIMIT, EMAIL_PATTERN, NewUser, USERNAME_PATTERN, User};
 use crate::config::{DatabaseUrl, Environment};
 use crate::database::Database;
+use crate::dev_data::DevData;
 use crate::embedded::EmbeddedServer;
 use crate::migrations::Migrations;
 
@@ -57,6 +63,10 @@ pub struct ApiContext {
     pub migrations: Arc<Migrations>,
     /// Who may use which routes.
     pub access: Arc<AccessPolicy>,
+    /// Resetting and seeding the database from the UI, where allowed.
+    pub dev_data: Arc<DevData>,
+    /// Health over time and the events timeline.
+    pub monitor: Arc<Monitor>,
     metrics: Arc<metrics::Metrics>,
 }
 
@@ -69,7 +79,10 @@ impl ApiContext {
         url: DatabaseUrl,
         server: Option<Arc<EmbeddedServer>>,
         migrations: Arc<Migrations>,
+        dev_data: DevData,
     ) -> Self {
+        let monitor = Arc::new(Monitor::default());
+        monitor.start_sampling(database.clone(), server.as_ref());
         Self {
             metrics: Arc::new(metrics::Metrics::new(database.clone())),
             database,
@@ -78,6 +91,8 @@ impl ApiContext {
             server,
             migrations,
             access: Arc::default(),
+            dev_data: Arc::new(dev_data),
+            monitor,
         }
     }
 
@@ -97,6 +112,10 @@ pub fn router(context: ApiContext) -> Router {
         .merge(health::router())
         .merge(users::router())
         .merge(admin::router())
+        .merge(monitor::router())
+        .merge(statements::router())
+        .merge(overview::router())
+        .merge(dev_data::router())
         .merge(docs::router())
         .merge(ui::router())
         .route("/metrics", get(metrics::metrics))

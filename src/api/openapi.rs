@@ -7,17 +7,19 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder, Sche
 use utoipa::{Modify, OpenApi as _};
 
 use super::error::{ErrorBody, ErrorDetail, FieldError};
-use super::{admin, health, metrics, users};
+use super::{admin, dev_data, health, metrics, monitor, overview, statements, users};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "pgharness", description = "The database stack of a web service: health, users, connection and database control."),
     paths(
-        health::health, health::live, health::ready,
+        health::health, health::live, health::ready, monitor::history, monitor::events,
         users::list_users, users::get_user, users::create_user, users::create_batch,
         users::update_user, users::delete_user,
-        admin::connection, admin::slow_queries, admin::stop_database, admin::start_database,
+        admin::connection, admin::stop_database, admin::start_database,
         admin::restart_database, admin::reveal_connection_string,
+        statements::slow_queries, statements::reset_statistics, overview::overview,
+        dev_data::reset_database, dev_data::list_fixtures, dev_data::load_fixture,
         metrics::metrics,
     ),
     components(schemas(FieldError, ErrorBody, ErrorDetail)),
@@ -25,7 +27,7 @@ use super::{admin, health, metrics, users};
     tags(
         (name = "health", description = "Liveness, readiness and the guide's health report"),
         (name = "users", description = "The users table"),
-        (name = "database", description = "Connection details and embedded-server control"),
+        (name = "database", description = "Connection details, statements, tables and sessions, embedded-server control, dev data"),
         (name = "monitoring", description = "Prometheus metrics"),
     )
 )]

@@ -98,6 +98,47 @@ pub struct ListQuery {
     /// Only users created after this instant (RFC 3339) or day (YYYY-MM-DD), years 0001 to 9999.
     #[param(format = DateTime)]
     created_after: Option<String>,
+    /// The order: a column, ascending, or `-` and a column, descending (default `id`).
+    #[serde(default)]
+    #[param(inline)]
+    sort: SortOrder,
+}
+
+/// The orders a listing can have; each ends on the id, so pages never overlap.
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::ToSchema)]
+pub enum SortOrder {
+    #[default]
+    #[serde(rename = "id")]
+    IdAscending,
+    #[serde(rename = "-id")]
+    IdDescending,
+    #[serde(rename = "username")]
+    UsernameAscending,
+    #[serde(rename = "-username")]
+    UsernameDescending,
+    #[serde(rename = "email")]
+    EmailAscending,
+    #[serde(rename = "-email")]
+    EmailDescending,
+    #[serde(rename = "created_at")]
+    CreatedAscending,
+    #[serde(rename = "-created_at")]
+    CreatedDescending,
+}
+
+impl SortOrder {
+    fn order_by(self) -> &'static str {
+        match self {
+            Self::IdAscending => "id",
+            Self::IdDescending => "id DESC",
+            Self::UsernameAscending => "username, id",
+            Self::UsernameDescending => "username DESC, id DESC",
+            Self::EmailAscending => "email, id",
+            Self::EmailDescending => "email DESC, id DESC",
+            Self::CreatedAscending => "created_at, id",
+            Self::CreatedDescending => "created_at DESC, id DESC",
+        }
+    }
 }
 
 impl JsonShape for NewUser {
@@ -348,7 +389,8 @@ fn page_of(query: &ListQuery) -> Result<(i64, i64), ApiError> {
     }
 }
 
-/// List users, newest id last: paginated, searchable, filterable by creation time.
+/// List users (by id unless sorted otherwise): paginated, searchable, filterable by creation
+/// time, sortable by any column.
 #[utoipa::path(get, path = "/users", tag = "users", params(ListQuery), responses(
     (status = 200, description = "A page of users", body = UserPage),
     (status = 422, description = "A query parameter is invalid", body = Object),
@@ -369,8 +411,9 @@ pub async fn list_users(
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT id, username, email, created_at, count(*) OVER () AS total
                {MATCHING_USERS}
-              ORDER BY id
-              LIMIT $3 OFFSET $4"
+              ORDER BY {}
+              LIMIT $3 OFFSET $4",
+            query.sort.order_by()
         )))
         .bind(&pattern)
         .bind(created_after)

@@ -193,6 +193,19 @@ pub struct Config {
     pub api: ApiSettings,
     /// Logs.
     pub logging: LogSettings,
+    /// Resetting and seeding the dev database from the UI.
+    pub dev_data: DevDataSettings,
+}
+
+/// The UI's "Reset database" and "Load fixture": allowed in development and testing only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevDataSettings {
+    /// `PGHARNESS_FIXTURES_DIR`: the SQL fixtures offered (default `fixtures` in the current
+    /// directory).
+    pub fixtures_dir: PathBuf,
+    /// `PGHARNESS_DEV_DATA_ON_EXTERNAL`: also on a server named by `DATABASE_URL` (default no:
+    /// an external database is usually shared).
+    pub allow_external: bool,
 }
 
 /// Where the HTTP API listens, and who may use it.
@@ -304,6 +317,11 @@ impl Config {
             },
             api: api_settings(&var)?,
             logging: log_settings(&var)?,
+            dev_data: DevDataSettings {
+                fixtures_dir: var("PGHARNESS_FIXTURES_DIR")
+                    .map_or_else(|| PathBuf::from("fixtures"), PathBuf::from),
+                allow_external: parse_bool(&var, "PGHARNESS_DEV_DATA_ON_EXTERNAL", false)?,
+            },
         })
     }
 }

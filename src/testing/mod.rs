@@ -28,7 +28,6 @@
 //! finished databases off the tests' critical path. The database of a test that panicked is
 //! kept (`PGHARNESS_TEST_KEEP=failed|always|never`) and its `psql` URL printed.
 
-mod fixtures;
 mod template;
 #[cfg(feature = "server")]
 mod test_app;
@@ -49,6 +48,7 @@ use tracing::warn;
 use self::worker::{Request, TemplateSpec, worker};
 use crate::config::{DatabaseUrl, Environment, PoolSettings};
 use crate::database::Database;
+use crate::fixtures;
 use crate::migrations::{MigrationError, Migrations};
 use crate::test_server::{self, KeepPolicy, TestServerError, TestSettings};
 
@@ -74,26 +74,9 @@ pub enum TestDbError {
         /// The working directory.
         cwd: PathBuf,
     },
-    /// A fixture named does not exist.
-    #[error("fixture {name:?} not found: no file {path} (fixtures are looked up in {folder})")]
-    MissingFixture {
-        /// The name.
-        name: String,
-        /// The file looked for.
-        path: PathBuf,
-        /// The fixtures directory.
-        folder: PathBuf,
-    },
-    /// A fixture's SQL failed.
-    #[error("fixture {file} failed at line {line}: {message}")]
-    Fixture {
-        /// The fixture file.
-        file: PathBuf,
-        /// The line of the failing statement.
-        line: usize,
-        /// The server's message.
-        message: String,
-    },
+    /// A fixture is missing or failed.
+    #[error(transparent)]
+    Fixture(#[from] crate::fixtures::FixtureError),
     #[error(
         "migration {file} failed at line {line}: {message}. Fix the file in {dir}; the next test \
          builds the template again"

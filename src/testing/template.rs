@@ -8,8 +8,8 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection};
 
 use super::TestDbError;
-use super::fixtures::{self, Fixture};
 use crate::config::DatabaseUrl;
+use crate::fixtures::{self, Fixture};
 use crate::migrations::{MigrationError, Migrations};
 use crate::test_server::{self, TEMPLATE_PREFIX};
 

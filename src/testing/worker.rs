@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::TestDbError;
-use super::fixtures::{self, Fixture};
 use super::template::{Recipe, ensure_template, template_name};
 use crate::config::DatabaseUrl;
+use crate::fixtures::{self, Fixture};
 use crate::migrations::Migrations;
 use crate::test_server::{self, TEST_DATABASE_PREFIX, TestSettings};
 

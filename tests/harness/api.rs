@@ -876,3 +876,121 @@ async fn a_body_of_the_wrong_json_type_is_422_even_where_serde_would_read_it(app
     assert_eq!(single.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.user_count().await, 1);
 }
+
+#[rstest]
+#[tokio::test]
+async fn users_sort_by_any_column_both_ways_and_an_unknown_order_is_422(app: TestApp) {
+    for (username, email) in [("mia", "zz@example.com"), ("zed", "aa@example.com")] {
+        app.create_user(username, email).await;
+    }
+    let usernames = |reply: Reply| -> Vec<String> {
+        reply.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|user| user["username"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        usernames(app.get("/users?sort=username").await),
+        ["mia", "zed"]
+    );
+    assert_eq!(
+        usernames(app.get("/users?sort=-username").await),
+        ["zed", "mia"]
+    );
+    assert_eq!(
+        usernames(app.get("/users?sort=email").await),
+        ["zed", "mia"]
+    );
+    assert_eq!(usernames(app.get("/users?sort=-id").await), ["zed", "mia"]);
+    let refused = app.get("/users?sort=password").await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[rstest]
+#[tokio::test]
+async fn resetting_or_seeding_an_external_database_is_refused_with_the_way_to_allow_it(
+    app: TestApp,
+) {
+    app.create_user("kept", "kept@example.com").await;
+    // `pgharness::testing` gives the app a database on the shared test server: external to it.
+    let reset = app.call("POST", "/api/database/reset", json!({})).await;
+    assert_eq!(reset.status, StatusCode::FORBIDDEN);
+    assert!(
+        reset.body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("PGHARNESS_DEV_DATA_ON_EXTERNAL=true"),
+        "{}",
+        reset.body
+    );
+    let load = app
+        .call("POST", "/api/database/fixtures/users", json!({}))
+        .await;
+    assert_eq!(load.status, StatusCode::FORBIDDEN);
+    let listed = app.get("/api/database/fixtures").await;
+    assert_eq!(listed.body["allowed"], false);
+    assert_eq!(app.user_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_fixture_is_loaded_whole_or_not_at_all_and_reset_empties_the_database() {
+    let fixtures = tempfile::tempdir().unwrap();
+    std::fs::write(
+        fixtures.path().join("two.sql"),
+        "INSERT INTO users (username, email) VALUES ('one', 'one@example.com');\n\
+         INSERT INTO users (username, email) VALUES ('two', 'two@example.com');\n",
+    )
+    .unwrap();
+    std::fs::write(
+        fixtures.path().join("broken.sql"),
+        "INSERT INTO users (username, email) VALUES ('three', 'three@example.com');\n\
+         INSERT INTO users (username, email) VALUES ('three', 'again@example.com');\n",
+    )
+    .unwrap();
+    let dir = fixtures.path().to_str().unwrap().to_owned();
+    let app = OwnServerApp::spawn_with(&[("PGHARNESS_FIXTURES_DIR", &dir)]).await;
+    let listed = app.get("/api/database/fixtures").await;
+    assert_eq!(listed.body["fixtures"], json!(["broken", "two"]));
+    assert_eq!(listed.body["allowed"], true);
+
+    let broken = app
+        .call("POST", "/api/database/fixtures/broken", json!({}))
+        .await;
+    assert_eq!(broken.status, StatusCode::CONFLICT);
+    assert!(
+        broken.body["detail"].as_str().unwrap().contains("line 2"),
+        "{}",
+        broken.body
+    );
+    assert_eq!(app.user_count().await, 0, "half a fixture stayed");
+    let missing = app
+        .call("POST", "/api/database/fixtures/..%2Ftwo", json!({}))
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let loaded = app
+        .call("POST", "/api/database/fixtures/two", json!({}))
+        .await;
+    assert_eq!(loaded.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.user_count().await, 2);
+
+    let reset = app.call("POST", "/api/database/reset", json!({})).await;
+    assert_eq!(reset.status, StatusCode::OK, "{}", reset.body);
+    assert_eq!(app.user_count().await, 0);
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    let events = app.get("/api/health/events").await;
+    let kinds: Vec<&str> = events.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["kind"].as_str().unwrap())
+        .collect();
+    let position = |kind| kinds.iter().position(|found| *found == kind).unwrap();
+    assert!(
+        position("database_reset") < position("fixture_loaded"),
+        "{kinds:?}"
+    );
+    app.stop().await;
+}

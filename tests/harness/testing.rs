@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
+use pgharness::fixtures::FixtureError;
 use pgharness::test_server::TestSettings;
 use pgharness::testing::{TestApp, TestDb, TestDbError, app, db};
 use rstest::rstest;
@@ -80,7 +81,10 @@ async fn a_missing_fixture_names_the_file_and_the_folder() {
         .build()
         .await
         .unwrap_err();
-    assert!(matches!(error, TestDbError::MissingFixture { .. }));
+    assert!(matches!(
+        error,
+        TestDbError::Fixture(FixtureError::Missing { .. })
+    ));
     let text = error.to_string();
     assert!(
         text.contains("no_such.sql") && text.contains("fixtures"),

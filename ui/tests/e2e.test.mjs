@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,7 +24,8 @@ before(async () => {
   mkdirSync(output, { recursive: true });
   server = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
     cwd: dataDir,
-    env: { ...process.env, RUST_LOG: "warn", DATABASE_URL: "", PGHARNESS_DATA_DIR: join(dataDir, "data"), PGHARNESS_LOG_DIR: "off" },
+    env: { ...process.env, RUST_LOG: "warn", DATABASE_URL: "", PGHARNESS_DATA_DIR: join(dataDir, "data"), PGHARNESS_LOG_DIR: "off",
+      PGHARNESS_FIXTURES_DIR: join(here, "../../fixtures") },
     stdio: ["ignore", "pipe", "inherit"],
   });
   base = await new Promise((resolve, reject) => {
@@ -81,7 +82,7 @@ test("a created user appears in the list", async () => {
   await page.goto(`${base}/#/users`);
   await page.getByLabel("Username", { exact: true }).fill("alice");
   await page.getByLabel("E-mail", { exact: true }).fill("alice@example.com");
-  await page.getByRole("button", { name: "Create" }).click();
+  await page.getByRole("button", { name: "Create", exact: true }).click();
   await page.locator("#user-rows tr", { hasText: "alice@example.com" }).waitFor();
   assert.match(await page.locator("#message").textContent(), /Created user alice/);
 });
@@ -89,7 +90,7 @@ test("a created user appears in the list", async () => {
 test("a duplicate username is shown next to the field", async () => {
   await page.getByLabel("Username", { exact: true }).fill("alice");
   await page.getByLabel("E-mail", { exact: true }).fill("someone-else@example.com");
-  await page.getByRole("button", { name: "Create" }).click();
+  await page.getByRole("button", { name: "Create", exact: true }).click();
   await page.locator("#username-error", { hasText: "already taken" }).waitFor();
   assert.equal(await page.getByLabel("Username", { exact: true }).getAttribute("aria-invalid"), "true");
   assert.equal(await page.locator("#email-error").textContent(), "");
@@ -116,9 +117,68 @@ test("a user is edited and deleted after confirmation", async () => {
   await page.locator("#user-rows tr", { hasText: "erin2" }).waitFor();
   await page.locator("#user-rows tr", { hasText: "erin2" }).click();
   page.once("dialog", (dialog) => dialog.accept());
-  await page.getByRole("button", { name: "Delete" }).click();
-  await page.locator("#message", { hasText: "User deleted" }).waitFor();
+  await page.getByRole("button", { name: "Delete", exact: true }).click();
+  await page.locator("#message", { hasText: "User erin2 deleted" }).waitFor();
   assert.equal((await api("GET", "/users?q=erin")).total, 0);
+});
+
+test("each row has its own edit and delete buttons", async () => {
+  await page.getByRole("button", { name: "Edit user frank" }).click();
+  await page.locator("#user-form-title", { hasText: /^User \d+$/ }).waitFor();
+  assert.equal(await page.getByLabel("E-mail", { exact: true }).inputValue(), "frank@example.com");
+  assert.equal(await page.locator("#user-form-title").textContent(), `User ${(await api("GET", "/users?q=frank")).items[0].id}`);
+  let asked = "";
+  page.once("dialog", (dialog) => { asked = dialog.message(); dialog.dismiss(); });
+  await page.getByRole("button", { name: "Delete user frank" }).click();
+  assert.match(asked, /Delete user frank\?/);
+  assert.equal((await api("GET", "/users?q=frank")).total, 1, "a dismissed confirmation deleted the user");
+  page.once("dialog", (dialog) => dialog.accept());
+  await page.getByRole("button", { name: "Delete user frank" }).click();
+  await page.locator("#message", { hasText: "User frank deleted" }).waitFor();
+  await page.locator("#user-rows tr", { hasText: "frank@example.com" }).waitFor({ state: "detached" });
+  assert.equal((await api("GET", "/users?q=frank")).total, 0);
+});
+
+test("columns sort both ways and the page exports as CSV", async () => {
+  // A new user, whatever the form showed last.
+  if (await page.locator("#cancel-edit").isVisible()) await page.locator("#cancel-edit").click();
+  for (const [username, email] of [["zed", "zed@example.com"], ["mia", "mia@example.com"]]) {
+    await page.getByLabel("Username", { exact: true }).fill(username);
+    await page.getByLabel("E-mail", { exact: true }).fill(email);
+    await page.getByRole("button", { name: "Create", exact: true }).click();
+    await page.locator("#user-rows tr", { hasText: email }).waitFor();
+  }
+  const usernames = () => page.locator("#user-rows tr td:nth-child(2)").allTextContents();
+  await page.locator('button.sort[data-sort="username"]').click();
+  await page.locator('th[aria-sort="ascending"]', { hasText: "Username" }).waitFor();
+  const ascending = await usernames();
+  assert.deepEqual(ascending, [...ascending].sort());
+  await page.locator('button.sort[data-sort="username"]').click();
+  await page.locator('th[aria-sort="descending"]', { hasText: "Username" }).waitFor();
+  const descending = await usernames();
+  assert.deepEqual(descending, [...ascending].reverse());
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Export page as CSV" }).click(),
+  ]);
+  const csv = readFileSync(await download.path(), "utf8").trim().split("\r\n");
+  assert.equal(csv[0], "id,username,email,created_at");
+  assert.deepEqual(csv.slice(1).map((line) => JSON.parse(`[${line}]`)[1]), descending);
+  await page.locator('button.sort[data-sort="id"]').click();
+});
+
+test("slow statements show the application's queries, not the migrations, unless asked", async () => {
+  await page.goto(`${base}/#/connection`);
+  await page.locator("#slow-queries tr", { hasText: "FROM users" }).first().waitFor();
+  const shown = await page.locator("#slow-queries").textContent();
+  assert.ok(!/CREATE (TABLE|EXTENSION|UNIQUE INDEX)/.test(shown), shown);
+  assert.ok(!shown.includes("pg_stat_statements"), shown);
+  await page.getByLabel(/Show pgharness's own statements/).check();
+  await page.locator("#slow-queries tr", { hasText: "CREATE TABLE" }).first().waitFor();
+  await page.getByLabel(/Show pgharness's own statements/).uncheck();
+  await page.getByRole("button", { name: "Reset statistics" }).click();
+  await page.locator("#message", { hasText: "Statement statistics reset" }).waitFor();
+  assert.ok(!(await api("GET", "/api/queries/slow?include_internal=true")).queries.some((query) => query.query.includes("CREATE TABLE")));
 });
 
 test("the connection screen shows the server, the pool and the migrations", async () => {
@@ -138,25 +198,104 @@ test("the connection screen shows the server, the pool and the migrations", asyn
   await page.screenshot({ path: join(output, "connection.png") });
 });
 
-test("stopping the database turns health red and says why on the users screen; starting it turns it green", async () => {
+test("the Stop button turns health red within one refresh, the timeline records it, and Start turns it green", async () => {
   await page.goto(`${base}/#/health`);
   await page.locator('#health-status[data-state="healthy"]').waitFor();
-  await api("POST", "/api/database/stop");
-  await page.locator('#health-status[data-state="unhealthy"]').waitFor({ timeout: 6000 });
-  assert.equal(await badgeState(), "unhealthy");
+  await page.locator("#stop-database:not([disabled])").waitFor();
+  let asked = "";
+  page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
+  await page.getByRole("button", { name: "Stop database" }).click();
+  assert.match(asked, /Stop the database\?/);
+  await page.locator("#server-state", { hasText: "Database stopped." }).waitFor({ timeout: 10000 });
+  await page.locator('#health-status[data-state="unhealthy"]').waitFor({ timeout: 2500 });
+  await page.locator('#events li[data-kind="server_stopped"]').waitFor({ timeout: 2500 });
+  await page.locator('#events li[data-kind="database_unreachable"]').waitFor({ timeout: 5000 });
   await page.screenshot({ path: join(output, "health-down.png") });
   await page.goto(`${base}/#/users`);
   // Well inside the 30 s pool timeout: a stopped server is reported, not waited for.
   await page.locator("#message", { hasText: "database unavailable: connection refused" }).waitFor({ timeout: 3000 });
   await page.goto(`${base}/#/health`);
-  await api("POST", "/api/database/start");
+  await page.locator("#start-database:not([disabled])").waitFor();
+  await page.getByRole("button", { name: "Start database", exact: true }).click();
+  await page.locator("#server-state", { hasText: "Database running." }).waitFor({ timeout: 10000 });
+  await page.locator('#health-status[data-state="healthy"]').waitFor({ timeout: 2500 });
+  await page.locator('#events li[data-kind="server_started"]').waitFor({ timeout: 2500 });
+  await page.locator('#events li[data-kind="database_recovered"]').waitFor({ timeout: 5000 });
+  const kinds = (await api("GET", "/api/health/events")).events.map((event) => event.kind);
+  assert.ok(kinds.indexOf("server_started") < kinds.indexOf("server_stopped"), kinds.join(", "));
+});
+
+test("Restart asks first, and the database comes back", async () => {
+  let asked = "";
+  page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
+  await page.getByRole("button", { name: "Restart database" }).click();
+  assert.match(asked, /Restart the database\?/);
+  await page.locator("#server-state", { hasText: "Database running." }).waitFor({ timeout: 15000 });
+  await page.locator('#events li[data-kind="server_restarted"]').waitFor({ timeout: 2500 });
   await page.locator('#health-status[data-state="healthy"]').waitFor({ timeout: 6000 });
 });
 
+test("the charts draw points from real requests", async () => {
+  await page.goto(`${base}/#/health`);
+  const points = async () => Number(await page.locator("#chart-requests svg").getAttribute("data-points") ?? 0);
+  const before = await points();
+  for (let burst = 0; burst < 4; burst += 1) {
+    await Promise.all(Array.from({ length: 25 }, () => fetch(`${base}/users?limit=1`)));
+  }
+  // The next sample counts the burst: 100 requests within one 2-second interval.
+  await page.waitForFunction((count) => Number(document.querySelector("#chart-requests svg").dataset.points) > count + 1, before, { timeout: 8000 });
+  const history = await api("GET", "/api/health/history");
+  assert.ok(history.samples.some((sample) => sample.requests_per_second >= 25), JSON.stringify(history.samples.slice(-3)));
+  assert.ok(await page.locator("#chart-requests polyline").count() >= 1);
+  assert.ok(await page.locator("#chart-latency polyline").count() >= 1);
+  assert.match(await page.locator("#chart-latency .now").textContent(), /now \d+\.\d+ ms/);
+  assert.match(await page.locator("#chart-pool .now").textContent(), /now \d+ \/ \d+/);
+  await page.screenshot({ path: join(output, "health.png") });
+});
+
+test("the database screen shows its size, tables and sessions", async () => {
+  await page.goto(`${base}/#/database`);
+  await page.locator("#database-name", { hasText: "app_db" }).waitFor();
+  assert.match(await page.locator("#database-size").textContent(), /\d+(\.\d)? (kB|MB)/);
+  await page.locator("#database-tables tr", { hasText: "public.users" }).waitFor();
+  await page.locator("#database-sessions tr", { hasText: "pgharness (this screen)" }).waitFor();
+  await page.screenshot({ path: join(output, "database.png") });
+});
+
+test("Reset database empties a table that was filled, after naming the database", async () => {
+  await fetch(`${base}/users`, { method: "POST", headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: "filled", email: "filled@example.com" }) });
+  assert.ok((await api("GET", "/users")).total > 0);
+  let asked = "";
+  page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
+  await page.getByRole("button", { name: "Reset database…" }).click();
+  assert.match(asked, /Reset the database app_db\?/);
+  await page.locator("#message", { hasText: "Database app_db reset: 2 migration(s) applied" }).waitFor({ timeout: 15000 });
+  assert.equal((await api("GET", "/users")).total, 0);
+  await page.goto(`${base}/#/users`);
+  await page.locator("#user-rows td.empty", { hasText: "No users yet" }).waitFor();
+  await page.screenshot({ path: join(output, "users-empty.png") });
+  await page.goto(`${base}/#/health`);
+  await page.locator('#events li[data-kind="database_reset"]').waitFor();
+});
+
+test("Load fixture shows the fixture's rows", async () => {
+  await page.goto(`${base}/#/database`);
+  await page.locator("#fixture-choice option", { hasText: "users" }).waitFor({ state: "attached" });
+  await page.getByLabel("Fixture").selectOption("users");
+  await page.getByRole("button", { name: "Load fixture" }).click();
+  await page.locator("#message", { hasText: "Fixture users loaded" }).waitFor();
+  await page.goto(`${base}/#/users`);
+  await page.locator("#user-rows tr", { hasText: "alice@example.com" }).waitFor();
+  await page.locator("#user-rows tr", { hasText: "carol@example.com" }).waitFor();
+});
+
 test("losing the API shows a banner that clears by itself", async () => {
-  await page.route("**/health", (route) => route.abort("connectionrefused"));
+  await page.goto(`${base}/#/health`);
+  const apiCalls = /\/(health|api\/)/;
+  await page.route(apiCalls, (route) => route.abort("connectionrefused"));
   await page.locator("#offline").waitFor({ state: "visible", timeout: 6000 });
-  await page.unroute("**/health");
+  await page.unroute(apiCalls);
   await page.locator("#offline").waitFor({ state: "hidden", timeout: 6000 });
 });
 
@@ -235,15 +374,16 @@ test("every screen fits 1024×768 and 1920×1080, in light and dark mode", async
     for (const colorScheme of ["light", "dark"]) {
       await page.setViewportSize({ width, height });
       await page.emulateMedia({ colorScheme });
-      for (const screen of ["health", "connection", "users"]) {
+      for (const screen of ["health", "connection", "database", "users"]) {
         await page.goto(`${base}/#/${screen}`);
         await page.locator(`#${screen}`).waitFor();
+        await page.waitForTimeout(300);
         const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
         assert.ok(overflow <= 0, `${screen} at ${width}×${height} (${colorScheme}) overflows by ${overflow}px`);
         const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
         assert.equal(background === "rgb(13, 17, 23)", colorScheme === "dark", `${screen} ${colorScheme}: ${background}`);
+        await page.screenshot({ path: join(output, `${screen}-${width}x${height}-${colorScheme}.png`) });
       }
-      await page.screenshot({ path: join(output, `users-${width}x${height}-${colorScheme}.png`) });
     }
   }
   await page.setViewportSize({ width: 1280, height: 800 });
@@ -252,9 +392,7 @@ test("every screen fits 1024×768 and 1920×1080, in light and dark mode", async
 
 test("the screens are usable by keyboard", async () => {
   await page.goto(`${base}/#/health`);
-  await page.keyboard.press("Tab");
-  await page.keyboard.press("Tab");
-  await page.keyboard.press("Tab");
+  for (let link = 0; link < 4; link += 1) await page.keyboard.press("Tab");
   await page.keyboard.press("Enter");
   await page.locator("#users").waitFor();
   await page.getByLabel("Username", { exact: true }).focus();
@@ -263,4 +401,25 @@ test("the screens are usable by keyboard", async () => {
   await page.keyboard.type("keys@example.com");
   await page.keyboard.press("Enter");
   await page.locator("#user-rows tr", { hasText: "keys@example.com" }).waitFor();
+});
+
+test("first paint of every screen, and the size of the UI's script and style (printed)", async () => {
+  const fresh = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+  const measured = [];
+  for (const screen of ["health", "connection", "database", "users"]) {
+    const tab = await fresh.newPage();
+    await tab.goto(`${base}/#/${screen}`);
+    await tab.locator(`#${screen}`).waitFor();
+    const paint = await tab.evaluate(() => {
+      const entry = performance.getEntriesByName("first-contentful-paint")[0];
+      return entry ? entry.startTime : null;
+    });
+    assert.ok(paint !== null, `${screen}: no first contentful paint`);
+    measured.push(`${screen} ${paint.toFixed(0)} ms`);
+    await tab.close();
+  }
+  await fresh.close();
+  let total = 0;
+  for (const asset of ["/app.js", "/app.css", "/"]) total += (await (await fetch(`${base}${asset}`)).arrayBuffer()).byteLength;
+  console.log(`first contentful paint: ${measured.join(", ")}; HTML+JS+CSS ${(total / 1024).toFixed(1)} kB`);
 });

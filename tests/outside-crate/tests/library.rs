@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use pgharness::fixtures::FixtureError;
 use pgharness::testing::{TestDb, TestDbError, db};
 use rstest::rstest;
 
@@ -162,7 +163,10 @@ async fn a_baked_fixture_that_breaks_a_foreign_key_names_its_line_too() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, TestDbError::Fixture { line: 5, .. }),
+        matches!(
+            error,
+            TestDbError::Fixture(FixtureError::Statement { line: 5, .. })
+        ),
         "{error}"
     );
 }
@@ -176,7 +180,10 @@ async fn a_fixture_that_breaks_a_foreign_key_names_its_line() {
         .unwrap_err();
     let message = error.to_string();
     assert!(
-        matches!(error, TestDbError::Fixture { line: 5, .. }),
+        matches!(
+            error,
+            TestDbError::Fixture(FixtureError::Statement { line: 5, .. })
+        ),
         "{message}"
     );
     assert!(message.contains("orphan_book.sql"), "{message}");

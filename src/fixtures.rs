@@ -1,22 +1,90 @@
-//! SQL fixture files: found by name, applied statement by statement in one transaction, so that
-//! an error names the line of the statement that failed (PostgreSQL gives no position for a
-//! constraint violation, only for syntax errors).
+//! SQL fixture files (`fixtures/<name>.sql`): found by name, listed, and applied statement by
+//! statement in one transaction, so that an error names the line of the statement that failed
+//! (PostgreSQL gives no position for a constraint violation, only for syntax errors). Test
+//! databases take them (`pgharness::testing`), and so does the dev database (the UI's "Load
+//! fixture").
 
 use std::path::{Path, PathBuf};
 
 use sqlx::{Connection as _, PgConnection};
 
-use super::TestDbError;
+/// Why a fixture could not be read or applied. Nothing of a fixture stays when it fails.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// A fixture named does not exist.
+    #[error("fixture {name:?} not found: no file {path} (fixtures are looked up in {folder})")]
+    Missing {
+        /// The name.
+        name: String,
+        /// The file looked for.
+        path: PathBuf,
+        /// The fixtures directory.
+        folder: PathBuf,
+    },
+    /// A fixture's SQL failed.
+    #[error("fixture {file} failed at line {line}: {message}")]
+    Statement {
+        /// The fixture file.
+        file: PathBuf,
+        /// The line of the failing statement.
+        line: usize,
+        /// The server's message.
+        message: String,
+    },
+    /// A file or folder could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The connection failed (not a statement of the fixture).
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
 
 /// A fixture file's text.
 #[derive(Debug, Clone)]
-pub(super) struct Fixture {
+pub struct Fixture {
+    /// Its file.
     pub path: PathBuf,
+    /// Its SQL.
     pub sql: String,
 }
 
+/// The names of the fixtures in `folder` (`<name>.sql`), sorted; none when it does not exist.
+///
+/// # Errors
+///
+/// [`FixtureError::Io`] when the folder exists but cannot be read.
+pub fn names(folder: &Path) -> Result<Vec<String>, FixtureError> {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(FixtureError::Io {
+                path: folder.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let path = entry.path();
+            (path.extension()? == "sql")
+                .then(|| path.file_stem()?.to_str().map(str::to_owned))
+                .flatten()
+        })
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
 /// What identifies a list of fixtures in a template's key: their file names and contents.
-pub(super) fn digest(fixtures: &[Fixture]) -> String {
+#[must_use]
+pub fn digest(fixtures: &[Fixture]) -> String {
     use sha2::Digest as _;
     let mut hasher = sha2::Sha256::new();
     for fixture in fixtures {
@@ -38,31 +106,40 @@ pub(super) fn digest(fixtures: &[Fixture]) -> String {
         .collect()
 }
 
-/// `<folder>/<name>.sql`.
-pub(super) fn read(folder: &Path, name: &str) -> Result<Fixture, TestDbError> {
+/// `<folder>/<name>.sql`. Only a plain name is taken: no path separators, no `..`.
+///
+/// # Errors
+///
+/// [`FixtureError::Missing`] when there is no such file (or the name is not a plain name),
+/// [`FixtureError::Io`] when it cannot be read.
+pub fn read(folder: &Path, name: &str) -> Result<Fixture, FixtureError> {
     let path = folder.join(format!("{name}.sql"));
+    let plain = !name.is_empty()
+        && name
+            .chars()
+            .all(|character| character.is_alphanumeric() || "_-.".contains(character))
+        && !name.starts_with('.');
+    let missing = || FixtureError::Missing {
+        name: name.to_owned(),
+        path: path.clone(),
+        folder: folder.to_owned(),
+    };
+    if !plain {
+        return Err(missing());
+    }
     match std::fs::read_to_string(&path) {
         Ok(sql) => Ok(Fixture { path, sql }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Err(TestDbError::MissingFixture {
-                name: name.to_owned(),
-                path,
-                folder: folder.to_owned(),
-            })
-        }
-        Err(source) => Err(TestDbError::Io {
-            action: "cannot read",
-            path,
-            source,
-        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+        Err(source) => Err(FixtureError::Io { path, source }),
     }
 }
 
 /// Runs the fixture's statements in one transaction; nothing of it stays when one fails.
-pub(super) async fn apply(
-    connection: &mut PgConnection,
-    fixture: &Fixture,
-) -> Result<(), TestDbError> {
+///
+/// # Errors
+///
+/// [`FixtureError::Statement`] with the failing statement's line, or the connection's error.
+pub async fn apply(connection: &mut PgConnection, fixture: &Fixture) -> Result<(), FixtureError> {
     let mut transaction = connection.begin().await?;
     for statement in statements(&fixture.sql) {
         if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(statement.text.to_owned()))
@@ -70,7 +147,7 @@ pub(super) async fn apply(
             .await
         {
             return Err(match error {
-                sqlx::Error::Database(error) => TestDbError::Fixture {
+                sqlx::Error::Database(error) => FixtureError::Statement {
                     file: fixture.path.clone(),
                     line: statement.line
                         + crate::migrations::error_line(statement.text, error.as_ref())
@@ -170,6 +247,22 @@ fn push<'a>(found: &mut Vec<Statement<'a>>, sql: &'a str, start: usize, end: usi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_plain_names_are_read_from_the_fixtures_folder() {
+        let folder = tempfile::tempdir().unwrap();
+        std::fs::write(folder.path().join("seed.sql"), "SELECT 1").unwrap();
+        std::fs::write(folder.path().join("notes.txt"), "").unwrap();
+        assert_eq!(names(folder.path()).unwrap(), ["seed"]);
+        assert_eq!(read(folder.path(), "seed").unwrap().sql, "SELECT 1");
+        for name in ["../seed", "sub/seed", ".hidden", ""] {
+            assert!(matches!(
+                read(folder.path(), name),
+                Err(FixtureError::Missing { .. })
+            ));
+        }
+        assert!(names(&folder.path().join("absent")).unwrap().is_empty());
+    }
 
     #[test]
     fn statements_split_at_their_semicolons_only_and_know_their_lines() {

@@ -1,0 +1,182 @@
+//! The dev database back to a known state: reset (drop, recreate, migrate) and load a named
+//! fixture. Refused outside development and testing, and on an external server unless
+//! `PGHARNESS_DEV_DATA_ON_EXTERNAL` allows it: both destroy or change data.
+
+use std::path::Path;
+
+use sqlx::{Connection as _, PgConnection};
+
+use crate::config::{DatabaseUrl, DevDataSettings, Environment};
+use crate::database::{Database, DatabaseError};
+use crate::fixtures::{self, FixtureError};
+use crate::migrations::{MigrationEntry, MigrationError, Migrations};
+
+/// Why the dev database was not reset or seeded.
+#[derive(Debug, thiserror::Error)]
+pub enum DevDataError {
+    /// Not a development or testing environment.
+    #[error(
+        "resetting and seeding the database is refused in the {0} environment: it is for \
+         development and testing only (APP_ENV)"
+    )]
+    WrongEnvironment(Environment),
+    /// The database is on an external server.
+    #[error(
+        "resetting and seeding is refused on the external server at {0}: it may be shared. Set \
+         PGHARNESS_DEV_DATA_ON_EXTERNAL=true to allow it"
+    )]
+    External(String),
+    /// The server refused to drop or create the database.
+    #[error("cannot {action} the database {database}: {source}")]
+    Recreate {
+        /// What was being done.
+        action: &'static str,
+        /// The database.
+        database: String,
+        /// The server's answer.
+        source: sqlx::Error,
+    },
+    /// The migrations failed on the new database.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// The fixture is missing or failed (nothing of it stays).
+    #[error(transparent)]
+    Fixture(#[from] FixtureError),
+    /// No connection from the pool.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+}
+
+/// Where the dev database is and what may be done to it.
+#[derive(Debug, Clone)]
+pub struct DevData {
+    settings: DevDataSettings,
+    environment: Environment,
+    /// `Some(masked URL)` when the server is external.
+    external: Option<String>,
+}
+
+impl DevData {
+    /// The policy for `environment`, on an external server when `external` names one.
+    #[must_use]
+    pub fn new(
+        settings: DevDataSettings,
+        environment: Environment,
+        external: Option<String>,
+    ) -> Self {
+        Self {
+            settings,
+            environment,
+            external,
+        }
+    }
+
+    /// Whether reset and load are allowed here, and why not.
+    ///
+    /// # Errors
+    ///
+    /// The [`DevDataError`] that says why not.
+    pub fn allowed(&self) -> Result<(), DevDataError> {
+        if !matches!(
+            self.environment,
+            Environment::Development | Environment::Testing
+        ) {
+            return Err(DevDataError::WrongEnvironment(self.environment));
+        }
+        match &self.external {
+            Some(url) if !self.settings.allow_external => Err(DevDataError::External(url.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The fixtures folder.
+    #[must_use]
+    pub fn fixtures_dir(&self) -> &Path {
+        &self.settings.fixtures_dir
+    }
+
+    /// The fixtures that can be loaded.
+    ///
+    /// # Errors
+    ///
+    /// [`FixtureError::Io`] when the folder cannot be read.
+    pub fn fixtures(&self) -> Result<Vec<String>, FixtureError> {
+        fixtures::names(&self.settings.fixtures_dir)
+    }
+
+    /// Drops the application database (closing every session on it, the pool's included),
+    /// creates it empty and applies the migrations. Extensions it had that migrations do not
+    /// create (`pg_stat_statements`) are created again. Returns the migrations applied.
+    ///
+    /// # Errors
+    ///
+    /// [`DevDataError`]: refused here, the server's refusal to drop or create, a migration.
+    pub async fn reset(
+        &self,
+        url: &DatabaseUrl,
+        database: &Database,
+        migrations: &Migrations,
+    ) -> Result<Vec<MigrationEntry>, DevDataError> {
+        self.allowed()?;
+        let failed = |action| {
+            move |source| DevDataError::Recreate {
+                action,
+                database: url.database.clone(),
+                source,
+            }
+        };
+        let extensions: Vec<String> = {
+            let mut connection = database.acquire().await?;
+            sqlx::query_scalar("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql'")
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(failed("read the extensions of"))?
+        };
+        let mut maintenance =
+            PgConnection::connect_with(&url.with_database("postgres").connect_options())
+                .await
+                .map_err(failed("connect to the server of"))?;
+        let quoted = format!("\"{}\"", url.database.replace('"', "\"\""));
+        for (action, statement) in [
+            (
+                "drop",
+                format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"),
+            ),
+            ("create", format!("CREATE DATABASE {quoted}")),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                .execute(&mut maintenance)
+                .await
+                .map_err(failed(action))?;
+        }
+        let _ = maintenance.close().await;
+        {
+            let mut connection = database.acquire().await?;
+            for extension in extensions {
+                let statement = format!(
+                    "CREATE EXTENSION IF NOT EXISTS \"{}\"",
+                    extension.replace('"', "\"\"")
+                );
+                sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut *connection)
+                    .await
+                    .map_err(failed("recreate an extension of"))?;
+            }
+        }
+        Ok(migrations.up(database.pool(), None).await?)
+    }
+
+    /// Applies the fixture `name` (`<fixtures>/<name>.sql`) in one transaction.
+    ///
+    /// # Errors
+    ///
+    /// [`DevDataError`]: refused here, the fixture is missing, or one of its statements failed
+    /// (its line is named; nothing of it stays).
+    pub async fn load(&self, database: &Database, name: &str) -> Result<(), DevDataError> {
+        self.allowed()?;
+        let fixture = fixtures::read(&self.settings.fixtures_dir, name)?;
+        let mut connection = database.acquire().await?;
+        fixtures::apply(&mut connection, &fixture).await?;
+        Ok(())
+    }
+}
