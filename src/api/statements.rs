@@ -95,6 +95,7 @@ pub(super) async fn slowest(
 /// application's, unless `include_internal` asks for pgharness's own too.
 #[utoipa::path(get, path = "/api/queries/slow", tag = "database", params(SlowQueryFilter), responses(
     (status = 200, description = "Slowest statements, or why they are not available", body = SlowQueries),
+    (status = 422, description = "include_internal is not true or false"),
     (status = 503, description = "The database is unavailable"),
 ))]
 pub async fn slow_queries(
