@@ -66,6 +66,8 @@ pub enum EventKind {
     ServerRestarted,
     /// The embedded server exited unexpectedly.
     ServerCrashed,
+    /// The embedded server was started again after it exited unexpectedly.
+    ServerRecovered,
     /// The database answers again after an outage.
     DatabaseRecovered,
     /// The database stopped answering.
@@ -174,7 +176,7 @@ struct Previous {
     server_errors: u64,
     pool: Option<PoolStats>,
     reachable: Option<bool>,
-    outage: Option<String>,
+    crashes_and_recoveries: (u64, u64),
 }
 
 struct Sampler {
@@ -245,11 +247,29 @@ impl Sampler {
                 format!("{failed} attempt(s) to get a connection failed"),
             );
         }
-        let outage = server.and_then(EmbeddedServer::outage);
-        if let Some(cause) = &outage
-            && self.previous.outage.is_none()
-        {
-            monitor.record(EventKind::ServerCrashed, cause.clone());
+        // Counted by the supervisor: a crash and restart between two samples is not missed.
+        let crashes_and_recoveries = server.map_or((0, 0), EmbeddedServer::crashes_and_recoveries);
+        let (crashed, recovered) = (
+            crashes_and_recoveries
+                .0
+                .saturating_sub(self.previous.crashes_and_recoveries.0),
+            crashes_and_recoveries
+                .1
+                .saturating_sub(self.previous.crashes_and_recoveries.1),
+        );
+        if crashed > 0 {
+            monitor.record(
+                EventKind::ServerCrashed,
+                server
+                    .and_then(EmbeddedServer::outage)
+                    .unwrap_or_else(|| "the embedded server exited unexpectedly".to_owned()),
+            );
+        }
+        if recovered > 0 {
+            monitor.record(
+                EventKind::ServerRecovered,
+                "the embedded server runs again on the same data and port",
+            );
         }
         let reachable = check.latency_ms.is_some();
         match (self.previous.reachable, reachable) {
@@ -268,7 +288,7 @@ impl Sampler {
             server_errors,
             pool: Some(pool),
             reachable: Some(reachable),
-            outage,
+            crashes_and_recoveries,
         };
     }
 

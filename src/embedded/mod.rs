@@ -20,7 +20,7 @@ mod cluster;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
@@ -229,6 +229,9 @@ pub struct EmbeddedServer {
     running: AtomicBool,
     /// Why the server is down against its owner's will, while it is being restarted.
     outage: Mutex<Option<String>>,
+    /// Unexpected exits seen, and restarts after them (for the events timeline).
+    crashes: AtomicU64,
+    recoveries: AtomicU64,
     /// Serialises stop, pause, resume and crash recovery.
     control: tokio::sync::Mutex<()>,
 }
@@ -288,6 +291,8 @@ impl EmbeddedServer {
             options: options.clone(),
             running: AtomicBool::new(false),
             outage: Mutex::new(None),
+            crashes: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
             control: tokio::sync::Mutex::new(()),
         };
         server.start_postgres(options).await?;
@@ -347,6 +352,8 @@ impl EmbeddedServer {
             options: options.clone(),
             running: AtomicBool::new(true),
             outage: Mutex::new(None),
+            crashes: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
             control: tokio::sync::Mutex::new(()),
         };
         server.ensure_database().await?;
@@ -533,6 +540,16 @@ impl EmbeddedServer {
             .clone()
     }
 
+    /// How many times the server exited unexpectedly, and how many times it was started again
+    /// after that, since this handle was made.
+    #[must_use]
+    pub fn crashes_and_recoveries(&self) -> (u64, u64) {
+        (
+            self.crashes.load(Ordering::SeqCst),
+            self.recoveries.load(Ordering::SeqCst),
+        )
+    }
+
     fn set_outage(&self, cause: Option<String>) {
         *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = cause;
     }
@@ -576,6 +593,7 @@ impl EmbeddedServer {
                 server_log_tail = %last_lines.into_iter().rev().collect::<Vec<_>>().join("\n"),
                 "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data"
             );
+            self.crashes.fetch_add(1, Ordering::SeqCst);
             self.set_outage(Some(format!(
                 "the embedded PostgreSQL server (data {}) exited unexpectedly; restarting it",
                 self.home.display()
@@ -587,6 +605,7 @@ impl EmbeddedServer {
                     port = self.port,
                     "the embedded PostgreSQL server is running again"
                 );
+                self.recoveries.fetch_add(1, Ordering::SeqCst);
                 self.set_outage(None);
             }
             Err(failure) => {

@@ -383,6 +383,12 @@ fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api(
         "{}",
         state.body
     );
+    // The Health screen's timeline tells what happened.
+    wait_until(Duration::from_secs(5), "the crash on the timeline", || {
+        let events = send(&serve, "GET", "/api/health/events", &[], "").body;
+        events.contains(r#""kind":"server_crashed""#)
+            && events.contains(r#""kind":"server_recovered""#)
+    });
 }
 
 #[test]
