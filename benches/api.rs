@@ -9,6 +9,10 @@
 //! alone on these cores. Every `GET /users/{id}` pays for one HTTP exchange and one query on the
 //! same cores, so `1 / (1 / http + 1 / ceiling)` estimates the most any HTTP API could serve here.
 //!
+//! It also drives `POST /users` (unique users, each committed before its 201), reads the CPU
+//! time the API process and the PostgreSQL processes spent per request, and counts the round
+//! trips to PostgreSQL per request through a counting proxy (a separate, sequential run).
+//!
 //! Last, it restarts the database under the same load and counts the answers by status: while
 //! it is down they must be 503 with Retry-After, never 500.
 //!
@@ -20,6 +24,11 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
+
+#[path = "../tests/harness/proxy.rs"]
+mod proxy;
+
+use std::time::Duration;
 
 use pgharness::Stack;
 use pgharness::config::Config;
@@ -36,15 +45,54 @@ struct Measurement {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
+    /// CPU per request (µs) of the API process and of PostgreSQL, when measured.
+    cpu_us: Option<(f64, f64)>,
 }
 
 impl Measurement {
     fn print(&self) {
+        let cpu = self.cpu_us.map_or_else(String::new, |(api, postgres)| {
+            format!("   CPU/request: API {api:.0} µs, PostgreSQL {postgres:.0} µs")
+        });
         println!(
-            "{:<44} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {}",
+            "{:<44} {:>10.0} req/s   p50 {:>6.2} ms   p99 {:>6.2} ms   errors {}{cpu}",
             self.name, self.requests_per_second, self.p50_ms, self.p99_ms, self.errors
         );
     }
+}
+
+/// User plus system CPU time of process `pid` (Linux `/proc`).
+fn cpu_time(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+    // Linux reports in USER_HZ, 100 per second.
+    Duration::from_millis(ticks * 10)
+}
+
+/// CPU time of the postmaster `postmaster` and every process it started.
+fn postgres_cpu_time(postmaster: u32) -> Duration {
+    let children = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit(')')
+                    .next()
+                    .and_then(|rest| rest.split_whitespace().nth(1))
+                    == Some(&postmaster.to_string())
+            })
+        });
+    children.map(cpu_time).sum::<Duration>() + cpu_time(postmaster)
 }
 
 fn require(tool: &str) {
@@ -67,6 +115,27 @@ fn milliseconds(text: &str) -> f64 {
         (text, 1.0)
     };
     number.parse::<f64>().unwrap() * factor
+}
+
+/// A wrk run, with the CPU the API (this process) and PostgreSQL spent per request.
+fn wrk_with_cpu(
+    name: &str,
+    base: &str,
+    path_script: &str,
+    directory: &Path,
+    server: &EmbeddedServer,
+) -> Measurement {
+    let postmaster = pgharness::platform::process::postmaster_pid(&server.data_dir()).unwrap();
+    let (api_before, postgres_before) =
+        (cpu_time(std::process::id()), postgres_cpu_time(postmaster));
+    let mut measurement = wrk(name, base, path_script, directory);
+    let requests = measurement.requests_per_second * f64::from(SECONDS);
+    let per_request = |spent: Duration| spent.as_secs_f64() * 1e6 / requests;
+    measurement.cpu_us = Some((
+        per_request(cpu_time(std::process::id()) - api_before),
+        per_request(postgres_cpu_time(postmaster) - postgres_before),
+    ));
+    measurement
 }
 
 fn wrk(name: &str, base: &str, path_script: &str, directory: &Path) -> Measurement {
@@ -109,6 +178,7 @@ fn wrk(name: &str, base: &str, path_script: &str, directory: &Path) -> Measureme
         p50_ms: milliseconds(&field("50%").unwrap()),
         p99_ms: milliseconds(&field("99%").unwrap()),
         errors,
+        cpu_us: None,
     }
 }
 
@@ -206,7 +276,77 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
         p50_ms,
         p99_ms,
         errors: 0,
+        cpu_us: None,
     }
+}
+
+/// wrk script: a new user per request, unique across threads.
+const CREATE_USERS: &str = r#"
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+counter = 0
+request = function()
+  counter = counter + 1
+  local name = "w" .. tid .. "x" .. counter
+  return wrk.format("POST", "/users", { ["content-type"] = "application/json" },
+    '{"username": "' .. name .. '", "email": "' .. name .. '@example.com"}')
+end
+"#;
+
+/// Round trips to PostgreSQL per `GET /users/{id}` and per `POST /users`, counted by a proxy
+/// in front of the server on a second API (pool of one, statements already prepared).
+async fn round_trips_per_request(server: &EmbeddedServer) -> (f64, f64) {
+    use tower::ServiceExt as _;
+    const REQUESTS: u32 = 200;
+    let proxy =
+        proxy::CountingProxy::start(format!("127.0.0.1:{}", server.port()).parse().unwrap()).await;
+    let config = Config::from_lookup(|name| match name {
+        "DATABASE_POOL_SIZE" => Some("1".to_owned()),
+        "DATABASE_MAX_OVERFLOW" => Some("0".to_owned()),
+        _ => None,
+    })
+    .unwrap();
+    let mut url = server.url();
+    url.port = proxy.port;
+    let migrations = pgharness::migrations::Migrations::configured(None)
+        .await
+        .unwrap();
+    let harness = pgharness::Harness::on_database(config, url, migrations);
+    let router = pgharness::api::router(harness.api_context());
+    let send = async |method: &str, uri: String, body: String| {
+        let request = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let status = router.clone().oneshot(request).await.unwrap().status();
+        assert!(status.is_success(), "{status}");
+    };
+    let create =
+        |index: u32| format!(r#"{{"username": "rt{index}", "email": "rt{index}@example.com"}}"#);
+    send("GET", "/users/1".to_owned(), String::new()).await;
+    send("POST", "/users".to_owned(), create(REQUESTS)).await;
+    let before = proxy.client_flushes();
+    for index in 0..REQUESTS {
+        send("GET", format!("/users/{}", index + 1), String::new()).await;
+    }
+    let reads = proxy.client_flushes() - before;
+    let before = proxy.client_flushes();
+    for index in 0..REQUESTS {
+        send("POST", "/users".to_owned(), create(index)).await;
+    }
+    let writes = proxy.client_flushes() - before;
+    harness.database().close().await;
+    #[allow(clippy::cast_precision_loss)]
+    (
+        reads as f64 / f64::from(REQUESTS),
+        writes as f64 / f64::from(REQUESTS),
+    )
 }
 
 /// wrk script: random user ids, and the count of each status across threads.
@@ -309,11 +449,11 @@ async fn start_seeded_stack(directory: &Path) -> Stack {
          SELECT 'user' || n, 'user' || n || '@example.com' FROM generate_series(1, $1) AS n",
     )
     .bind(USERS)
-    .execute(database.pool())
+    .execute(database.maintenance_pool())
     .await
     .unwrap();
     sqlx::query("ANALYZE users")
-        .execute(database.pool())
+        .execute(database.maintenance_pool())
         .await
         .unwrap();
     println!(
@@ -373,13 +513,21 @@ fn main() {
     let server = Arc::clone(stack.harness().server().unwrap());
     let base = stack.url();
 
-    let users = wrk(
+    let users = wrk_with_cpu(
         "GET /users/{id}",
         &base,
         &format!(
             "request = function() return wrk.format('GET', '/users/' .. math.random(1, {USERS})) end\n"
         ),
         directory.path(),
+        &server,
+    );
+    let creates = wrk_with_cpu(
+        "POST /users",
+        &base,
+        CREATE_USERS,
+        directory.path(),
+        &server,
     );
     let health = wrk(
         "GET /health",
@@ -399,6 +547,40 @@ fn main() {
         .collect();
 
     report(&users, &health, &http_alone, &ceilings);
+    creates.print();
+    let (read_trips, write_trips) = runtime.block_on(round_trips_per_request(&server));
+    let best = ceilings
+        .iter()
+        .map(|ceiling| ceiling.requests_per_second)
+        .fold(0.0, f64::max);
+    let postgres_per_get = users.cpu_us.map_or(f64::NAN, |(_, postgres)| postgres);
+    println!(
+        "Round trips to PostgreSQL per request (counting proxy, 200 each): GET /users/{{id}} {read_trips:.2}, POST /users {write_trips:.2} (targets 1 and ≤ 2)"
+    );
+    println!(
+        "Issue targets: GET ≥ 30,000 req/s: {} ({:.0}, {:.0} % of pgbench's best, target ≥ 37 %); PostgreSQL CPU per GET ≤ 20 µs: {} ({postgres_per_get:.0} µs); p99 ≤ 5 ms: {} ({:.2} ms); POST ≥ 12,000 req/s: {} ({:.0}, errors {})",
+        if users.requests_per_second >= 30_000.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        users.requests_per_second,
+        users.requests_per_second / best * 100.0,
+        if postgres_per_get <= 20.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        if users.p99_ms <= 5.0 { "met" } else { "MISSED" },
+        users.p99_ms,
+        if creates.requests_per_second >= 12_000.0 {
+            "met"
+        } else {
+            "MISSED"
+        },
+        creates.requests_per_second,
+        creates.errors,
+    );
     restart_under_load(&runtime, &server, &base, directory.path());
     drop(server);
     runtime.block_on(stack.shutdown()).unwrap();

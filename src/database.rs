@@ -1,22 +1,36 @@
 //! The connection pool with the guide's semantics, the `get_db` unit of work, pool statistics,
 //! and connection failures classified into the guide's troubleshooting cases.
+//!
+//! Requests take connections from a bb8 pool of sqlx `PgConnection`s (each keeps its prepared
+//! statements). Unlike sqlx's own pool it sends nothing when a connection is given back, and a
+//! connection is checked with a round trip only when it was idle longer than
+//! [`VALIDATE_IDLE_AFTER`] or after another connection was found dead: a read by id is one
+//! round trip. A connection that died anyway (a restart a moment ago) fails its first statement
+//! with a connection error; [`Database::run`] then retries the work once on a live connection.
+//! Migrations and other maintenance use a small sqlx pool beside it
+//! ([`Database::maintenance_pool`]).
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use sqlx::ConnectOptions as _;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Postgres, Transaction};
-use tracing::warn;
+use sqlx::{ConnectOptions as _, Connection as _};
+use tracing::{debug, warn};
 
 use crate::config::{DatabaseUrl, PoolSettings};
 
-/// Overflow connections (above the pool size) are closed after this long idle.
+/// Idle connections are closed after this long (and the pool refilled to its size), so that
+/// overflow connections opened under load go away.
 const OVERFLOW_IDLE: Duration = Duration::from_secs(30);
+/// A connection idle longer than this is pinged before it is handed out: idle connections are
+/// what restarts, idle timeouts of firewalls and server restarts kill. One used more recently
+/// goes out unchecked; if it is dead after all, [`Database::run`] retries on another.
+pub const VALIDATE_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// The maintenance pool (migrations, status): this many connections at most.
+const MAINTENANCE_CONNECTIONS: u32 = 2;
 /// An acquisition that takes longer than this is counted as having waited for a connection.
 const WAIT_THRESHOLD: Duration = Duration::from_millis(1);
 /// Waiting this long for a connection while the pool is below its maximum means it cannot open
@@ -45,18 +59,130 @@ pub fn connect_options(url: &DatabaseUrl, settings: &PoolSettings) -> PgConnectO
         .log_slow_statements(tracing::log::LevelFilter::Warn, settings.slow_statement)
 }
 
-/// The guide's pool: `size` connections kept, up to `size + max_overflow` under load, waiting
-/// at most `timeout`, replaced after `recycle`, each checked before use (pre-ping: a server
-/// restart kills idle connections, even ones used a moment ago).
-#[must_use]
-pub fn pool_options(settings: &PoolSettings) -> PgPoolOptions {
+/// The maintenance pool: migrations, their status, the drift check. Small and closed when idle;
+/// requests never use it.
+fn maintenance_pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
-        .min_connections(settings.size)
-        .max_connections(settings.max_connections())
-        .acquire_timeout(settings.timeout)
-        .max_lifetime(settings.recycle)
-        .idle_timeout(OVERFLOW_IDLE)
+        .min_connections(0)
+        .max_connections(MAINTENANCE_CONNECTIONS)
+        .idle_timeout(Duration::from_secs(10))
         .test_before_acquire(true)
+}
+
+/// Whether `error` says the connection is gone rather than that the statement failed: a broken
+/// socket, or the server shutting down or restarting (SQLSTATE class 08, 57P01 admin shutdown,
+/// 57P02 crash shutdown, 57P03 cannot connect now).
+#[must_use]
+pub fn is_connection_lost(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// A connection as the pool keeps it.
+#[derive(Debug)]
+struct PooledConnection {
+    raw: PgConnection,
+    /// When it was last given back (or opened).
+    returned_at: Instant,
+    /// The pool's `Liveness::dead_seen` when it was last known alive.
+    checked_in_epoch: u64,
+    /// Found dead, or left inside a transaction: closed instead of given back.
+    discard: bool,
+}
+
+/// What the pool knows about its connections' health, shared with its manager.
+#[derive(Debug, Default)]
+struct Liveness {
+    /// Bumped each time a connection is found dead: every other connection is then checked once
+    /// before use, as a restart kills them all.
+    dead_seen: AtomicU64,
+    /// Whether any connection has been lent out since the pool opened its connections.
+    lent: AtomicBool,
+}
+
+/// Opens and checks connections for bb8.
+#[derive(Debug)]
+struct Manager {
+    options: PgConnectOptions,
+    liveness: Arc<Liveness>,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PooledConnection;
+    type Error = sqlx::Error;
+
+    async fn connect(&self) -> Result<PooledConnection, sqlx::Error> {
+        Ok(PooledConnection {
+            raw: PgConnection::connect_with(&self.options).await?,
+            returned_at: Instant::now(),
+            checked_in_epoch: self.liveness.dead_seen.load(Ordering::Relaxed),
+            discard: false,
+        })
+    }
+
+    async fn is_valid(&self, connection: &mut PooledConnection) -> Result<(), sqlx::Error> {
+        let epoch = self.liveness.dead_seen.load(Ordering::Relaxed);
+        if connection.returned_at.elapsed() >= VALIDATE_IDLE_AFTER
+            || connection.checked_in_epoch != epoch
+        {
+            connection.raw.ping().await?;
+            connection.checked_in_epoch = epoch;
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, connection: &mut PooledConnection) -> bool {
+        connection.returned_at = Instant::now();
+        connection.discard
+    }
+}
+
+/// A connection lent by the pool; given back when dropped. Use it as a `PgConnection`
+/// (`&mut *connection`).
+pub struct Connection {
+    inner: bb8::PooledConnection<'static, Manager>,
+    /// Taken from the idle connections (it may have died there), not opened for this request.
+    reused: bool,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        &self.inner.raw
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.inner.raw
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Connection")
+            .field("reused", &self.reused)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Connection {
+    /// Closes it instead of giving it back.
+    fn discard(&mut self) {
+        self.inner.discard = true;
+    }
 }
 
 /// Why the pool gave no connection or a statement failed.
@@ -116,28 +242,60 @@ struct Counters {
 }
 
 /// The pool, with the guide's semantics and usage statistics. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Database {
-    pool: PgPool,
+    pool: bb8::Pool<Manager>,
+    maintenance: PgPool,
+    options: PgConnectOptions,
+    liveness: Arc<Liveness>,
     settings: PoolSettings,
     counters: Arc<Counters>,
 }
 
+impl fmt::Debug for Database {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter
+            .debug_struct("Database")
+            .field("settings", &self.settings)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Database {
-    /// A pool that connects on first use.
+    /// The guide's pool: `size` connections kept (opened in the background), up to
+    /// `size + max_overflow` under load, waiting at most `timeout`, each replaced after
+    /// `recycle`. Needs a Tokio runtime.
     #[must_use]
     pub fn connect_lazy(url: &DatabaseUrl, settings: &PoolSettings) -> Self {
+        let options = connect_options(url, settings);
+        let liveness = Arc::new(Liveness::default());
+        let pool = bb8::Pool::builder()
+            .min_idle(settings.size)
+            .max_size(settings.max_connections())
+            .connection_timeout(settings.timeout)
+            .max_lifetime(settings.recycle)
+            .idle_timeout(OVERFLOW_IDLE)
+            .test_on_check_out(true)
+            .build_unchecked(Manager {
+                options: options.clone(),
+                liveness: Arc::clone(&liveness),
+            });
         Self {
-            pool: pool_options(settings).connect_lazy_with(connect_options(url, settings)),
+            pool,
+            maintenance: maintenance_pool_options().connect_lazy_with(options.clone()),
+            options,
+            liveness,
             settings: settings.clone(),
             counters: Arc::default(),
         }
     }
 
-    /// The sqlx pool, for queries that need no statistics.
+    /// A small sqlx pool on the same database for migrations and maintenance (at most two
+    /// connections, closed when idle); outside the guide's pool size, and not for requests.
     #[must_use]
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    pub fn maintenance_pool(&self) -> &PgPool {
+        &self.maintenance
     }
 
     /// The settings the pool was built with.
@@ -153,10 +311,13 @@ impl Database {
     /// [`DatabaseError::PoolExhausted`] when every connection stayed busy for the pool timeout;
     /// [`DatabaseError::Connection`] when no connection could be opened, within about a
     /// second when the server refuses connections.
-    pub async fn acquire(&self) -> Result<PoolConnection<Postgres>, DatabaseError> {
+    pub async fn acquire(&self) -> Result<Connection, DatabaseError> {
         let started = Instant::now();
         let result = tokio::select! {
-            result = self.pool.acquire() => result,
+            result = self.pool.get_owned() => result.map_err(|error| match error {
+                bb8::RunError::User(error) => error,
+                bb8::RunError::TimedOut => sqlx::Error::PoolTimedOut,
+            }),
             failure = self.unreachable_server() => Err(failure),
         };
         let waited = started.elapsed();
@@ -167,29 +328,77 @@ impl Database {
                 Ordering::Relaxed,
             );
         }
-        result.map_err(|error| {
-            self.counters
-                .connection_errors
-                .fetch_add(1, Ordering::Relaxed);
-            let all_busy =
-                self.pool.size() >= self.settings.max_connections() && self.pool.num_idle() == 0;
-            match error {
-                sqlx::Error::PoolTimedOut if all_busy => {
-                    self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
-                    warn!(
-                        size = self.settings.size,
-                        overflow = self.settings.max_overflow,
-                        "connection pool exhausted"
-                    );
-                    DatabaseError::PoolExhausted {
-                        size: self.settings.size,
-                        overflow: self.settings.max_overflow,
-                        waited,
+        result
+            .map_err(|error| {
+                self.counters
+                    .connection_errors
+                    .fetch_add(1, Ordering::Relaxed);
+                let state = self.pool.state();
+                let all_busy = state.connections >= self.settings.max_connections()
+                    && state.idle_connections == 0;
+                match error {
+                    sqlx::Error::PoolTimedOut if all_busy => {
+                        self.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+                        warn!(
+                            size = self.settings.size,
+                            overflow = self.settings.max_overflow,
+                            "connection pool exhausted"
+                        );
+                        DatabaseError::PoolExhausted {
+                            size: self.settings.size,
+                            overflow: self.settings.max_overflow,
+                            waited,
+                        }
                     }
+                    other => DatabaseError::Connection(ConnectionFailure::new(&other)),
                 }
-                other => DatabaseError::Connection(ConnectionFailure::new(&other)),
+            })
+            .map(|inner| Connection {
+                // Opened for this request: nothing could have killed it since.
+                reused: inner.returned_at.elapsed() > Duration::from_millis(1)
+                    || self.liveness.lent.swap(true, Ordering::Relaxed),
+                inner,
+            })
+    }
+
+    /// Runs `work` (reads, or a single statement that commits by itself) on a pooled
+    /// connection. When a connection taken from the idle ones turns out dead on its first
+    /// statement (the server restarted or dropped it), nothing of the work ran: it is
+    /// discarded, every other idle connection is checked before its next use, and `work` runs
+    /// once more on a live one. Errors other than a lost connection are returned as they are.
+    ///
+    /// # Errors
+    ///
+    /// As [`Database::acquire`], or the statement's error ([`DatabaseError::Query`]).
+    pub async fn run<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error> + Clone,
+    ) -> Result<T, DatabaseError> {
+        let mut connection = self.acquire().await?;
+        // A copy for the retry (closures capturing references are copied for free).
+        match work.clone()(&mut connection).await {
+            Err(error) if connection.reused && is_connection_lost(&error) => {
+                debug!(%error, "a pooled connection was dead; retrying on a live one");
+                connection.discard();
+                self.liveness.dead_seen.fetch_add(1, Ordering::Relaxed);
+                drop(connection);
+                let mut connection = self.acquire().await?;
+                let result = work(&mut connection).await;
+                if let Err(error) = &result
+                    && is_connection_lost(error)
+                {
+                    connection.discard();
+                }
+                Ok(result?)
             }
-        })
+            Err(error) => {
+                if is_connection_lost(&error) {
+                    connection.discard();
+                }
+                Err(DatabaseError::Query(error))
+            }
+            Ok(value) => Ok(value),
+        }
     }
 
     /// Resolves only once the server turns out to be down: while an acquisition waits with the
@@ -200,11 +409,10 @@ impl Database {
     async fn unreachable_server(&self) -> sqlx::Error {
         loop {
             tokio::time::sleep(SERVER_CHECK_AFTER).await;
-            if self.pool.size() >= self.settings.max_connections() {
+            if self.pool.state().connections >= self.settings.max_connections() {
                 continue;
             }
-            let options = self.pool.connect_options();
-            match tokio::time::timeout(SERVER_CHECK_TIMEOUT, options.connect()).await {
+            match tokio::time::timeout(SERVER_CHECK_TIMEOUT, self.options.connect()).await {
                 Ok(Ok(connection)) => {
                     // The server is up: the pool will get its connection.
                     let _ = sqlx::Connection::close(connection).await;
@@ -225,10 +433,18 @@ impl Database {
     ///
     /// As [`Database::acquire`], or [`DatabaseError::Query`] when `BEGIN` fails.
     pub async fn begin(&self) -> Result<UnitOfWork, DatabaseError> {
-        let connection = self.acquire().await?;
-        // `PgPool::begin` does exactly this, but would bypass our exhaustion error and counters.
-        let transaction = Transaction::begin(connection, None).await?;
-        Ok(UnitOfWork { transaction })
+        let mut connection = self.acquire().await?;
+        let begun = sqlx::raw_sql("BEGIN").execute(&mut *connection).await;
+        if let Err(error) = begun {
+            if is_connection_lost(&error) {
+                connection.discard();
+            }
+            return Err(error.into());
+        }
+        Ok(UnitOfWork {
+            connection,
+            finished: false,
+        })
     }
 
     /// Runs `work` in a transaction, the guide's `get_db`: committed when it returns `Ok`,
@@ -252,8 +468,8 @@ impl Database {
     /// Current pool usage.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        let size = self.pool.size();
-        let idle = u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX);
+        let state = self.pool.state();
+        let (size, idle) = (state.connections, state.idle_connections);
         PoolStats {
             size,
             idle,
@@ -278,9 +494,17 @@ impl Database {
         Ok(limits.warning(&self.settings))
     }
 
-    /// Closes every connection.
+    /// Closes the connections: the idle ones at once, lent ones when given back; no new
+    /// ones are opened by the maintenance pool.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.maintenance.close().await;
+        // bb8 has no close: lend out each idle connection once and discard it.
+        for _ in 0..self.pool.state().idle_connections {
+            match tokio::time::timeout(Duration::from_millis(100), self.pool.get()).await {
+                Ok(Ok(mut connection)) => connection.discard = true,
+                _ => break,
+            }
+        }
     }
 }
 
@@ -335,16 +559,25 @@ impl ServerLimits {
 
 /// A transaction with the guide's `get_db` semantics, usable anywhere: [`UnitOfWork::finish`]
 /// commits an `Ok` result and rolls back an `Err`; dropped unfinished (an early return, a panic),
-/// it rolls back.
+/// its connection is closed, which rolls it back.
 #[derive(Debug)]
 pub struct UnitOfWork {
-    transaction: Transaction<'static, Postgres>,
+    connection: Connection,
+    finished: bool,
+}
+
+impl Drop for UnitOfWork {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.connection.discard();
+        }
+    }
 }
 
 impl UnitOfWork {
     /// The connection to run statements on.
     pub fn connection(&mut self) -> &mut PgConnection {
-        &mut self.transaction
+        &mut self.connection
     }
 
     /// Commits when `result` is `Ok`, rolls back when it is `Err`; returns `result`.
@@ -352,22 +585,20 @@ impl UnitOfWork {
     /// # Errors
     ///
     /// The `Err` of `result`, or the commit's failure converted into `E`.
-    pub async fn finish<T, E>(self, result: Result<T, E>) -> Result<T, E>
+    pub async fn finish<T, E>(mut self, result: Result<T, E>) -> Result<T, E>
     where
         E: From<DatabaseError>,
     {
-        match result {
-            Ok(value) => {
-                self.transaction
-                    .commit()
-                    .await
-                    .map_err(|error| E::from(DatabaseError::Query(error)))?;
-                Ok(value)
-            }
-            Err(error) => {
-                if let Err(rollback) = self.transaction.rollback().await {
-                    warn!(%rollback, "rollback failed; the connection is discarded");
-                }
+        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        let ended = sqlx::raw_sql(end).execute(&mut *self.connection).await;
+        // Only a connection whose transaction ended goes back to the pool.
+        self.finished = ended.is_ok();
+        match (result, ended) {
+            (Ok(value), Ok(_)) => Ok(value),
+            (Ok(_), Err(error)) => Err(E::from(DatabaseError::Query(error))),
+            (Err(error), Ok(_)) => Err(error),
+            (Err(error), Err(rollback)) => {
+                warn!(%rollback, "rollback failed; the connection is discarded");
                 Err(error)
             }
         }

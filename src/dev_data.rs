@@ -125,13 +125,15 @@ impl DevData {
                 source,
             }
         };
-        let extensions: Vec<String> = {
-            let mut connection = database.acquire().await?;
-            sqlx::query_scalar("SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql'")
-                .fetch_all(&mut *connection)
+        let extensions: Vec<String> = database
+            .run(async |connection| {
+                sqlx::query_scalar(
+                    "SELECT extname::text FROM pg_extension WHERE extname <> 'plpgsql'",
+                )
+                .fetch_all(connection)
                 .await
-                .map_err(failed("read the extensions of"))?
-        };
+            })
+            .await?;
         let mut maintenance =
             PgConnection::connect_with(&url.with_database("postgres").connect_options())
                 .await
@@ -150,20 +152,22 @@ impl DevData {
                 .map_err(failed(action))?;
         }
         let _ = maintenance.close().await;
-        {
-            let mut connection = database.acquire().await?;
-            for extension in extensions {
-                let statement = format!(
-                    "CREATE EXTENSION IF NOT EXISTS \"{}\"",
-                    extension.replace('"', "\"\"")
-                );
-                sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
-                    .execute(&mut *connection)
-                    .await
-                    .map_err(failed("recreate an extension of"))?;
-            }
-        }
-        Ok(migrations.up(database.pool(), None).await?)
+        // The pool's connections died with the old database: `run` finds that out and retries.
+        database
+            .run(async |connection| {
+                for extension in &extensions {
+                    let statement = format!(
+                        "CREATE EXTENSION IF NOT EXISTS \"{}\"",
+                        extension.replace('"', "\"\"")
+                    );
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+                        .execute(&mut *connection)
+                        .await?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(migrations.up(database.maintenance_pool(), None).await?)
     }
 
     /// Applies the fixture `name` (`<fixtures>/<name>.sql`) in one transaction.

@@ -159,7 +159,10 @@ impl Harness {
         if !self.config.migrations.apply_on_start {
             return Ok(Vec::new());
         }
-        Ok(self.migrations.up(self.database.pool(), None).await?)
+        Ok(self
+            .migrations
+            .up(self.database.maintenance_pool(), None)
+            .await?)
     }
 
     /// Compares the live schema with what the migrations produce, on a throwaway database
@@ -172,7 +175,9 @@ impl Harness {
     pub async fn drift(&self) -> Result<Vec<Difference>, HarnessError> {
         if let Some(server) = &self.server {
             let scratch = server.superuser_url("postgres");
-            return Ok(drift::check(&self.migrations, self.database.pool(), &scratch).await?);
+            return Ok(
+                drift::check(&self.migrations, self.database.maintenance_pool(), &scratch).await?,
+            );
         }
         let binaries =
             binaries::provision(&(&self.config.embedded).into(), &progress::quiet()).await?;
@@ -188,7 +193,7 @@ impl Harness {
         .await?;
         let result = drift::check(
             &self.migrations,
-            self.database.pool(),
+            self.database.maintenance_pool(),
             &scratch_server.superuser_url("postgres"),
         )
         .await;

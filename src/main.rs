@@ -319,7 +319,7 @@ async fn new_migration(config: &Config, name: &str) -> ExitCode {
 async fn migrate_up(harness: &Harness, target: Option<i64>) -> Result<bool, HarnessError> {
     let applied = harness
         .migrations()
-        .up(harness.database().pool(), target)
+        .up(harness.database().maintenance_pool(), target)
         .await?;
     if applied.is_empty() {
         println!("Already up to date.");
@@ -333,7 +333,7 @@ async fn migrate_up(harness: &Harness, target: Option<i64>) -> Result<bool, Harn
 async fn migrate_down(harness: &Harness, steps: usize) -> Result<bool, HarnessError> {
     let reverted = harness
         .migrations()
-        .down(harness.database().pool(), steps)
+        .down(harness.database().maintenance_pool(), steps)
         .await?;
     if reverted.is_empty() {
         println!("Nothing to revert: no migration is applied.");
@@ -349,7 +349,7 @@ async fn migrate_history(harness: &Harness) -> Result<bool, HarnessError> {
         "{}",
         harness
             .migrations()
-            .status(harness.database().pool())
+            .status(harness.database().maintenance_pool())
             .await?
     );
     Ok(true)
@@ -358,7 +358,7 @@ async fn migrate_history(harness: &Harness) -> Result<bool, HarnessError> {
 async fn migrate_current(harness: &Harness) -> Result<bool, HarnessError> {
     let status = harness
         .migrations()
-        .status(harness.database().pool())
+        .status(harness.database().maintenance_pool())
         .await?;
     match status.current() {
         Some(current) => {
@@ -385,7 +385,7 @@ async fn migrate_stamp(harness: &Harness, revision: &str) -> Result<bool, Harnes
             }
         }
     };
-    let (migrations, pool) = (harness.migrations(), harness.database().pool());
+    let (migrations, pool) = (harness.migrations(), harness.database().maintenance_pool());
     migrations.stamp(pool, target).await?;
     let status = migrations.status(pool).await?;
     match status.current() {
@@ -401,7 +401,7 @@ async fn migrate_stamp(harness: &Harness, revision: &str) -> Result<bool, Harnes
 async fn migrate_status(harness: &Harness) -> Result<bool, HarnessError> {
     let status = harness
         .migrations()
-        .status(harness.database().pool())
+        .status(harness.database().maintenance_pool())
         .await?;
     print!("{status}");
     for entry in status.modified() {

@@ -88,17 +88,20 @@ struct LiveFacts {
 }
 
 async fn live_facts(context: &ApiContext) -> Result<LiveFacts, ApiError> {
-    let mut connection = context.database.acquire().await?;
-    let (server_version, active_connections): (String, i64) = sqlx::query_as(
-        "SELECT current_setting('server_version'),
-                (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())",
-    )
-    .fetch_one(&mut *connection)
-    .await?;
-    drop(connection);
+    let (server_version, active_connections): (String, i64) = context
+        .database
+        .run(async |connection| {
+            sqlx::query_as(
+                "SELECT current_setting('server_version'),
+                        (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database())",
+            )
+            .fetch_one(connection)
+            .await
+        })
+        .await?;
     let status = context
         .migrations
-        .status(context.database.pool())
+        .status(context.database.maintenance_pool())
         .await
         .map_err(ApiError::internal)?;
     let (applied, pending) = status

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::error;
 
-use crate::database::DatabaseError;
+use crate::database::{DatabaseError, is_connection_lost};
 
 /// One invalid field (FastAPI's validation error item).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -174,27 +174,10 @@ impl From<DatabaseError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        if connection_lost(&error) {
+        if is_connection_lost(&error) {
             return Self::Unavailable(format!("database unavailable: {error}"));
         }
         Self::Internal(Box::new(error))
-    }
-}
-
-/// Whether the statement failed because the database went away, not because of the request:
-/// a broken connection, or the server shutting down or restarting (SQLSTATE class 08,
-/// 57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
-fn connection_lost(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-        }),
-        _ => false,
     }
 }
 

@@ -64,14 +64,12 @@ pub(super) async fn probe_database(
     server: Option<&EmbeddedServer>,
 ) -> DatabaseCheck {
     let started = Instant::now();
-    let probe = async {
-        let mut connection = database.acquire().await?;
+    let probe = database.run(async |connection| {
         sqlx::query("SELECT 1")
-            .execute(&mut *connection)
+            .execute(connection)
             .await
-            .map_err(DatabaseError::Query)?;
-        Ok::<_, DatabaseError>(())
-    };
+            .map(|_| ())
+    });
     let reason = match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
         Ok(Ok(())) => {
             return DatabaseCheck {

@@ -56,34 +56,41 @@ pub struct DatabaseOverview {
 pub async fn overview(
     State(context): State<ApiContext>,
 ) -> Result<Json<DatabaseOverview>, ApiError> {
-    let mut connection = context.database.acquire().await?;
-    let (database, size_bytes): (String, i64) =
-        sqlx::query_as("SELECT current_database()::text, pg_database_size(current_database())")
+    let (database, size_bytes, tables, sessions) = context
+        .database
+        .run(async |connection| {
+            let (database, size_bytes): (String, i64) = sqlx::query_as(
+                "SELECT current_database()::text, pg_database_size(current_database())",
+            )
             .fetch_one(&mut *connection)
             .await?;
-    let tables = sqlx::query_as(
-        "SELECT n.nspname::text AS schema, c.relname::text AS name,
-                c.reltuples::bigint AS estimated_rows,
-                pg_total_relation_size(c.oid) AS total_bytes
-           FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind IN ('r', 'p')
-            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            AND n.nspname NOT LIKE 'pg_toast%'
-          ORDER BY total_bytes DESC, schema, name",
-    )
-    .fetch_all(&mut *connection)
-    .await?;
-    let sessions = sqlx::query_as(
-        "SELECT pid, application_name, state, left(query, $1) AS query,
-                extract(epoch FROM clock_timestamp() - query_start)::float8 AS duration_seconds,
-                pid = pg_backend_pid() AS current
-           FROM pg_stat_activity
-          WHERE datname = current_database()
-          ORDER BY backend_start",
-    )
-    .bind(QUERY_SHOWN)
-    .fetch_all(&mut *connection)
-    .await?;
+            let tables = sqlx::query_as(
+                "SELECT n.nspname::text AS schema, c.relname::text AS name,
+                        c.reltuples::bigint AS estimated_rows,
+                        pg_total_relation_size(c.oid) AS total_bytes
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p')
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                    AND n.nspname NOT LIKE 'pg_toast%'
+                  ORDER BY total_bytes DESC, schema, name",
+            )
+            .fetch_all(&mut *connection)
+            .await?;
+            let sessions = sqlx::query_as(
+                "SELECT pid, application_name, state, left(query, $1) AS query,
+                        extract(epoch FROM clock_timestamp() - query_start)::float8
+                          AS duration_seconds,
+                        pid = pg_backend_pid() AS current
+                   FROM pg_stat_activity
+                  WHERE datname = current_database()
+                  ORDER BY backend_start",
+            )
+            .bind(QUERY_SHOWN)
+            .fetch_all(&mut *connection)
+            .await?;
+            Ok((database, size_bytes, tables, sessions))
+        })
+        .await?;
     Ok(Json(DatabaseOverview {
         database,
         size_bytes,

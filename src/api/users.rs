@@ -1,7 +1,10 @@
 //! `/users`: the guide's user endpoints, plus list, batch, update and delete.
 //!
-//! Writes run in the request's [`UnitOfWork`] (the guide's `get_db`): committed when the
-//! handler succeeds, rolled back when it fails. SQL is written inline, with bound parameters.
+//! A single-row write is one statement that commits by itself before the answer, or fails and
+//! leaves nothing (the guide's `get_db` in one round trip); a batch runs in a [`UnitOfWork`]:
+//! committed when the handler succeeds, rolled back when it fails. Reads and single statements
+//! go through [`crate::database::Database::run`], which retries once on a live connection when
+//! a pooled one turns out dead. SQL is written inline, with bound parameters.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -18,7 +21,7 @@ use serde_json::{Value, json};
 
 use super::ApiContext;
 use super::error::{ApiError, ApiJson, ApiQuery, FieldError, JsonShape, object_at};
-use crate::database::UnitOfWork;
+use crate::database::{DatabaseError, UnitOfWork};
 
 /// Rows one `POST /users/batch` may create.
 pub const BATCH_LIMIT: usize = 1000;
@@ -316,6 +319,14 @@ fn conflict_or_internal(error: sqlx::Error, location: &[Value]) -> ApiError {
     }
 }
 
+/// A single statement's failure: a taken unique value as 409, the rest as the pool's errors.
+fn statement_error(error: DatabaseError, location: &[Value]) -> ApiError {
+    match error {
+        DatabaseError::Query(error) => conflict_or_internal(error, location),
+        other => other.into(),
+    }
+}
+
 fn parse_created_after(text: &str) -> Result<DateTime<Utc>, ApiError> {
     let invalid = |message: String| {
         ApiError::fields(vec![FieldError::new(
@@ -406,35 +417,40 @@ pub async fn list_users(
         .map(parse_created_after)
         .transpose()?;
     let pattern = search_pattern(query.q)?;
-    let mut connection = context.database.acquire().await?;
-    let rows: Vec<(i64, String, String, DateTime<Utc>, i64)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT id, username, email, created_at, count(*) OVER () AS total
-               {MATCHING_USERS}
-              ORDER BY {}
-              LIMIT $3 OFFSET $4",
-            query.sort.order_by()
-        )))
-        .bind(&pattern)
-        .bind(created_after)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&mut *connection)
+    let (rows, total) = context
+        .database
+        .run(async |connection| {
+            let rows: Vec<(i64, String, String, DateTime<Utc>, i64)> =
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "SELECT id, username, email, created_at, count(*) OVER () AS total
+                       {MATCHING_USERS}
+                      ORDER BY {}
+                      LIMIT $3 OFFSET $4",
+                    query.sort.order_by()
+                )))
+                .bind(&pattern)
+                .bind(created_after)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&mut *connection)
+                .await?;
+            let total = match rows.first() {
+                Some(row) => row.4,
+                // Past the last page the window count is not there: count the same filter apart.
+                None if offset > 0 => {
+                    sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                        "SELECT count(*) {MATCHING_USERS}"
+                    )))
+                    .bind(&pattern)
+                    .bind(created_after)
+                    .fetch_one(&mut *connection)
+                    .await?
+                }
+                None => 0,
+            };
+            Ok((rows, total))
+        })
         .await?;
-    let total = match rows.first() {
-        Some(row) => row.4,
-        // Past the last page the window count is not there: count the same filter apart.
-        None if offset > 0 => {
-            sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-                "SELECT count(*) {MATCHING_USERS}"
-            )))
-            .bind(&pattern)
-            .bind(created_after)
-            .fetch_one(&mut *connection)
-            .await?
-        }
-        None => 0,
-    };
     Ok(Json(UserPage {
         items: rows
             .into_iter()
@@ -463,10 +479,14 @@ pub async fn get_user(
     State(context): State<ApiContext>,
     UserId(id): UserId,
 ) -> Result<Json<User>, ApiError> {
-    let mut connection = context.database.acquire().await?;
-    sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_USER} WHERE id = $1")))
-        .bind(id)
-        .fetch_optional(&mut *connection)
+    context
+        .database
+        .run(async |connection| {
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_USER} WHERE id = $1")))
+                .bind(id)
+                .fetch_optional(connection)
+                .await
+        })
         .await?
         .map(Json)
         .ok_or(ApiError::NotFound("User not found"))
@@ -499,9 +519,10 @@ pub async fn create_user(
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
+    // One statement, committed by itself before the 201: the unit of work in one round trip.
     context
         .database
-        .transaction(async |connection| {
+        .run(async |connection| {
             sqlx::query_as(
                 "INSERT INTO users (username, email) VALUES ($1, $2)
                  RETURNING id, username, email, created_at",
@@ -510,10 +531,10 @@ pub async fn create_user(
             .bind(&user.email)
             .fetch_one(connection)
             .await
-            .map(created)
-            .map_err(|error| conflict_or_internal(error, &[json!("body")]))
         })
         .await
+        .map(created)
+        .map_err(|error| statement_error(error, &[json!("body")]))
 }
 
 /// Create many users at once: all or nothing, in one statement.
@@ -667,7 +688,7 @@ pub async fn update_user(
     }
     context
         .database
-        .transaction(async |connection| {
+        .run(async |connection| {
             sqlx::query_as(
                 "UPDATE users SET username = coalesce($2, username), email = coalesce($3, email)
                   WHERE id = $1
@@ -678,10 +699,11 @@ pub async fn update_user(
             .bind(&patch.email)
             .fetch_optional(connection)
             .await
-            .map_err(|error| conflict_or_internal(error, &location))
-            .and_then(|user| user.map(Json).ok_or(ApiError::NotFound("User not found")))
         })
         .await
+        .map_err(|error| statement_error(error, &location))?
+        .map(Json)
+        .ok_or(ApiError::NotFound("User not found"))
 }
 
 /// Delete a user: 204, or 404.
@@ -696,18 +718,18 @@ pub async fn delete_user(
     State(context): State<ApiContext>,
     UserId(id): UserId,
 ) -> Result<StatusCode, ApiError> {
-    context
+    let done = context
         .database
-        .transaction(async |connection| {
-            let done = sqlx::query("DELETE FROM users WHERE id = $1")
+        .run(async |connection| {
+            sqlx::query("DELETE FROM users WHERE id = $1")
                 .bind(id)
                 .execute(connection)
-                .await?;
-            if done.rows_affected() == 0 {
-                Err(ApiError::NotFound("User not found"))
-            } else {
-                Ok(StatusCode::NO_CONTENT)
-            }
+                .await
         })
-        .await
+        .await?;
+    if done.rows_affected() == 0 {
+        Err(ApiError::NotFound("User not found"))
+    } else {
+        Ok(StatusCode::NO_CONTENT)
+    }
 }

@@ -381,7 +381,7 @@ async fn an_exhausted_pool_is_503_with_retry_after() {
 #[tokio::test]
 async fn a_500_shows_neither_sql_nor_credentials(app: TestApp) {
     sqlx::query("ALTER TABLE users RENAME TO people")
-        .execute(app.database.pool())
+        .execute(app.database.maintenance_pool())
         .await
         .unwrap();
     let reply = app.get("/users/1").await;
@@ -756,7 +756,7 @@ async fn a_connection_lost_mid_statement_is_503_with_retry_after_not_500() {
     // What a database restart does to every open connection (57P01).
     sqlx::query("SELECT pg_terminate_backend($1)")
         .bind(pid)
-        .execute(app.database.pool())
+        .execute(app.database.maintenance_pool())
         .await
         .unwrap();
     let error = sqlx::query("SELECT 1")
@@ -993,4 +993,68 @@ async fn a_fixture_is_loaded_whole_or_not_at_all_and_reset_empties_the_database(
         "{kinds:?}"
     );
     app.stop().await;
+}
+
+/// Round trips to PostgreSQL per request, counted by a proxy in front of the server: a read by
+/// id is one, a single-row write one (it commits by itself), after the statement was prepared
+/// on the connection. A ping per checkout or return would make them three.
+#[tokio::test]
+async fn a_read_by_id_is_one_round_trip_and_a_single_row_write_one() {
+    let (_home, server) = crate::helpers::temporary_server().await;
+    let proxy =
+        crate::proxy::CountingProxy::start(format!("127.0.0.1:{}", server.port()).parse().unwrap())
+            .await;
+    let migrations = pgharness::migrations::Migrations::configured(None)
+        .await
+        .unwrap();
+    let variables = [("DATABASE_POOL_SIZE", "1"), ("DATABASE_MAX_OVERFLOW", "0")];
+    let config = pgharness::config::Config::from_lookup(|name| {
+        variables
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, value)| (*value).to_owned())
+    })
+    .unwrap();
+    let mut url = server.url();
+    url.port = proxy.port;
+    let harness = pgharness::Harness::on_database(config, url, migrations);
+    harness.prepare().await.unwrap();
+    let router = pgharness::api::router(harness.api_context());
+    let send = async |method: &str, uri: String, body: Option<Value>| {
+        use tower::ServiceExt as _;
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "127.0.0.1")
+            .header("content-type", "application/json")
+            .body(body.map_or_else(Body::empty, |body| Body::from(body.to_string())))
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    };
+    // Each statement is prepared once per connection (one more round trip the first time).
+    send(
+        "POST",
+        "/users".to_owned(),
+        Some(json!({"username": "warm", "email": "warm@example.com"})),
+    )
+    .await;
+    send("GET", "/users/1".to_owned(), None).await;
+    let mut reads = Vec::new();
+    let mut writes = Vec::new();
+    for index in 0..9 {
+        let before = proxy.client_flushes();
+        send("GET", "/users/1".to_owned(), None).await;
+        reads.push(proxy.client_flushes() - before);
+        let before = proxy.client_flushes();
+        let user = json!({"username": format!("user{index}"), "email": format!("user{index}@example.com")});
+        send("POST", "/users".to_owned(), Some(user)).await;
+        writes.push(proxy.client_flushes() - before);
+    }
+    // The median: the health sampler's own probe may fall inside one request's window.
+    reads.sort_unstable();
+    writes.sort_unstable();
+    assert_eq!(reads[4], 1, "round trips per GET /users/{{id}}: {reads:?}");
+    assert_eq!(writes[4], 1, "round trips per POST /users: {writes:?}");
+    server.stop().await.unwrap();
 }

@@ -372,7 +372,7 @@ impl Client for OwnServerApp {
         &self.router
     }
     fn pool(&self) -> &sqlx::PgPool {
-        self.database.pool()
+        self.database.maintenance_pool()
     }
 }
 
@@ -381,6 +381,6 @@ impl Client for pgharness::testing::TestApp {
         &self.router
     }
     fn pool(&self) -> &sqlx::PgPool {
-        self.database.pool()
+        self.database.maintenance_pool()
     }
 }

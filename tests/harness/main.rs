@@ -10,6 +10,7 @@ mod config;
 mod helpers;
 mod migrate;
 mod pool;
+mod proxy;
 mod security;
 mod server;
 mod testing;

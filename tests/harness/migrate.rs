@@ -311,7 +311,7 @@ async fn drift_check_reports_a_column_added_by_hand() {
     );
     let differences = pgharness::migrations::drift::check(
         &pgharness::migrations::Migrations::embedded(),
-        database.pool(),
+        database.maintenance_pool(),
         &server.superuser_url("postgres"),
     )
     .await
