@@ -277,6 +277,10 @@ impl Database {
             .max_lifetime(settings.recycle)
             .idle_timeout(OVERFLOW_IDLE)
             .test_on_check_out(true)
+            // No retries with backoff (up to half the pool timeout between attempts): after an
+            // outage the next request connects at once, and a waiting one gets the connection
+            // `unreachable_server` opens.
+            .retry_connection(false)
             .build_unchecked(Manager {
                 options: options.clone(),
                 liveness: Arc::clone(&liveness),
@@ -414,8 +418,14 @@ impl Database {
             }
             match tokio::time::timeout(SERVER_CHECK_TIMEOUT, self.options.connect()).await {
                 Ok(Ok(connection)) => {
-                    // The server is up: the pool will get its connection.
-                    let _ = sqlx::Connection::close(connection).await;
+                    // The server is up: this connection goes to the pool, and so to a waiting
+                    // request (the pool does not retry a failed connect itself).
+                    let _ = self.pool.add(PooledConnection {
+                        raw: connection,
+                        returned_at: Instant::now(),
+                        checked_in_epoch: self.liveness.dead_seen.load(Ordering::Relaxed),
+                        discard: false,
+                    });
                 }
                 Ok(Err(sqlx::Error::Database(error)))
                     if error

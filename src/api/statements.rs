@@ -102,31 +102,36 @@ pub async fn slow_queries(
     State(context): State<ApiContext>,
     ApiQuery(filter): ApiQuery<SlowQueryFilter>,
 ) -> Result<Json<SlowQueries>, ApiError> {
-    let mut connection = context.database.acquire().await?;
-    if let Some(reason) = unavailable(&mut connection).await? {
-        return Ok(Json(SlowQueries {
-            available: false,
-            reason: Some(reason),
-            queries: Vec::new(),
-        }));
-    }
-    match slowest(&mut connection, filter.include_internal, 0.0, 10).await {
-        Ok(queries) => Ok(Json(SlowQueries {
+    // A statement the server refuses (installed but not preloaded) is an answer, not a lost
+    // connection: it is returned inside `Ok` so that only a lost connection is retried.
+    let answer = context
+        .database
+        .run(async |connection| {
+            if let Some(reason) = unavailable(&mut *connection).await? {
+                return Ok(Err(reason));
+            }
+            match slowest(&mut *connection, filter.include_internal, 0.0, 10).await {
+                Ok(queries) => Ok(Ok(queries)),
+                Err(sqlx::Error::Database(error)) => Ok(Err(format!(
+                    "pg_stat_statements is not usable: {}",
+                    error.message()
+                ))),
+                Err(error) => Err(error),
+            }
+        })
+        .await?;
+    Ok(Json(match answer {
+        Ok(queries) => SlowQueries {
             available: true,
             reason: None,
             queries,
-        })),
-        // Installed in the database but not preloaded by the server.
-        Err(sqlx::Error::Database(error)) => Ok(Json(SlowQueries {
+        },
+        Err(reason) => SlowQueries {
             available: false,
-            reason: Some(format!(
-                "pg_stat_statements is not usable: {}",
-                error.message()
-            )),
+            reason: Some(reason),
             queries: Vec::new(),
-        })),
-        Err(error) => Err(error.into()),
-    }
+        },
+    }))
 }
 
 /// Forget the statement statistics of every database on the server
@@ -142,14 +147,18 @@ pub async fn reset_statistics(
     _admin: AdminGranted,
     State(context): State<ApiContext>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let mut connection = context.database.acquire().await?;
-    if let Some(reason) = unavailable(&mut connection).await? {
-        return Err(ApiError::StateConflict(reason));
-    }
-    match sqlx::query("SELECT pg_stat_statements_reset()")
-        .execute(&mut *connection)
-        .await
-    {
+    let reset = context
+        .database
+        .run(async |connection| {
+            if let Some(reason) = unavailable(&mut *connection).await? {
+                return Ok(Err(ApiError::StateConflict(reason)));
+            }
+            Ok(Ok(sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&mut *connection)
+                .await))
+        })
+        .await??;
+    match reset {
         Ok(_) => {
             context.monitor.record(
                 super::monitor::EventKind::StatisticsReset,
