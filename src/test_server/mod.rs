@@ -1,7 +1,8 @@
 //! The one embedded PostgreSQL 16 server a whole test run shares, and its upkeep: what
 //! `pgharness::testing` hands databases out of, and what `pgharness testdb` inspects.
 //!
-//! In the run directory (`PGHARNESS_TEST_DIR`, default `<tmp>/pgharness-test-<uid>`):
+//! In the run directory (`PGHARNESS_TEST_DIR`, default `pgharness-test-<uid>` in `/dev/shm` when it
+//! has room, else in the temp directory):
 //! - `start.lock`: held (exclusive) while a process starts or attaches to the server, and by the
 //!   watchdog while it stops it;
 //! - `users.lock`: every test process holds a shared lock on it until it exits (the kernel

@@ -41,7 +41,8 @@ pub struct TestSettings {
     /// `NEXTEST_EXECUTION_MODE=process-per-test`: the process ends with its test, so its
     /// database is dropped before it ends rather than in the background.
     pub process_per_test: bool,
-    /// `PGHARNESS_TEST_DIR`: the run directory.
+    /// `PGHARNESS_TEST_DIR`: the run directory (default `pgharness-test-<uid>` in
+    /// `/dev/shm` when it has room, else in the temp directory).
     pub run_dir: PathBuf,
     /// `PGHARNESS_TEST_IDLE_SECONDS` (default 10): the shared server stops this long after its
     /// last test process.
@@ -99,7 +100,7 @@ impl TestSettings {
             process_per_test,
             run_dir: var("PGHARNESS_TEST_DIR").map_or_else(
                 || {
-                    std::env::temp_dir().join(format!(
+                    default_run_parent().join(format!(
                         "pgharness-test-{}",
                         crate::platform::privilege::user_tag()
                     ))
@@ -110,4 +111,28 @@ impl TestSettings {
             server_url: var("TEST_DATABASE_URL"),
         }
     }
+}
+
+/// Memory (Linux's `/dev/shm`) when it is writable and has room, else the temp directory. Every
+/// clone creates a file per relation, and on an aged disk each file creation cost ~2 ms (a clone
+/// 27–350 ms) against 0.1 ms in memory (12 ms). Containers often give `/dev/shm` 64 MB: too little
+/// for a server and its templates, so they get the temp directory.
+fn default_run_parent() -> PathBuf {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::statvfs::statvfs;
+        use nix::unistd::{AccessFlags, access};
+        const ROOM_NEEDED: u64 = 2 << 30;
+        let memory = std::path::Path::new("/dev/shm");
+        let has_room = statvfs(memory).is_ok_and(|stats| {
+            stats
+                .blocks_available()
+                .saturating_mul(stats.fragment_size())
+                >= ROOM_NEEDED
+        });
+        if has_room && access(memory, AccessFlags::W_OK | AccessFlags::X_OK).is_ok() {
+            return memory.to_owned();
+        }
+    }
+    std::env::temp_dir()
 }
