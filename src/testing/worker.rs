@@ -24,7 +24,8 @@ pub(super) enum Request {
         reply: oneshot::Sender<Result<String, TestDbError>>,
     },
     Drop(String),
-    /// Answered once every drop asked for before it is done.
+    /// The process is ending: its ready clones are dropped too, none is made any more, and the
+    /// answer comes once every drop is done.
     Flush(std::sync::mpsc::SyncSender<()>),
 }
 
@@ -154,6 +155,12 @@ impl Stocks {
                 let _ = self.drops.send(Finished::Drop(name));
             }
             Request::Flush(reply) => {
+                self.prefetch = 0;
+                for (_, stock) in self.stocks.values_mut() {
+                    for name in stock.ready.drain(..) {
+                        let _ = self.drops.send(Finished::Drop(name));
+                    }
+                }
                 let _ = self.drops.send(Finished::Flush(reply));
             }
         }
@@ -309,8 +316,8 @@ async fn serve_requests(admin: DatabaseUrl, mut receiver: mpsc::UnboundedReceive
 }
 
 /// Runs when the process exits (after `main`, with the background thread still running): waits
-/// until the databases of the process's finished tests are dropped, so none outlives the process
-/// (under nextest each test is a process). A test's `Drop` only queues its database: dropping it
+/// until the databases of the process's finished tests and its unused ready clones are dropped,
+/// so none outlives the process (under nextest each test is a process). A test's `Drop` only queues its database: dropping it
 /// there would block the test's thread, and with it any connection that thread is still opening,
 /// which `DROP DATABASE` waits for (its barrier) until `authentication_timeout`.
 #[dtor::dtor(unsafe)]

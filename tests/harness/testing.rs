@@ -241,6 +241,41 @@ async fn helper_report_the_shared_server() {
     if std::env::var("PGHARNESS_HELPER_HOLD").is_ok() {
         tokio::time::sleep(Duration::from_secs(120)).await;
     }
+    if std::env::var("PGHARNESS_HELPER_AWAIT_PREFETCH").is_ok() {
+        // Ends only once the background thread holds its ready clones beside this test's.
+        let mut admin = admin_of(&TestSettings::get().run_dir).await;
+        let mine = format!("pgh_t_{}_", std::process::id());
+        let prefetch = TestSettings::get().prefetch;
+        while process_databases(&mut admin, &mine).await.len() <= prefetch {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The databases on the shared server whose names start with `prefix`.
+async fn process_databases(admin: &mut sqlx::PgConnection, prefix: &str) -> Vec<String> {
+    sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+        .bind(prefix)
+        .fetch_all(admin)
+        .await
+        .unwrap()
+}
+
+/// `cargo test` runs a binary's tests in one process, which keeps clones ready for the next
+/// test: when it ends, its test's database and the unused ready ones are gone with it.
+#[tokio::test]
+async fn a_test_process_leaves_no_database_behind_when_it_ends() {
+    let mut helper = helper_process(
+        "helper_report_the_shared_server",
+        &[("PGHARNESS_HELPER_AWAIT_PREFETCH", "1")],
+    );
+    let database = read_reported(&mut helper, "database=");
+    let pid = helper.id();
+    assert!(helper.wait().unwrap().success());
+    assert!(database.starts_with(&format!("pgh_t_{pid}_")), "{database}");
+    let mut admin = admin_of(&TestSettings::get().run_dir).await;
+    let left = process_databases(&mut admin, &format!("pgh_t_{pid}_")).await;
+    assert!(left.is_empty(), "left behind by process {pid}: {left:?}");
 }
 
 /// What nextest does: one process per test. They must share one server.
