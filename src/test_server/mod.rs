@@ -94,32 +94,68 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> TestS
     }
 }
 
-/// The superuser URL (database `postgres`) of the shared server, started if needed; or the
-/// server named by `TEST_DATABASE_URL`.
+/// A test process's hold on the shared server.
+#[derive(Debug)]
+pub struct Attached {
+    /// The superuser URL, database `postgres`.
+    pub admin: DatabaseUrl,
+    /// A connection on it (the one that found the server alive).
+    pub connection: PgConnection,
+}
+
+/// The shared server, started if needed, or the server named by `TEST_DATABASE_URL`.
+///
+/// Test processes attach under a shared lock on `start.lock`, all at once (under nextest, many
+/// start together); starting the server, and the watchdog's stopping it, take it exclusively.
 ///
 /// # Errors
 ///
 /// [`TestServerError`] when the server cannot be started or reached.
-pub async fn attach() -> Result<DatabaseUrl, TestServerError> {
+pub async fn attach() -> Result<Attached, TestServerError> {
     let settings = TestSettings::get();
     if let Some(url) = &settings.server_url {
-        return Ok(DatabaseUrl::parse(url)?.with_database("postgres"));
+        let admin = DatabaseUrl::parse(url)?.with_database("postgres");
+        let connection = PgConnection::connect_with(&admin.connect_options()).await?;
+        return Ok(Attached { admin, connection });
     }
     let dir = &settings.run_dir;
     std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
-    let start_lock_path = dir.join("start.lock");
-    let start_lock = open_lock(&start_lock_path)?;
-    let start_lock = tokio::task::spawn_blocking(move || start_lock.lock().map(|()| start_lock))
-        .await
-        .map_err(|error| TestServerError::Io {
-            action: "cannot lock",
-            path: start_lock_path.clone(),
-            source: std::io::Error::other(error),
-        })?
-        .map_err(io("cannot lock", &start_lock_path))?;
-    let result = attach_locked(dir).await;
-    let _ = start_lock.unlock();
-    result
+    // Held first: a watchdog that sees it does not stop the server.
+    hold_user_lock(dir)?;
+    let shared = lock_start(dir, false).await?;
+    let running = running_server(dir).await;
+    let _ = shared.unlock();
+    if let Some(attached) = running {
+        return Ok(attached);
+    }
+    let exclusive = lock_start(dir, true).await?;
+    let attached = match running_server(dir).await {
+        Some(attached) => Ok(attached),
+        None => start_and_connect(dir).await,
+    };
+    let _ = exclusive.unlock();
+    attached
+}
+
+/// `start.lock`, shared or exclusive (waited for off the runtime's threads).
+async fn lock_start(dir: &Path, exclusive: bool) -> Result<File, TestServerError> {
+    let path = dir.join("start.lock");
+    let file = open_lock(&path)?;
+    tokio::task::spawn_blocking(move || {
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .map(|()| file)
+    })
+    .await
+    .map_err(|error| TestServerError::Io {
+        action: "cannot lock",
+        path: path.clone(),
+        source: std::io::Error::other(error),
+    })?
+    .map_err(io("cannot lock", &path))
 }
 
 /// The running shared server's superuser URL, without starting one: for `pgharness testdb`.
@@ -160,25 +196,29 @@ pub fn psql_url(admin: &DatabaseUrl, database: &str) -> String {
     url
 }
 
-async fn attach_locked(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
-    hold_user_lock(dir)?;
-    let state_path = dir.join("state.json");
-    if let Some(url) = read_state(&state_path) {
-        // A running postmaster on a loaded machine may take a while to answer: it is waited
-        // for, not replaced under the feet of the processes using it.
-        let running =
-            process::postmaster_pid(&dir.join("server/pgdata")).is_some_and(process::is_postgres);
-        let patience = Duration::from_secs(if running { 30 } else { 2 });
-        let alive =
-            tokio::time::timeout(patience, PgConnection::connect_with(&url.connect_options()))
-                .await;
-        if let Ok(Ok(connection)) = alive {
-            let _ = connection.close().await;
-            return Ok(url);
-        }
-    }
-    let _ = std::fs::remove_file(&state_path);
-    start(dir).await
+/// The server `state.json` names, if it answers.
+async fn running_server(dir: &Path) -> Option<Attached> {
+    let admin = read_state(&dir.join("state.json"))?;
+    // A running postmaster on a loaded machine may take a while to answer: it is waited for,
+    // not replaced under the feet of the processes using it.
+    let running =
+        process::postmaster_pid(&dir.join("server/pgdata")).is_some_and(process::is_postgres);
+    let patience = Duration::from_secs(if running { 30 } else { 2 });
+    let connection = tokio::time::timeout(
+        patience,
+        PgConnection::connect_with(&admin.connect_options()),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(Attached { admin, connection })
+}
+
+async fn start_and_connect(dir: &Path) -> Result<Attached, TestServerError> {
+    let _ = std::fs::remove_file(dir.join("state.json"));
+    let admin = start(dir).await?;
+    let connection = PgConnection::connect_with(&admin.connect_options()).await?;
+    Ok(Attached { admin, connection })
 }
 
 async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {

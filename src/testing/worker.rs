@@ -68,13 +68,13 @@ static WORKER: tokio::sync::OnceCell<Worker> = tokio::sync::OnceCell::const_new(
 /// How long a process's end waits for its test databases to be dropped.
 const FINAL_DROPS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Attaches to the shared server once per process and starts the background thread.
+/// Starts the background thread once per process; it attaches to the shared server on its own
+/// runtime and keeps the connection that found the server alive as its admin connection.
 pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
     WORKER
         .get_or_try_init(|| async {
-            let admin = test_server::attach().await?;
+            let (attached, attaching) = oneshot::channel();
             let (requests, receiver) = mpsc::unbounded_channel();
-            let thread_admin = admin.clone();
             std::thread::Builder::new()
                 .name("pgharness-test-databases".to_owned())
                 .spawn(move || {
@@ -82,18 +82,33 @@ pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
                         .enable_all()
                         .build()
                     {
-                        Ok(runtime) => runtime.block_on(serve_requests(thread_admin, receiver)),
+                        Ok(runtime) => runtime.block_on(async {
+                            match test_server::attach().await {
+                                Ok(test_server::Attached { admin, connection }) => {
+                                    let _ = attached.send(Ok(admin.clone()));
+                                    serve_requests(admin, connection, receiver).await;
+                                }
+                                Err(error) => {
+                                    let _ = attached.send(Err(error));
+                                }
+                            }
+                        }),
                         Err(error) => warn!(%error, "no runtime for the test database thread"),
                     }
                 })
-                .map_err(|source| TestDbError::Io {
-                    action: "cannot start the test database thread for",
-                    path: TestSettings::get().run_dir.clone(),
-                    source,
-                })?;
+                .map_err(|source| thread_failed(Some(source)))?;
+            let admin = attaching.await.map_err(|_| thread_failed(None))??;
             Ok(Worker { admin, requests })
         })
         .await
+}
+
+fn thread_failed(source: Option<std::io::Error>) -> TestDbError {
+    TestDbError::Io {
+        action: "cannot start the test database thread for",
+        path: TestSettings::get().run_dir.clone(),
+        source: source.unwrap_or_else(|| std::io::Error::other("the thread ended")),
+    }
 }
 
 /// Ready clones of one template.
@@ -118,20 +133,19 @@ struct Stocks {
 
 impl Stocks {
     async fn connection(&mut self) -> Result<&mut PgConnection, TestDbError> {
-        if self.connection.is_none() {
-            let mut connection = PgConnection::connect_with(&self.admin.connect_options()).await?;
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => PgConnection::connect_with(&self.admin.connect_options()).await?,
+        };
+        let connection = self.connection.insert(connection);
+        if self.server_version.is_none() {
             self.server_version = Some(
                 sqlx::query_scalar("SELECT current_setting('server_version_num')")
-                    .fetch_one(&mut connection)
+                    .fetch_one(&mut *connection)
                     .await?,
             );
-            self.connection = Some(connection);
         }
-        self.connection.as_mut().ok_or_else(|| {
-            TestDbError::TestServer(test_server::TestServerError::NotRunning(
-                TestSettings::get().run_dir.clone(),
-            ))
-        })
+        Ok(connection)
     }
 
     async fn handle(&mut self, request: Request) {
@@ -285,11 +299,15 @@ async fn drop_finished(admin: DatabaseUrl, mut work: mpsc::UnboundedReceiver<Fin
     }
 }
 
-async fn serve_requests(admin: DatabaseUrl, mut receiver: mpsc::UnboundedReceiver<Request>) {
+async fn serve_requests(
+    admin: DatabaseUrl,
+    connection: PgConnection,
+    mut receiver: mpsc::UnboundedReceiver<Request>,
+) {
     let admin_for_drops = admin.clone();
     let mut state = Stocks {
         admin,
-        connection: None,
+        connection: Some(connection),
         server_version: None,
         stocks: HashMap::new(),
         drops: {
