@@ -26,6 +26,8 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
+#[path = "support/cpu.rs"]
+mod cpu;
 #[path = "../tests/harness/proxy.rs"]
 mod proxy;
 
@@ -73,40 +75,6 @@ impl Measurement {
     }
 }
 
-/// User plus system CPU time of process `pid` (Linux `/proc`).
-fn cpu_time(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return Duration::ZERO;
-    };
-    // Fields after the command name (which may hold spaces): state is field 3, utime 14, stime 15.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks: u64 =
-        fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-    // Linux reports in USER_HZ, 100 per second.
-    Duration::from_millis(ticks * 10)
-}
-
-/// CPU time of the postmaster `postmaster` and every process it started.
-fn postgres_cpu_time(postmaster: u32) -> Duration {
-    let children = std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit(')')
-                    .next()
-                    .and_then(|rest| rest.split_whitespace().nth(1))
-                    == Some(&postmaster.to_string())
-            })
-        });
-    children.map(cpu_time).sum::<Duration>() + cpu_time(postmaster)
-}
-
 fn require(tool: &str) {
     if Command::new(tool).arg("--version").output().is_err() {
         panic!(
@@ -138,14 +106,13 @@ fn wrk_with_cpu(
     server: &EmbeddedServer,
 ) -> Measurement {
     let postmaster = pgharness::platform::process::postmaster_pid(&server.data_dir()).unwrap();
-    let (api_before, postgres_before) =
-        (cpu_time(std::process::id()), postgres_cpu_time(postmaster));
+    let (api_before, postgres_before) = (cpu::own(std::process::id()), cpu::postgres(postmaster));
     let mut measurement = wrk(name, base, path_script, directory);
     let requests = measurement.requests_per_second * f64::from(SECONDS);
     let per_request = |spent: Duration| spent.as_secs_f64() * 1e6 / requests;
     measurement.cpu_us = Some(CpuPerRequest {
-        api: Some(per_request(cpu_time(std::process::id()) - api_before)),
-        postgres: per_request(postgres_cpu_time(postmaster) - postgres_before),
+        api: Some(per_request(cpu::own(std::process::id()) - api_before)),
+        postgres: per_request(cpu::postgres(postmaster) - postgres_before),
     });
     measurement
 }
@@ -232,7 +199,7 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
     let logs = directory.join(format!("pgbench-{clients}"));
     std::fs::create_dir_all(&logs).unwrap();
     let postmaster = pgharness::platform::process::postmaster_pid(&server.data_dir()).unwrap();
-    let postgres_before = postgres_cpu_time(postmaster);
+    let postgres_before = cpu::postgres(postmaster);
     let url = server.url();
     let full = url.expose_url();
     let password = full
@@ -283,7 +250,7 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
         .unwrap()
         .parse()
         .unwrap();
-    let postgres_spent = postgres_cpu_time(postmaster) - postgres_before;
+    let postgres_spent = cpu::postgres(postmaster) - postgres_before;
     let (p50_ms, p99_ms) = logged_latency_percentiles(&logs);
     Measurement {
         name: format!("PostgreSQL ceiling (pgbench, {clients} clients)"),

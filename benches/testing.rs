@@ -12,9 +12,9 @@
 //!    each test's database, against baked into a template once (`TestDb::builder().bake()`).
 //! 4. A large schema (~300 tables in ~100 migrations): the template's build, once, then the
 //!    handout (prefetched and cloned on demand), median and p99.
-//! 5. Nextest style: 16 processes at a time, 160 in all, each one test on the realistic set:
-//!    the handout as such a test sees it (the process attaches to the shared server, nothing is
-//!    prefetched), p50 and p99.
+//! 5. Nextest style: one-test processes on the realistic set, one at a time (20) and 16 at a
+//!    time (160 in all): the handout as such a test sees it (the process attaches to the shared
+//!    server, nothing is prefetched), p50 and p99.
 //! 6. Disk use: 12 test processes (10 tests each) on a run directory of their own, the
 //!    migration set changing every run: the directory's size after each.
 //!
@@ -26,6 +26,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/cpu.rs"]
+mod cpu;
 
 use pgharness::testing::TestDb;
 use sqlx::PgPool;
@@ -331,17 +334,16 @@ fn handout_times(child: std::process::Child) -> Vec<Duration> {
         .collect()
 }
 
-/// 16 one-test processes at a time, 160 in all, as `cargo nextest run -j16` runs them.
-fn nextest_style(realistic: &Path) {
-    const SLOTS: usize = 16;
-    const ROUNDS: usize = 10;
+/// `slots` one-test processes at a time, `slots × rounds` in all, as `cargo nextest run
+/// -j<slots>` runs them.
+fn nextest_style(realistic: &Path, slots: usize, rounds: usize) {
     let realistic = realistic.to_owned();
     let started = Instant::now();
-    let slots: Vec<_> = (0..SLOTS)
+    let slots: Vec<_> = (0..slots)
         .map(|_| {
             let realistic = realistic.clone();
             std::thread::spawn(move || {
-                (0..ROUNDS)
+                (0..rounds)
                     .flat_map(|_| {
                         handout_times(test_process(
                             &realistic,
@@ -353,12 +355,13 @@ fn nextest_style(realistic: &Path) {
             })
         })
         .collect();
+    let processes = slots.len();
     let times: Vec<Duration> = slots
         .into_iter()
         .flat_map(|slot| slot.join().unwrap())
         .collect();
     println!(
-        "{SLOTS} processes × {ROUNDS} (one test each, realistic set): handout p50 {:>6.2} ms   p99 {:>7.2} ms   {} tests in {:.2} s",
+        "{processes:>2} processes at a time × {rounds} (one test each, realistic set): handout p50 {:>6.2} ms   p99 {:>7.2} ms   {} tests in {:.2} s",
         milliseconds(median(times.clone())),
         milliseconds(percentile(times.clone(), 0.99)),
         times.len(),
@@ -424,17 +427,40 @@ fn disk_use_over_runs(work: &Path) {
 /// 100 tests on each migration set, pgharness and `#[sqlx::test]` (in a child process) on the
 /// same server.
 fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
+    let postmaster = pgharness::platform::process::postmaster_pid(
+        &pgharness::test_server::TestSettings::get()
+            .run_dir
+            .join("server/pgdata"),
+    )
+    .unwrap();
+    let me = std::process::id();
+    // CPU per test (ms): of the test process(es), of PostgreSQL.
+    let per_test = |client: Duration, postgres: Duration| {
+        #[allow(clippy::cast_precision_loss)]
+        let tests = TESTS as f64;
+        (milliseconds(client) / tests, milliseconds(postgres) / tests)
+    };
     for (label, dir, target) in [
         ("project's migrations (1)", project, 1.5),
-        ("realistic migrations (32)", realistic, 5.0),
+        ("realistic migrations (32)", realistic, 10.0),
     ] {
         // Our side's time includes building the template of a new migration set, once.
+        let (client, postgres) = (cpu::own(me), cpu::postgres(postmaster));
         let ours = pgharness_side(dir);
+        let our_cpu = per_test(cpu::own(me) - client, cpu::postgres(postmaster) - postgres);
+        let (children, postgres) = (
+            cpu::with_ended_children(me) - cpu::own(me),
+            cpu::postgres(postmaster),
+        );
         let child = std::process::Command::new(std::env::current_exe().unwrap())
             .env("PGHARNESS_BENCH_SQLX_SIDE", dir)
             .env("DATABASE_URL", admin)
             .output()
             .unwrap();
+        let their_cpu = per_test(
+            cpu::with_ended_children(me) - cpu::own(me) - children,
+            cpu::postgres(postmaster) - postgres,
+        );
         assert!(
             child.status.success(),
             "#[sqlx::test] side failed: {}",
@@ -452,6 +478,14 @@ fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
             milliseconds(ours),
             milliseconds(theirs),
             if speedup >= target { "met" } else { "MISSED" }
+        );
+        println!(
+            "    CPU per test: pgharness {:.1} ms in the test process + {:.1} ms in PostgreSQL; #[sqlx::test] {:.1} + {:.1} ms ({:.1}× as much in all)",
+            our_cpu.0,
+            our_cpu.1,
+            their_cpu.0,
+            their_cpu.1,
+            (their_cpu.0 + their_cpu.1) / (our_cpu.0 + our_cpu.1),
         );
     }
 }
@@ -528,6 +562,7 @@ fn main() {
     compare_with_sqlx_test(&project, &realistic, &admin);
     compare_applied_and_baked_fixture(work.path());
     large_schema(work.path());
-    nextest_style(&realistic);
+    nextest_style(&realistic, 1, 20);
+    nextest_style(&realistic, 16, 10);
     disk_use_over_runs(work.path());
 }
