@@ -246,7 +246,8 @@ struct Counters {
 pub struct Database {
     pool: bb8::Pool<Manager>,
     maintenance: PgPool,
-    options: PgConnectOptions,
+    /// Shared: a `Database` is cloned into every request's state.
+    options: Arc<PgConnectOptions>,
     liveness: Arc<Liveness>,
     settings: PoolSettings,
     counters: Arc<Counters>,
@@ -288,7 +289,7 @@ impl Database {
         Self {
             pool,
             maintenance: maintenance_pool_options().connect_lazy_with(options.clone()),
-            options,
+            options: Arc::new(options),
             liveness,
             settings: settings.clone(),
             counters: Arc::default(),

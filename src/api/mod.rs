@@ -55,8 +55,9 @@ pub struct ApiContext {
     pub database: Database,
     /// `APP_ENV`, shown by `/health`.
     pub environment: Environment,
-    /// The application database, for the connection screen (shown masked).
-    pub url: DatabaseUrl,
+    /// The application database, for the connection screen (shown masked). Shared, as every
+    /// field: the context is cloned into each request's state.
+    pub url: Arc<DatabaseUrl>,
     /// The embedded server, absent against an external one.
     pub server: Option<Arc<EmbeddedServer>>,
     /// The migrations `/api/database` reports on.
@@ -87,7 +88,7 @@ impl ApiContext {
             metrics: Arc::new(metrics::Metrics::new(database.clone())),
             database,
             environment,
-            url,
+            url: Arc::new(url),
             server,
             migrations,
             access: Arc::default(),
