@@ -9,13 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use postgresql_commands::initdb::InitDbBuilder;
-use rand::distr::{Alphanumeric, SampleString as _};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt as _;
 use tracing::{info, warn};
 
 use super::{CommandError, Privilege, ServerError, io_error, process, run, stop_builder};
 use crate::binaries::Binaries;
+use crate::platform::random;
 
 /// Creates `pgdata` with `password` for the superuser.
 pub(super) async fn create(
@@ -64,10 +64,9 @@ async fn initdb(
     // initdb insists on a password for password authentication; this one is thrown away
     // (replaced in single-user mode), so the template holds no usable credential.
     let throwaway_password = parent.join("initdb-password");
-    super::write_private(
-        &throwaway_password,
-        Alphanumeric.sample_string(&mut rand::rng(), 32).as_bytes(),
-    )?;
+    let password = random::alphanumeric(32)
+        .map_err(|source| super::io_error("cannot make a password for", target, source))?;
+    super::write_private(&throwaway_password, password.as_bytes())?;
     privilege.hand_over(parent)?;
     let started = std::time::Instant::now();
     let builder = InitDbBuilder::new()

@@ -26,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use postgresql_commands::CommandBuilder;
 use postgresql_commands::pg_ctl::{Mode, PgCtlBuilder, ShutdownMode};
-use rand::distr::{Alphanumeric, SampleString as _};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tracing::{debug, error, info, warn};
@@ -35,7 +34,7 @@ use crate::binaries::Binaries;
 use crate::config::DatabaseUrl;
 use crate::platform::files;
 pub use crate::platform::privilege::{Privilege, PrivilegeError, RootSettings};
-use crate::platform::process;
+use crate::platform::{process, random};
 
 /// The superuser of the embedded server.
 pub const SUPERUSER: &str = "postgres";
@@ -274,7 +273,10 @@ impl EmbeddedServer {
             read_password(&password_path)
                 .ok_or_else(|| ServerError::MissingPassword { path: home.clone() })?
         } else {
-            let password = SecretString::from(Alphanumeric.sample_string(&mut rand::rng(), 32));
+            let password = SecretString::from(
+                random::alphanumeric(32)
+                    .map_err(|source| io_error("cannot make a password for", &pgdata, source))?,
+            );
             write_private(&password_path, password.expose_secret().as_bytes())?;
             cluster::create(binaries, &privilege, &pgdata, &password, options.durable).await?;
             password

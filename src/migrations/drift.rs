@@ -7,7 +7,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use rand::distr::{Alphanumeric, SampleString as _};
 use sqlx::{Connection as _, PgConnection, PgPool};
 use tracing::warn;
 
@@ -119,11 +118,14 @@ pub async fn check(
     live: &PgPool,
     scratch: &DatabaseUrl,
 ) -> Result<Vec<Difference>, MigrationError> {
+    // Unique, not secret: this process and this moment.
     let name = format!(
-        "pgharness_drift_{}",
-        Alphanumeric
-            .sample_string(&mut rand::rng(), 12)
-            .to_lowercase()
+        "pgharness_drift_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
     );
     let mut admin =
         PgConnection::connect_with(&scratch.with_database("postgres").connect_options()).await?;

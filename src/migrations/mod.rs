@@ -487,11 +487,13 @@ impl Migrations {
         Ok(())
     }
 
-    /// Writes a new, empty, timestamped up/down pair; returns both paths.
+    /// Writes a new, empty, timestamped up/down pair; returns both paths (`pgharness migrate
+    /// add`).
     ///
     /// # Errors
     ///
     /// [`MigrationError::BadName`] or [`MigrationError::Create`].
+    #[cfg(feature = "cli")]
     pub fn create(&self, name: &str) -> Result<(PathBuf, PathBuf), MigrationError> {
         let slug = name.trim().to_lowercase().replace([' ', '-'], "_");
         if slug.is_empty()

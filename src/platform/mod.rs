@@ -4,7 +4,8 @@
 //! - [`process`]: whether a process is alive, and starting one that outlives its parent;
 //! - [`files`]: files and directories only their owner may read;
 //! - [`signals`]: what asks a running server to shut down;
-//! - [`limits`]: how many connections a server can hold open.
+//! - [`limits`]: how many connections a server can hold open;
+//! - [`random`]: passwords from the operating system's random source.
 //!
 //! Everything else is portable as written: file locks are std's `File::lock`/`try_lock`,
 //! directories come from `dirs`, executables are named with `std::env::consts::EXE_SUFFIX`.
@@ -14,5 +15,6 @@ pub mod files;
 pub mod limits;
 pub mod privilege;
 pub mod process;
+pub mod random;
 #[cfg(feature = "server")]
 pub mod signals;
