@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use tracing::{info, warn};
 
-#[cfg(feature = "server")]
 use crate::api::ApiContext;
 use crate::binaries::{self, BinariesError};
 use crate::config::{Config, DatabaseTarget, DatabaseUrl};
@@ -120,7 +119,6 @@ impl Harness {
     }
 
     /// What the HTTP API needs of this stack.
-    #[cfg(feature = "server")]
     #[must_use]
     pub fn api_context(&self) -> ApiContext {
         ApiContext::new(
@@ -217,7 +215,6 @@ impl Harness {
 
 /// The whole stack running: harness, migrations applied, API served in the background. What
 /// the desktop app runs; `serve` does the same in the foreground.
-#[cfg(feature = "server")]
 #[derive(Debug)]
 pub struct Stack {
     harness: Harness,
@@ -229,7 +226,6 @@ pub struct Stack {
 }
 
 /// Why the stack cannot start.
-#[cfg(feature = "server")]
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
     /// The harness failed.
@@ -243,7 +239,6 @@ pub enum StackError {
     Address(std::io::Error),
 }
 
-#[cfg(feature = "server")]
 impl Stack {
     /// Starts everything, reporting each step to `progress`.
     ///

@@ -7,30 +7,33 @@
 //! - [`platform`]: what differs between Linux, macOS and Windows;
 //! - [`progress`]: what a start reports while it works;
 //! - [`database`]: the pool and connection failures;
-//! - [`check`]: the connection check report;
-//! - [`dev_data`]: the dev database reset and seeded;
-//! - [`migrations`]: schema migrations and the drift check;
+//! - [`check`]: the connection check report (feature `server`);
+//! - [`dev_data`]: the dev database reset and seeded (feature `server`);
+//! - [`migrations`]: schema migrations, and the drift check (feature `server`);
 //! - [`fixtures`]: SQL fixture files, for test databases and the dev database;
 //! - [`api`]: the HTTP API (feature `server`);
 //! - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);
 //! - [`test_server`]: the server those databases live on, shared by a test run;
-//! - [`harness`]: all of it started and stopped as one.
+//! - [`harness`]: all of it started and stopped as one (feature `server`).
 //!
 //! Features: `cli` (default: the command line, and `server`), `server` (API, web UI, logs,
-//! [`Stack`]), `testing` (test databases; with `default-features = false`, all another crate's
-//! tests need and nothing of the server).
+//! [`Harness`] and `Stack`), `testing` (test databases; with `default-features = false`, all
+//! another crate's tests need and nothing of the server).
 
 #![warn(missing_docs)]
 
 #[cfg(feature = "server")]
 pub mod api;
 pub mod binaries;
+#[cfg(feature = "server")]
 pub mod check;
 pub mod config;
 pub mod database;
+#[cfg(feature = "server")]
 pub mod dev_data;
 pub mod embedded;
 pub mod fixtures;
+#[cfg(feature = "server")]
 pub mod harness;
 pub mod migrations;
 pub mod platform;
@@ -41,9 +44,8 @@ pub mod test_server;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use harness::{Harness, HarnessError};
 #[cfg(feature = "server")]
-pub use harness::{Stack, StackError};
+pub use harness::{Harness, HarnessError, Stack, StackError};
 
 /// The README's Rust examples, compiled by `cargo test`.
 #[doc = include_str!("../README.md")]

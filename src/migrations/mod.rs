@@ -5,6 +5,7 @@
 //! Each migration runs in its own transaction (PostgreSQL's DDL is transactional), so a failing
 //! one leaves the schema as it was. Concurrent runs are serialised by sqlx's advisory lock.
 
+#[cfg(feature = "server")]
 pub mod drift;
 
 use std::collections::BTreeMap;
