@@ -3,8 +3,8 @@
 //!
 //! In the run directory (`PGHARNESS_TEST_DIR`, default `pgharness-test-<uid>` in `/dev/shm` when it
 //! has room, else in the temp directory):
-//! - `start.lock`: held (exclusive) while a process starts or attaches to the server, and by the
-//!   watchdog while it stops it;
+//! - `start.lock`: shared while test processes attach to the server, exclusive while one starts
+//!   it and while the watchdog stops it;
 //! - `users.lock`: every test process holds a shared lock on it until it exits (the kernel
 //!   releases it even after SIGKILL);
 //! - `state.json`: the running server's port and password;
@@ -122,13 +122,13 @@ pub async fn attach() -> Result<Attached, TestServerError> {
     std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
     // Held first: a watchdog that sees it does not stop the server.
     hold_user_lock(dir)?;
-    let shared = lock_start(dir, false).await?;
+    let shared = lock_start(dir, Hold::Shared).await?;
     let running = running_server(dir).await;
     let _ = shared.unlock();
     if let Some(attached) = running {
         return Ok(attached);
     }
-    let exclusive = lock_start(dir, true).await?;
+    let exclusive = lock_start(dir, Hold::Exclusive).await?;
     let attached = match running_server(dir).await {
         Some(attached) => Ok(attached),
         None => start_and_connect(dir).await,
@@ -137,15 +137,23 @@ pub async fn attach() -> Result<Attached, TestServerError> {
     attached
 }
 
-/// `start.lock`, shared or exclusive (waited for off the runtime's threads).
-async fn lock_start(dir: &Path, exclusive: bool) -> Result<File, TestServerError> {
+/// How `start.lock` is held.
+#[derive(Clone, Copy)]
+enum Hold {
+    /// By processes attaching to a running server, all at once.
+    Shared,
+    /// By the one starting the server, or the watchdog stopping it.
+    Exclusive,
+}
+
+/// `start.lock`, held as asked (waited for off the runtime's threads).
+async fn lock_start(dir: &Path, hold: Hold) -> Result<File, TestServerError> {
     let path = dir.join("start.lock");
     let file = open_lock(&path)?;
     tokio::task::spawn_blocking(move || {
-        if exclusive {
-            file.lock()
-        } else {
-            file.lock_shared()
+        match hold {
+            Hold::Shared => file.lock_shared(),
+            Hold::Exclusive => file.lock(),
         }
         .map(|()| file)
     })
