@@ -221,14 +221,14 @@ mod os {
 
     use super::NamespaceUnavailable;
 
-    use nix::unistd::{Uid, User};
+    use rustix::process::{geteuid, getuid};
 
     pub fn is_root() -> bool {
-        Uid::effective().is_root()
+        geteuid().is_root()
     }
 
     pub fn user_tag() -> String {
-        Uid::current().to_string()
+        getuid().as_raw().to_string()
     }
 
     #[cfg(target_os = "linux")]
@@ -251,8 +251,8 @@ mod os {
 
     /// The uid and gid of `name`, if it exists and is not root.
     pub fn unprivileged_account(name: &str) -> Option<(u32, u32)> {
-        let user = User::from_name(name).ok()??;
-        (!user.uid.is_root()).then(|| (user.uid.as_raw(), user.gid.as_raw()))
+        let user = uzers::get_user_by_name(name)?;
+        (user.uid() != 0).then(|| (user.uid(), user.primary_group_id()))
     }
 
     pub fn run_as(command: &mut Command, uid: u32, gid: u32) {

@@ -120,17 +120,12 @@ impl TestSettings {
 fn default_run_parent() -> PathBuf {
     #[cfg(target_os = "linux")]
     {
-        use nix::sys::statvfs::statvfs;
-        use nix::unistd::{AccessFlags, access};
+        use rustix::fs::{Access, access, statvfs};
         const ROOM_NEEDED: u64 = 2 << 30;
         let memory = std::path::Path::new("/dev/shm");
-        let has_room = statvfs(memory).is_ok_and(|stats| {
-            stats
-                .blocks_available()
-                .saturating_mul(stats.fragment_size())
-                >= ROOM_NEEDED
-        });
-        if has_room && access(memory, AccessFlags::W_OK | AccessFlags::X_OK).is_ok() {
+        let has_room = statvfs(memory)
+            .is_ok_and(|stats| stats.f_bavail.saturating_mul(stats.f_frsize) >= ROOM_NEEDED);
+        if has_room && access(memory, Access::WRITE_OK | Access::EXEC_OK).is_ok() {
             return memory.to_owned();
         }
     }

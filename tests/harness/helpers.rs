@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use pgharness::binaries::{self, Binaries};
 use pgharness::config::Config;
 use pgharness::embedded::{EmbeddedServer, ServerOptions};
+use rustix::process::{Pid, Signal, kill_process};
 use tempfile::TempDir;
 use tokio::sync::OnceCell;
 
@@ -186,12 +187,8 @@ impl Serve {
         )
     }
 
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap()),
-            signal,
-        )
-        .unwrap();
+    pub fn signal(&self, signal: Signal) {
+        kill_process(Pid::from_child(&self.child), signal).unwrap();
     }
 }
 
@@ -199,7 +196,7 @@ impl Drop for Serve {
     /// SIGTERM, as a user would stop it: a SIGKILL would leave its server running.
     fn drop(&mut self) {
         if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal(nix::sys::signal::Signal::SIGTERM);
+            self.signal(Signal::TERM);
         }
         let _ = self.child.wait();
     }
@@ -212,11 +209,8 @@ pub fn postmaster_pid(home: &Path) -> Option<u32> {
 
 /// SIGKILL, as a crash or the OOM killer would.
 pub fn kill_hard(pid: u32) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let pid = Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    kill_process(pid, Signal::KILL).unwrap();
 }
 
 /// Waits until `condition` holds, or panics after `limit`.

@@ -1,8 +1,8 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
 use pgharness::embedded::{EmbeddedServer, ServerError};
+use rustix::process::Signal;
 use sqlx::Connection as _;
 
 use pgharness::platform::process::is_postgres;
@@ -24,7 +24,7 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
     connection.close().await.unwrap();
     let killed_postmaster = postmaster_pid(&home).unwrap();
 
-    first.signal(Signal::SIGKILL);
+    first.signal(Signal::KILL);
     drop(first);
 
     let second = Serve::start(workdir.path(), &home);
@@ -40,7 +40,7 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
     assert_eq!(body, "kept");
     connection.close().await.unwrap();
     let postmaster = postmaster_pid(&home).unwrap();
-    second.signal(Signal::SIGTERM);
+    second.signal(Signal::TERM);
     wait_until(Duration::from_secs(10), "postgres to stop", || {
         !is_postgres(postmaster)
     });
@@ -54,7 +54,7 @@ fn sigterm_stops_serve_and_its_server() {
     let mut serve = Serve::start(workdir.path(), &home);
     let postmaster = postmaster_pid(&home).unwrap();
     assert!(is_postgres(postmaster));
-    serve.signal(Signal::SIGTERM);
+    serve.signal(Signal::TERM);
     let status = serve.child.wait().unwrap();
     assert!(status.success(), "serve exited with {status}");
     assert!(!is_postgres(postmaster), "postgres outlived serve");
@@ -167,7 +167,7 @@ async fn a_restarted_server_keeps_its_data_and_password() {
 /// Where user namespaces are forbidden, root falls back to an unprivileged account.
 #[tokio::test]
 async fn as_root_without_user_namespaces_the_server_runs_as_an_unprivileged_account() {
-    if !nix::unistd::Uid::effective().is_root() {
+    if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: only meaningful as root");
         return;
     }
@@ -198,12 +198,9 @@ async fn as_root_without_user_namespaces_the_server_runs_as_an_unprivileged_acco
         "{}",
         output.stdout
     );
-    let owner = nix::unistd::User::from_name("nobody").unwrap().unwrap().uid;
+    let owner = uzers::get_user_by_name("nobody").unwrap().uid();
     let metadata = std::fs::metadata(home.join("pgdata/PG_VERSION")).unwrap();
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(&metadata),
-        owner.as_raw()
-    );
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&metadata), owner);
 }
 
 #[rstest::rstest]
@@ -239,7 +236,7 @@ async fn serve_answers_http_and_logs_each_request_to_rolling_files() {
     assert_eq!(health.status(), 200);
     let body: serde_json::Value = health.json().await.unwrap();
     assert_eq!(body["status"], "healthy");
-    serve.signal(Signal::SIGTERM);
+    serve.signal(Signal::TERM);
     assert!(serve.child.wait().unwrap().success());
 
     let files: Vec<_> = std::fs::read_dir(&logs)
