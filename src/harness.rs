@@ -132,8 +132,8 @@ impl Harness {
                 self.config.environment,
                 self.server.is_none().then(|| self.url.masked()),
             ),
+            crate::api::AccessPolicy::new(&self.config.api),
         )
-        .with_access(crate::api::AccessPolicy::new(&self.config.api))
     }
 
     /// The embedded server, when there is one.

@@ -48,31 +48,45 @@ pub const BODY_LIMIT: usize = 1024 * 1024;
 /// before a database connection is taken, so a slow client holds no connection meanwhile.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Everything a handler may need; cheap to clone.
+/// Everything a handler may need. One shared allocation: axum clones the state into every
+/// request and every `from_fn_with_state` layer, so a clone is one reference count, not one
+/// per field (measured: the per-field clones and drops were ~3 % of the API's CPU per GET).
 #[derive(Debug, Clone)]
-pub struct ApiContext {
+pub struct ApiContext(Arc<Context>);
+
+/// The fields of an [`ApiContext`], reached through it.
+#[derive(Debug)]
+pub struct Context {
     /// The application's pool.
     pub database: Database,
     /// `APP_ENV`, shown by `/health`.
     pub environment: Environment,
-    /// The application database, for the connection screen (shown masked). Shared, as every
-    /// field: the context is cloned into each request's state.
-    pub url: Arc<DatabaseUrl>,
+    /// The application database, for the connection screen (shown masked).
+    pub url: DatabaseUrl,
     /// The embedded server, absent against an external one.
     pub server: Option<Arc<EmbeddedServer>>,
     /// The migrations `/api/database` reports on.
     pub migrations: Arc<Migrations>,
     /// Who may use which routes.
-    pub access: Arc<AccessPolicy>,
+    pub access: AccessPolicy,
     /// Resetting and seeding the database from the UI, where allowed.
-    pub dev_data: Arc<DevData>,
+    pub dev_data: DevData,
     /// Health over time and the events timeline.
     pub monitor: Arc<Monitor>,
-    metrics: Arc<metrics::Metrics>,
+    metrics: metrics::Metrics,
+}
+
+impl std::ops::Deref for ApiContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.0
+    }
 }
 
 impl ApiContext {
-    /// The context of an API on `database`, with the embedded `server` it may control (`None` for an external server).
+    /// The context of an API on `database`, with the embedded `server` it may control (`None`
+    /// for an external server), under the `access` policy.
     #[must_use]
     pub(crate) fn new(
         database: Database,
@@ -81,29 +95,21 @@ impl ApiContext {
         server: Option<Arc<EmbeddedServer>>,
         migrations: Arc<Migrations>,
         dev_data: DevData,
+        access: AccessPolicy,
     ) -> Self {
         let monitor = Arc::new(Monitor::default());
         monitor.start_sampling(database.clone(), server.as_ref());
-        Self {
-            metrics: Arc::new(metrics::Metrics::new(database.clone())),
+        Self(Arc::new(Context {
+            metrics: metrics::Metrics::new(database.clone()),
             database,
             environment,
-            url: Arc::new(url),
+            url,
             server,
             migrations,
-            access: Arc::default(),
-            dev_data: Arc::new(dev_data),
+            access,
+            dev_data,
             monitor,
-        }
-    }
-
-    /// The same context under another access policy (the default: loopback only).
-    #[must_use]
-    pub fn with_access(self, access: AccessPolicy) -> Self {
-        Self {
-            access: Arc::new(access),
-            ..self
-        }
+        }))
     }
 }
 

@@ -177,7 +177,7 @@ impl<S: Send + Sync> FromRequestParts<S> for UserId {
     }
 }
 
-const SELECT_USER: &str = "SELECT id, username, email, created_at FROM users";
+const SELECT_USER_BY_ID: &str = "SELECT id, username, email, created_at FROM users WHERE id = $1";
 /// What makes two e-mail addresses one: the expression of the `users_email_key` index.
 const EMAIL_KEY: &str = r#"lower(email COLLATE "und-x-icu")"#;
 /// The users `GET /users` lists: `$1` a search pattern, `$2` a creation-time bound.
@@ -482,7 +482,7 @@ pub async fn get_user(
     context
         .database
         .run(async |connection| {
-            sqlx::query_as(sqlx::AssertSqlSafe(format!("{SELECT_USER} WHERE id = $1")))
+            sqlx::query_as(SELECT_USER_BY_ID)
                 .bind(id)
                 .fetch_optional(connection)
                 .await
