@@ -38,8 +38,8 @@ pub struct TestSettings {
     /// `PGHARNESS_TEST_PREFETCH` (default 2; 0 when nextest runs each test in its own process,
     /// where a prefetched database would never be used).
     pub prefetch: usize,
-    /// `NEXTEST_EXECUTION_MODE=process-per-test`: the process ends with its test, so its
-    /// database is dropped before it ends rather than in the background.
+    /// `NEXTEST_EXECUTION_MODE=process-per-test`: the process ends with its test, so nothing
+    /// is prefetched and its database is dropped on the admin connection (no second one).
     pub process_per_test: bool,
     /// `PGHARNESS_TEST_DIR`: the run directory (default `pgharness-test-<uid>` in
     /// `/dev/shm` when it has room, else in the temp directory).
