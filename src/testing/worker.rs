@@ -314,10 +314,7 @@ impl Stocks {
 
 /// An error after which the admin connection is not used again.
 fn lost_connection(error: &TestDbError) -> bool {
-    matches!(
-        error,
-        TestDbError::Database(sqlx::Error::Io(_) | sqlx::Error::Protocol(_))
-    )
+    matches!(error, TestDbError::Database(error) if crate::database::is_connection_lost(error))
 }
 
 /// Drops finished test databases, on its own connection so that a drop never waits for a clone
