@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `pgharness::testing` adds to a crate that already uses sqlx + tokio + rstest: crates
 # (`cargo tree`) and seconds of a clean `cargo test --no-run`, both sides built the same way,
-# one after the other. Run on an otherwise idle machine: `bash benches/dependency_weight.sh`.
+# alternately, `RUNS` (3) times each. Run on an otherwise idle machine:
+# `bash benches/dependency_weight.sh`.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -28,14 +29,28 @@ TOML
 done
 echo "pgharness = { path = \"$repo\", default-features = false, features = [\"testing\"] }" >> "$work/with/Cargo.toml"
 crates() { (cd "$work/$1" && cargo tree -e normal,dev --prefix none | sed 's/ (\*)//' | sort -u | wc -l); }
+# Prints "<wall seconds> <CPU seconds>" of one clean build.
 build() {
-  local started
-  started=$(date +%s.%N)
-  (cd "$work/$1" && CARGO_TARGET_DIR="$work/$1/target" cargo test --no-run --quiet >/dev/null 2>&1)
-  echo "$(date +%s.%N) - $started" | bc
+  rm -rf "$work/$1/target"
+  local TIMEFORMAT='%R %U %S'
+  { time (cd "$work/$1" && CARGO_TARGET_DIR="$work/$1/target" cargo test --no-run --quiet >/dev/null 2>&1); } 2> "$work/$1.time"
+  awk '{ printf "%.1f %.1f\n", $1, $2 + $3 }' "$work/$1.time"
 }
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 base_crates=$(crates base); with_crates=$(crates with)
-base_seconds=$(build base); with_seconds=$(build with)
 printf 'crates: %s without pgharness, %s with: +%s\n' "$base_crates" "$with_crates" "$((with_crates - base_crates))"
-printf 'clean cargo test --no-run: %.1f s without, %.1f s with: +%.1f s\n' \
-  "$base_seconds" "$with_seconds" "$(echo "$with_seconds - $base_seconds" | bc)"
+# Wall time on a shared 2-core machine swings by ±15 s from run to run: alternate the sides
+# and take medians; CPU time (user + system) varies much less.
+runs=${RUNS:-3}
+for run in $(seq "$runs"); do
+  for side in base with; do
+    read -r wall cpu < <(build "$side")
+    echo "$wall" >> "$work/$side.walls"; echo "$cpu" >> "$work/$side.cpus"
+    printf 'run %s, %s: %.1f s wall, %.1f s CPU\n' "$run" "$side" "$wall" "$cpu"
+  done
+done
+base_wall=$(median < "$work/base.walls"); with_wall=$(median < "$work/with.walls")
+base_cpu=$(median < "$work/base.cpus"); with_cpu=$(median < "$work/with.cpus")
+printf 'clean cargo test --no-run, median of %s: %.1f s without, %.1f s with: +%.1f s wall; CPU %.1f s without, %.1f s with: +%.1f s\n' \
+  "$runs" "$base_wall" "$with_wall" "$(echo "$with_wall - $base_wall" | bc)" \
+  "$base_cpu" "$with_cpu" "$(echo "$with_cpu - $base_cpu" | bc)"
