@@ -2,6 +2,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -72,6 +73,69 @@ async fn fixtures_are_applied_by_name(#[with(&["users"])] db: TestDb) {
         .await
         .unwrap();
     assert_eq!(names, ["alice", "bob", "carol"]);
+}
+
+/// What a test's log receives, kept for assertions.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_test_that_ends_right_after_a_query_leaves_no_warning_in_its_log() {
+    let log = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let log = log.clone();
+            move || log.clone()
+        })
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .finish();
+    let _log = tracing::subscriber::set_default(subscriber);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let db = TestDb::new().await.unwrap();
+        let (name, admin) = (db.name().to_owned(), db.url().with_database("postgres"));
+        sqlx::query("SELECT 1").execute(db.pool()).await.unwrap();
+        // The pool takes the connection back in a task that this one-thread runtime runs at
+        // the next await: block until the database is gone, so that it runs after the drop.
+        drop(db);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            let _context = runtime.enter();
+            let admin = sqlx::PgPool::connect_lazy_with(admin.connect_options());
+            wait_until(
+                Duration::from_secs(10),
+                "the database to be dropped",
+                || {
+                    let gone = sqlx::query_scalar::<_, bool>(
+                        "SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = $1)",
+                    )
+                    .bind(&name)
+                    .fetch_one(&admin);
+                    runtime.block_on(gone).unwrap()
+                },
+            );
+        })
+        .join()
+        .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let logged = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
+    assert!(!logged.contains("WARN"), "{logged}");
 }
 
 #[tokio::test]
