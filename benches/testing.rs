@@ -11,7 +11,8 @@
 //! 3. A 5,000-row fixture (50 statements of 100 rows) on the project's migrations: applied to
 //!    each test's database, against baked into a template once (`TestDb::builder().bake()`).
 //! 4. A large schema (~300 tables in ~100 migrations): the template's build, once, then the
-//!    handout (prefetched and cloned on demand), median and p99.
+//!    handout (prefetched and cloned on demand), median and p99, and beside them a plain copy
+//!    of the same files by this process: the file system's share of a clone.
 //! 5. Nextest style: one-test processes on the realistic set, one at a time (20) and 16 at a
 //!    time (160 in all): the handout as such a test sees it (the process attaches to the shared
 //!    server, nothing is prefetched), p50 and p99.
@@ -290,6 +291,54 @@ fn large_schema(work: &Path) {
             milliseconds(percentile(samples, 0.99)),
         );
     }
+    let (files, copies) = runtime().block_on(plain_copies_of_a_clone(&dir, work));
+    println!(
+        "large schema, the same {files} files copied by this process (the file system's floor for a clone): median {:>7.2} ms",
+        milliseconds(median(copies))
+    );
+}
+
+/// Times a plain copy of one test database's directory (what `CREATE DATABASE … STRATEGY
+/// FILE_COPY` copies: a file per relation) on the run directory's file system, a few times.
+async fn plain_copies_of_a_clone(migrations: &Path, work: &Path) -> (usize, Vec<Duration>) {
+    let db = TestDb::builder()
+        .migrations_dir(migrations)
+        .build()
+        .await
+        .unwrap();
+    let (data_dir, oid): (String, sqlx::postgres::types::Oid) = sqlx::query_as(
+        "SELECT current_setting('data_directory'), oid FROM pg_database WHERE datname = current_database()",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    let source = Path::new(&data_dir).join("base").join(oid.0.to_string());
+    // Beside the server's data, on the same file system.
+    let beside = Path::new(&data_dir).parent().unwrap_or(work);
+    // A still snapshot first: the server renames files in there (its relation cache file).
+    let snapshot = tempfile::tempdir_in(beside).unwrap();
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let file = entry.unwrap().path();
+        match std::fs::copy(&file, snapshot.path().join(file.file_name().unwrap())) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            copied => _ = copied.unwrap(),
+        }
+    }
+    let files: Vec<PathBuf> = std::fs::read_dir(snapshot.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    let copies = (0..SAMPLES)
+        .map(|_| {
+            let target = tempfile::tempdir_in(beside).unwrap();
+            let started = Instant::now();
+            for file in &files {
+                std::fs::copy(file, target.path().join(file.file_name().unwrap())).unwrap();
+            }
+            started.elapsed()
+        })
+        .collect();
+    (files.len(), copies)
 }
 
 /// In a child process: `tests` tests one after another, each printing its handout time.
