@@ -40,7 +40,8 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Test databases kept after failed tests (`pgharness::testing`), on the shared test server.
+    /// Test databases kept after failed tests (`pgharness::testing`), on the shared test server
+    /// (started again if it has stopped since).
     Testdb {
         #[command(subcommand)]
         action: TestdbAction,
@@ -210,8 +211,10 @@ async fn print_binaries(config: &Config) -> ExitCode {
 
 async fn testdb(action: &TestdbAction) -> ExitCode {
     use pgharness::test_server;
-    let admin = match test_server::running() {
-        Ok(admin) => admin,
+    // Started again if it has stopped since the tests ended (the kept databases are in it),
+    // and held while this command (and its psql) runs.
+    let admin = match test_server::attach().await {
+        Ok(attached) => attached.admin,
         Err(error) => {
             eprintln!("✗ {error}");
             return ExitCode::FAILURE;

@@ -74,7 +74,11 @@ fn watch(dir: &Path, stop: &[OsString], idle_seconds: u64) {
                 // Another watchdog stopped the server, or a later one owns it.
                 return;
             }
-            idle = if nobody_holds(&users) { idle + 1 } else { 0 };
+            idle = if nobody_holds(&users) {
+                (idle + 1).min(seconds_since_an_attach(&users))
+            } else {
+                0
+            };
         }
         // Under the start lock, so that no test process attaches while the server stops.
         let Ok(start_lock) = open(&dir.join("start.lock")) else {
@@ -99,6 +103,15 @@ fn watch(dir: &Path, stop: &[OsString], idle_seconds: u64) {
 }
 
 /// Whether no process holds a (shared) lock on `path`.
+/// Seconds since a test process last attached (each marks `users.lock` as it does).
+fn seconds_since_an_attach(users: &Path) -> u64 {
+    std::fs::metadata(users)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|modified| modified.elapsed().ok())
+        .map_or(u64::MAX, |since| since.as_secs())
+}
+
 fn nobody_holds(path: &Path) -> bool {
     open(path).is_ok_and(|file| match file.try_lock() {
         Ok(()) => {

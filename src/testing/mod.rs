@@ -368,9 +368,10 @@ impl Drop for TestDb {
             match kept {
                 Some(Ok(())) => eprintln!(
                     "pgharness: kept the database of {test} for inspection: psql '{}' \
-                     (`pgharness testdb list`, `pgharness testdb drop {}`)",
+                     (`pgharness testdb psql {name}` once the idle test server has stopped, \
+                     `pgharness testdb drop {name}`, `pgharness testdb list`)",
                     self.psql_url(),
-                    self.name
+                    name = self.name
                 ),
                 other => warn!(
                     database = self.name,

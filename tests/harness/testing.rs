@@ -483,3 +483,50 @@ fn a_killed_runs_server_stops_after_the_idle_timeout() {
     });
     assert!(!run_dir.path().join("state.json").exists());
 }
+
+// The idle server stops soon after the tests; the kept databases are still in it, and
+// `pgharness testdb` starts it again to reach them.
+#[test]
+fn testdb_reaches_a_kept_database_after_the_idle_server_has_stopped() {
+    let run_dir = tempfile::tempdir().unwrap();
+    let variables = [
+        ("PGHARNESS_TEST_DIR", run_dir.path().to_str().unwrap()),
+        ("PGHARNESS_TEST_IDLE_SECONDS", "1"),
+        ("PGHARNESS_TEST_KEEP", "always"),
+    ];
+    let mut keeper = helper_process("helper_report_the_shared_server", &variables);
+    let database = read_reported(&mut keeper, "database=");
+    assert!(keeper.wait().unwrap().success());
+    let pgdata = run_dir.path().join("server/pgdata");
+    let stopped = |postmaster| move || !is_postgres(postmaster);
+    wait_until(
+        Duration::from_secs(10),
+        "the idle server to stop",
+        stopped(postmaster_pid(&pgdata).unwrap()),
+    );
+
+    let testdb = |arguments: &[&str]| {
+        let output = crate::helpers::pgharness(run_dir.path())
+            .arg("testdb")
+            .args(arguments)
+            .envs(variables)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{arguments:?}: {stderr}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = testdb(&["list"]);
+    assert!(listed.contains(&database), "{listed}");
+    testdb(&["drop", &database]);
+    let listed = testdb(&["list"]);
+    assert!(!listed.contains(&database), "{listed}");
+    // Before its directory goes: the server `testdb` started stops once idle.
+    if let Some(postmaster) = postmaster_pid(&pgdata) {
+        wait_until(
+            Duration::from_secs(10),
+            "the idle server to stop again",
+            stopped(postmaster),
+        );
+    }
+}

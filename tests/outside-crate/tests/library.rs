@@ -314,7 +314,7 @@ fn a_failed_test_keeps_its_database_and_says_how_to_open_it() {
         .to_owned();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let admin = pgharness::test_server::running().unwrap();
+        let admin = pgharness::test_server::attach().await.unwrap().admin;
         let kept = pgharness::test_server::kept_databases(&admin)
             .await
             .unwrap();
