@@ -37,6 +37,11 @@ use pgharness::Stack;
 use pgharness::config::Config;
 use pgharness::embedded::EmbeddedServer;
 
+// The allocator `pgharness serve` runs with (src/main.rs).
+#[cfg(target_os = "linux")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USERS: i64 = 10_000;
 const SECONDS: u32 = 10;
 const CONNECTIONS: u32 = 64;
