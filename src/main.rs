@@ -13,8 +13,8 @@ use pgharness::progress::{Progress, ProgressSink};
 use pgharness::test_server::KeptDatabase;
 use pgharness::{Harness, HarnessError, Stack, StackError, check, telemetry};
 
-// glibc's allocator cost the API a quarter of its user-space instructions per request (`cargo
-// bench --bench api`, README); mimalloc's thread-local heaps do not.
+// With glibc's allocator the API spent a sixth more user-space instructions per request (`cargo
+// bench --bench api`, README): tokio often frees on another thread than the one that allocated.
 #[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

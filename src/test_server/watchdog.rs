@@ -102,7 +102,6 @@ fn watch(dir: &Path, stop: &[OsString], idle_seconds: u64) {
     }
 }
 
-/// Whether no process holds a (shared) lock on `path`.
 /// Seconds since a test process last attached (each marks `users.lock` as it does).
 fn seconds_since_an_attach(users: &Path) -> u64 {
     std::fs::metadata(users)
@@ -112,6 +111,7 @@ fn seconds_since_an_attach(users: &Path) -> u64 {
         .map_or(u64::MAX, |since| since.as_secs())
 }
 
+/// Whether no process holds a (shared) lock on `path`.
 fn nobody_holds(path: &Path) -> bool {
     open(path).is_ok_and(|file| match file.try_lock() {
         Ok(()) => {
