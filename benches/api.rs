@@ -192,7 +192,20 @@ fn logged_latency_percentiles(logs: &Path) -> (f64, f64) {
     (percentile(0.50), percentile(0.99))
 }
 
-fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measurement {
+/// How pgbench reaches the server: TCP on 127.0.0.1 (the reference), or the Unix
+/// socket the API's pool uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    Tcp,
+    UnixSocket,
+}
+
+fn pgbench(
+    server: &EmbeddedServer,
+    transport: Transport,
+    clients: u32,
+    directory: &Path,
+) -> Measurement {
     let script = directory.join("get_user.sql");
     std::fs::write(
         &script,
@@ -201,7 +214,7 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
         ),
     )
     .unwrap();
-    let logs = directory.join(format!("pgbench-{clients}"));
+    let logs = directory.join(format!("pgbench-{transport:?}-{clients}"));
     std::fs::create_dir_all(&logs).unwrap();
     let postmaster = pgharness::platform::process::postmaster_pid(&server.data_dir()).unwrap();
     let postgres_before = cpu::postgres(postmaster);
@@ -229,7 +242,10 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
             "-T",
             &SECONDS.to_string(),
             "-h",
-            &url.host,
+            &match transport {
+                Transport::Tcp => url.host.clone(),
+                Transport::UnixSocket => server.socket_dir().unwrap().display().to_string(),
+            },
             "-p",
             &url.port.to_string(),
         ])
@@ -258,7 +274,13 @@ fn pgbench(server: &EmbeddedServer, clients: u32, directory: &Path) -> Measureme
     let postgres_spent = cpu::postgres(postmaster) - postgres_before;
     let (p50_ms, p99_ms) = logged_latency_percentiles(&logs);
     Measurement {
-        name: format!("PostgreSQL ceiling (pgbench, {clients} clients)"),
+        name: format!(
+            "PostgreSQL ceiling (pgbench, {clients} clients{})",
+            match transport {
+                Transport::Tcp => "",
+                Transport::UnixSocket => ", socket",
+            }
+        ),
         requests_per_second: tps,
         p50_ms,
         p99_ms,
@@ -299,8 +321,7 @@ async fn round_trips_per_request(server: &EmbeddedServer) -> (f64, f64) {
         _ => None,
     })
     .unwrap();
-    let mut url = server.url();
-    url.port = proxy.port;
+    let url = server.url().with_tcp_port(proxy.port);
     let migrations = pgharness::migrations::Migrations::configured(None)
         .await
         .unwrap();
@@ -517,6 +538,14 @@ async fn start_seeded_stack(directory: &Path) -> Stack {
     stack
 }
 
+/// The pgbench run with the most transactions per second.
+fn best(ceilings: &[Measurement]) -> &Measurement {
+    ceilings
+        .iter()
+        .max_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second))
+        .unwrap()
+}
+
 /// The measurements, the ratio to the ceiling, and the bound that shared cores set.
 fn report(
     users: &Measurement,
@@ -530,10 +559,7 @@ fn report(
     for ceiling in ceilings {
         ceiling.print();
     }
-    let best = ceilings
-        .iter()
-        .max_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second))
-        .unwrap();
+    let best = best(ceilings);
     let ratio = users.requests_per_second / best.requests_per_second;
     println!(
         "API / ceiling on GET /users/{{id}}: {:.0} % (target ≥ 60 %: {}); p99 {:.2} ms (target ≤ 10 ms: {}); errors {}",
@@ -597,24 +623,30 @@ fn main() {
     );
     let ceilings: Vec<Measurement> = [8, 16, 64]
         .into_iter()
-        .map(|clients| pgbench(&server, clients, directory.path()))
+        .map(|clients| pgbench(&server, Transport::Tcp, clients, directory.path()))
         .collect();
+    let socket_ceilings: Vec<Measurement> = match server.socket_dir() {
+        Some(_) => [8, 16]
+            .into_iter()
+            .map(|clients| pgbench(&server, Transport::UnixSocket, clients, directory.path()))
+            .collect(),
+        None => Vec::new(),
+    };
 
     report(&users, &health, &http_alone, &ceilings);
+    for ceiling in &socket_ceilings {
+        ceiling.print();
+    }
     creates.print();
     let (read_trips, write_trips) = runtime.block_on(round_trips_per_request(&server));
-    let best = ceilings
-        .iter()
-        .max_by(|a, b| a.requests_per_second.total_cmp(&b.requests_per_second))
-        .unwrap();
     let postgres_per = |measurement: &Measurement| {
         measurement
             .cpu_us
             .map_or(f64::NAN, |cpu_us| cpu_us.postgres)
     };
     let postgres_per_get = postgres_per(&users);
-    let postgres_per_transaction = postgres_per(best);
-    let best = best.requests_per_second;
+    let postgres_per_transaction = postgres_per(best(&ceilings));
+    let best_tps = best(&ceilings).requests_per_second;
     println!(
         "Round trips to PostgreSQL per request (counting proxy, 200 each): GET /users/{{id}} {read_trips:.2}, POST /users {write_trips:.2} (targets 1 and ≤ 2)"
     );
@@ -626,7 +658,7 @@ fn main() {
             "MISSED"
         },
         users.requests_per_second,
-        users.requests_per_second / best * 100.0,
+        users.requests_per_second / best_tps * 100.0,
         if postgres_per_get <= 20.0 {
             "met"
         } else {
@@ -643,6 +675,16 @@ fn main() {
         creates.requests_per_second,
         creates.errors,
     );
+    if !socket_ceilings.is_empty() {
+        let same_transport = best(&socket_ceilings);
+        println!(
+            "The API's pool reaches the embedded server through its Unix socket; against pgbench through the same socket: GET = {:.0} % of its best ({:.0} tps), PostgreSQL CPU per GET = {:.1}× its {:.0} µs per transaction",
+            users.requests_per_second / same_transport.requests_per_second * 100.0,
+            same_transport.requests_per_second,
+            postgres_per_get / postgres_per(same_transport),
+            postgres_per(same_transport),
+        );
+    }
     restart_under_load(&runtime, &server, &base, directory.path());
     drop(server);
     runtime.block_on(stack.shutdown()).unwrap();

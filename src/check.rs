@@ -65,10 +65,14 @@ async fn probe(config: &Config, url: &DatabaseUrl) -> Result<ServerInfo, Connect
         .await
         .map_err(|_| ConnectionFailure::new(&sqlx::Error::PoolTimedOut))?
         .map_err(|error| ConnectionFailure::new(&error))?;
+    // Through the embedded server's Unix socket the server has no address for the session:
+    // report the one it listens on, as tools reach it.
     let row = sqlx::query(
         "SELECT version(), current_database(), current_user::text, \
-         coalesce(host(inet_server_addr()), 'local socket'), coalesce(inet_server_port(), 0)",
+         coalesce(host(inet_server_addr()), $1), coalesce(inet_server_port(), $2)",
     )
+    .bind(&url.host)
+    .bind(i32::from(url.port))
     .fetch_one(&mut connection)
     .await
     .map_err(|error| ConnectionFailure::new(&error))?;

@@ -645,7 +645,13 @@ impl FailureKind {
     #[must_use]
     pub fn of(error: &sqlx::Error) -> Self {
         match error {
-            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            // A Unix socket's file is gone while its server is down.
+            sqlx::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                ) =>
+            {
                 Self::ConnectionRefused
             }
             sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Self::Timeout,

@@ -2,6 +2,7 @@
 //! `postgresql://`, with `ssl=` / `sslmode=` mapped to TLS modes.
 
 use std::fmt;
+use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
@@ -29,6 +30,8 @@ pub struct DatabaseUrl {
     pub ssl_mode: PgSslMode,
     /// `application_name`, shown in `pg_stat_activity`.
     pub application_name: Option<String>,
+    /// A Unix-socket directory of the same server, connected through instead of `host:port`.
+    socket_dir: Option<PathBuf>,
 }
 
 impl DatabaseUrl {
@@ -92,6 +95,7 @@ impl DatabaseUrl {
             database,
             ssl_mode,
             application_name,
+            socket_dir: None,
         })
     }
 
@@ -106,6 +110,27 @@ impl DatabaseUrl {
             database: database.to_owned(),
             ssl_mode: PgSslMode::Disable,
             application_name: None,
+            socket_dir: None,
+        }
+    }
+
+    /// The same URL, connected through the server's Unix socket in `directory` (on Unix; other
+    /// platforms keep TCP). Shown and handed to tools as before: the server listens on both.
+    #[must_use]
+    pub fn through_socket(self, directory: PathBuf) -> Self {
+        Self {
+            socket_dir: Some(directory),
+            ..self
+        }
+    }
+
+    /// The same URL over TCP to another port on the same host (a proxy in front of the server).
+    #[must_use]
+    pub fn with_tcp_port(&self, port: u16) -> Self {
+        Self {
+            port,
+            socket_dir: None,
+            ..self.clone()
         }
     }
 
@@ -163,6 +188,11 @@ impl DatabaseUrl {
         if let Some(name) = &self.application_name {
             options = options.application_name(name);
         }
+        if cfg!(unix)
+            && let Some(directory) = &self.socket_dir
+        {
+            options = options.socket(directory);
+        }
         options
     }
 }
@@ -181,6 +211,7 @@ impl fmt::Debug for DatabaseUrl {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "********"))
             .field("ssl_mode", &self.ssl_mode)
+            .field("socket_dir", &self.socket_dir)
             .finish()
     }
 }

@@ -1015,8 +1015,7 @@ async fn a_read_by_id_is_one_round_trip_and_a_single_row_write_one() {
             .map(|(_, value)| (*value).to_owned())
     })
     .unwrap();
-    let mut url = server.url();
-    url.port = proxy.port;
+    let url = server.url().with_tcp_port(proxy.port);
     let harness = pgharness::Harness::on_database(config, url, migrations);
     harness.prepare().await.unwrap();
     let router = pgharness::api::router(harness.api_context());

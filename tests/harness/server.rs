@@ -129,6 +129,48 @@ async fn secrets_and_data_are_private_to_their_owner() {
     server.stop().await.unwrap();
 }
 
+/// The address a session on `options` connects from: `None` through a Unix socket.
+async fn client_address(options: &sqlx::postgres::PgConnectOptions) -> Option<String> {
+    let mut connection = sqlx::PgConnection::connect_with(options).await.unwrap();
+    let address = sqlx::query_scalar("SELECT host(inet_client_addr())")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    address
+}
+
+#[tokio::test]
+async fn its_own_connections_go_through_a_unix_socket_while_its_url_still_works_over_tcp() {
+    let (home, server) = temporary_server().await;
+    assert_eq!(server.socket_dir(), Some(home.path()));
+    assert_eq!(client_address(&server.url().connect_options()).await, None);
+    let shown: sqlx::postgres::PgConnectOptions = server.url().expose_url().parse().unwrap();
+    assert_eq!(
+        client_address(&shown).await.as_deref(),
+        Some("127.0.0.1"),
+        "the URL given to tools such as psql"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_home_too_deep_for_a_socket_path_is_served_over_tcp() {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("d".repeat(100));
+    let server = EmbeddedServer::start(&binaries().await, &options(&home))
+        .await
+        .unwrap();
+    assert_eq!(server.socket_dir(), None);
+    assert_eq!(
+        client_address(&server.url().connect_options())
+            .await
+            .as_deref(),
+        Some("127.0.0.1")
+    );
+    server.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_dropped_server_is_stopped() {
     let (home, server) = temporary_server().await;
