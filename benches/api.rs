@@ -505,10 +505,12 @@ async fn start_seeded_stack(directory: &Path) -> Stack {
     let config = Config::from_lookup(|name| match name {
         "PGHARNESS_DATA_DIR" => Some(data_dir.clone()),
         // Throwaway data; room for the API's pool and pgbench's 64 clients at once.
-        "PGHARNESS_PG_CONF" => Some(
-            "fsync=off; synchronous_commit=off; full_page_writes=off; max_connections=300"
-                .to_owned(),
-        ),
+        // Yours comes last: `PGHARNESS_PG_CONF='unix_socket_directories='` measures the API
+        // over TCP, as a deployment against its own server would connect.
+        "PGHARNESS_PG_CONF" => Some(format!(
+            "fsync=off; synchronous_commit=off; full_page_writes=off; max_connections=300; {}",
+            std::env::var("PGHARNESS_PG_CONF").unwrap_or_default()
+        )),
         "APP_HOST" => Some("127.0.0.1".to_owned()),
         "APP_PORT" => Some("0".to_owned()),
         _ => std::env::var(name).ok(),

@@ -87,6 +87,8 @@ pub async fn track(State(context): State<ApiContext>, request: Request, next: Ne
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
+    // The request's span (`super::router`) is made before routing.
+    tracing::Span::current().record("route", route.as_str());
     let response = next.run(request).await;
     context
         .monitor

