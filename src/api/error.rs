@@ -305,7 +305,12 @@ pub(super) async fn detail_for_empty_errors(response: Response) -> Response {
     let (parts, _empty) = response.into_parts();
     let detail = ErrorDetail::Message(status.canonical_reason().unwrap_or("Error").to_owned());
     let mut answer = (status, axum::Json(ErrorBody { detail })).into_response();
-    for (name, value) in &parts.headers {
+    // The empty body's `Content-Length: 0` (set by the router) would contradict the detail's.
+    for (name, value) in parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name != header::CONTENT_LENGTH)
+    {
         answer
             .headers_mut()
             .entry(name)

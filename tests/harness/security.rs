@@ -75,6 +75,19 @@ fn serve_with(variables: &[(&str, &str)]) -> (tempfile::TempDir, Serve) {
 }
 
 #[test]
+fn a_method_a_route_lacks_is_answered_405_with_its_detail_over_a_real_connection() {
+    let (_workdir, serve) = serve_with(&[]);
+    for method in ["TRACE", "PUT"] {
+        let answer = send(&serve, method, "/users/1", &[], "");
+        assert_eq!(answer.status, 405, "{method}: {}", answer.head);
+        assert_eq!(
+            answer.body, r#"{"detail":"Method Not Allowed"}"#,
+            "{method}"
+        );
+    }
+}
+
+#[test]
 fn a_request_under_another_host_name_is_421_and_reveals_nothing() {
     let (_workdir, serve) = serve_with(&[]);
     // DNS rebinding: a page of evil.example whose name now resolves to 127.0.0.1.
