@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::config::{DatabaseUrl, PoolSettings};
@@ -154,7 +155,11 @@ impl bb8::ManageConnection for Manager {
 /// A connection lent by the pool; given back when dropped. Use it as a `PgConnection`
 /// (`&mut *connection`).
 pub struct Connection {
+    // Declared before `_turn`, so dropped first: the connection is idle again when the next
+    // request in line is let through.
     inner: bb8::PooledConnection<'static, Manager>,
+    /// This request's place among those holding or taking a connection.
+    _turn: OwnedSemaphorePermit,
     /// Taken from the idle connections (it may have died there), not opened for this request.
     reused: bool,
 }
@@ -253,6 +258,11 @@ pub struct Database {
     /// Shared: a `Database` is cloned into every request's state.
     options: Arc<PgConnectOptions>,
     liveness: Arc<Liveness>,
+    /// One permit per connection the pool may open, handed out first come, first served.
+    /// bb8 alone lets a newcomer take a connection just given back while the request woken
+    /// for it is still on its way, and that request then queues again at the back: under
+    /// load a request could be overtaken again and again until its pool timeout.
+    turns: Arc<Semaphore>,
     settings: PoolSettings,
     counters: Arc<Counters>,
 }
@@ -282,6 +292,9 @@ impl Database {
             .max_lifetime(settings.recycle)
             .idle_timeout(OVERFLOW_IDLE)
             .test_on_check_out(true)
+            // The most recently used connection goes out first: under light load the same few
+            // stay warm (and need no check), and the overflow ones go idle and are closed.
+            .queue_strategy(bb8::QueueStrategy::Lifo)
             // No retries with backoff (up to half the pool timeout between attempts): after an
             // outage the next request connects at once, and a waiting one gets the connection
             // `unreachable_server` opens.
@@ -295,6 +308,7 @@ impl Database {
             maintenance: maintenance_pool_options().connect_lazy_with(options.clone()),
             options: Arc::new(options),
             liveness,
+            turns: Arc::new(Semaphore::new(settings.max_connections() as usize)),
             settings: settings.clone(),
             counters: Arc::default(),
         }
@@ -323,10 +337,11 @@ impl Database {
     pub async fn acquire(&self) -> Result<Connection, DatabaseError> {
         let started = Instant::now();
         let result = tokio::select! {
-            result = self.pool.get_owned() => result.map_err(|error| match error {
-                bb8::RunError::User(error) => error,
-                bb8::RunError::TimedOut => sqlx::Error::PoolTimedOut,
-            }),
+            // Polled first: a connection at hand is taken without arming the server check.
+            biased;
+            result = tokio::time::timeout(self.settings.timeout, self.take_turn()) => {
+                result.unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            }
             failure = self.unreachable_server() => Err(failure),
         };
         let waited = started.elapsed();
@@ -362,12 +377,35 @@ impl Database {
                     other => DatabaseError::Connection(ConnectionFailure::new(&other)),
                 }
             })
-            .map(|inner| Connection {
+            .map(|(inner, turn)| Connection {
                 // Opened for this request: nothing could have killed it since.
                 reused: inner.returned_at.elapsed() > Duration::from_millis(1)
                     || self.liveness.lent.swap(true, Ordering::Relaxed),
                 inner,
+                _turn: turn,
             })
+    }
+
+    /// Waits for this request's turn, then takes a connection: with at most as many turns out
+    /// as connections, one is idle, or bb8 opens one or waits for one being checked.
+    async fn take_turn(
+        &self,
+    ) -> Result<
+        (
+            bb8::PooledConnection<'static, Manager>,
+            OwnedSemaphorePermit,
+        ),
+        sqlx::Error,
+    > {
+        let turn = Arc::clone(&self.turns)
+            .acquire_owned()
+            .await
+            .map_err(|_closed| sqlx::Error::PoolClosed)?;
+        let connection = self.pool.get_owned().await.map_err(|error| match error {
+            bb8::RunError::User(error) => error,
+            bb8::RunError::TimedOut => sqlx::Error::PoolTimedOut,
+        })?;
+        Ok((connection, turn))
     }
 
     /// Runs `work` (reads, or a single statement that commits by itself) on a pooled

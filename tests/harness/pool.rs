@@ -47,6 +47,31 @@ async fn database_with_notes(server: &EmbeddedServer, settings: &PoolSettings) -
     database
 }
 
+/// Waits until the pool has opened `count` idle connections by itself.
+async fn wait_for_idle(database: &Database, count: u32) {
+    let started = Instant::now();
+    while database.stats().idle < count {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            database.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The server process behind the connection the pool lends for one piece of work.
+async fn backend_of_next_connection(database: &Database) -> i32 {
+    database
+        .run(async |connection| {
+            sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
+                .fetch_one(connection)
+                .await
+        })
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_pool_follows_each_variable() {
     let (_home, server) = temporary_server().await;
@@ -58,15 +83,7 @@ async fn the_pool_follows_each_variable() {
     ]);
     let database = Database::connect_lazy(&server.url(), &settings);
     // The pool size is opened without any request.
-    let started = Instant::now();
-    while database.stats().idle < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            database.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_idle(&database, 3).await;
     assert_eq!(database.stats().size, 3);
 
     // Under load the pool opens overflow connections up to size + overflow, no more.
@@ -91,17 +108,7 @@ async fn a_connection_killed_while_idle_is_never_surfaced_to_the_work() {
     let (_home, server) = temporary_server().await;
     let settings = pool_settings(&[("DATABASE_POOL_SIZE", "1"), ("DATABASE_MAX_OVERFLOW", "0")]);
     let database = Database::connect_lazy(&server.url(), &settings);
-    let backend = |database: Database| async move {
-        database
-            .run(async |connection| {
-                sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()")
-                    .fetch_one(connection)
-                    .await
-            })
-            .await
-            .unwrap()
-    };
-    let first = backend(database.clone()).await;
+    let first = backend_of_next_connection(&database).await;
     let mut admin = sqlx::PgConnection::connect(&server.url().expose_url())
         .await
         .unwrap();
@@ -110,7 +117,7 @@ async fn a_connection_killed_while_idle_is_never_surfaced_to_the_work() {
         .execute(&mut admin)
         .await
         .unwrap();
-    let second = backend(database.clone()).await;
+    let second = backend_of_next_connection(&database).await;
     assert_ne!(first, second);
     database.close().await;
     server.stop().await.unwrap();
@@ -148,6 +155,51 @@ async fn an_exhausted_pool_says_so_within_its_timeout() {
     let stats = database.stats();
     assert_eq!(stats.connection_errors, 1);
     assert!(stats.waited >= 1 && stats.wait_ms >= 1600, "{stats:?}");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_given_back_goes_to_the_request_waiting_longest_not_to_a_newcomer() {
+    let (_home, server) = temporary_server().await;
+    let settings = pool_settings(&[("DATABASE_POOL_SIZE", "1"), ("DATABASE_MAX_OVERFLOW", "0")]);
+    let database = Database::connect_lazy(&server.url(), &settings);
+    let held = database.acquire().await.unwrap();
+    let waiting = tokio::spawn({
+        let database = database.clone();
+        // Keeps the connection it gets (in its output) until the end of the test.
+        async move { database.acquire().await }
+    });
+    // Time for the waiting request to get in line.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    // Asked before the waiting request could run again.
+    let newcomer = tokio::time::timeout(Duration::ZERO, database.acquire()).await;
+    assert!(
+        newcomer.is_err(),
+        "a newcomer took the connection the waiting request was woken for: {newcomer:?}"
+    );
+    drop(waiting.await.unwrap().unwrap());
+    database.close().await;
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn requests_one_at_a_time_reuse_the_most_recently_used_connection() {
+    let (_home, server) = temporary_server().await;
+    let settings = pool_settings(&[("DATABASE_POOL_SIZE", "3"), ("DATABASE_MAX_OVERFLOW", "0")]);
+    let database = Database::connect_lazy(&server.url(), &settings);
+    wait_for_idle(&database, 3).await;
+    let mut backends = Vec::new();
+    for _ in 0..4 {
+        backends.push(backend_of_next_connection(&database).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The other two stay idle, so they can be closed when the pool shrinks.
+    assert!(
+        backends.iter().all(|backend| *backend == backends[0]),
+        "{backends:?}"
+    );
+    database.close().await;
     server.stop().await.unwrap();
 }
 
