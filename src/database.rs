@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -263,6 +263,8 @@ pub struct Database {
     /// for it is still on its way, and that request then queues again at the back: under
     /// load a request could be overtaken again and again until its pool timeout.
     turns: Arc<Semaphore>,
+    /// Direct connection attempts under way ([`Database::unreachable_server`]).
+    probing: Arc<AtomicU32>,
     settings: PoolSettings,
     counters: Arc<Counters>,
 }
@@ -309,6 +311,7 @@ impl Database {
             options: Arc::new(options),
             liveness,
             turns: Arc::new(Semaphore::new(settings.max_connections() as usize)),
+            probing: Arc::default(),
             settings: settings.clone(),
             counters: Arc::default(),
         }
@@ -450,7 +453,8 @@ impl Database {
 
     /// Resolves only once the server turns out to be down: while an acquisition waits with the
     /// pool below its maximum (so not because every connection is busy), connects directly
-    /// every [`SERVER_CHECK_EVERY`], gives a connection it opens to the pool, and returns the
+    /// every [`SERVER_CHECK_EVERY`] when the pool has room for one more attempt
+    /// ([`Database::probe_slot`]), gives a connection it opens to the pool, and returns the
     /// error of the first attempt that fails once the acquisition has waited
     /// [`SERVER_CHECK_AFTER`], unless it is one sqlx waits out ([`WAIT_FOR_CODES`]). A server
     /// that does not answer at all is left to `DATABASE_POOL_TIMEOUT`, which is what that
@@ -459,9 +463,9 @@ impl Database {
         let started = Instant::now();
         loop {
             tokio::time::sleep(SERVER_CHECK_EVERY).await;
-            if self.pool.state().connections >= self.settings.max_connections() {
+            let Some(_probe) = self.probe_slot() else {
                 continue;
-            }
+            };
             match tokio::time::timeout(SERVER_CHECK_TIMEOUT, self.options.connect()).await {
                 Ok(Ok(connection)) => {
                     // The server is up: this connection goes to the pool, and so to a waiting
@@ -481,6 +485,23 @@ impl Database {
                 Ok(Err(_)) | Err(_) => {}
             }
         }
+    }
+
+    /// Room for one more direct connection attempt: the pool's open connections plus the
+    /// attempts under way stay within its maximum. Every waiting request tried its own before,
+    /// and a server back from a restart under load was met by ~90 new sessions in its first
+    /// half second (each a process and a SCRAM exchange) for a pool of 15, most closed at once.
+    fn probe_slot(&self) -> Option<ProbeSlot<'_>> {
+        let room = self
+            .settings
+            .max_connections()
+            .saturating_sub(self.pool.state().connections);
+        self.probing
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |probing| {
+                (probing < room).then_some(probing + 1)
+            })
+            .ok()?;
+        Some(ProbeSlot(&self.probing))
     }
 
     /// Starts a unit of work: see [`UnitOfWork`].
@@ -561,6 +582,15 @@ impl Database {
                 _ => break,
             }
         }
+    }
+}
+
+/// A direct connection attempt under way, counted until it ends or is given up.
+struct ProbeSlot<'a>(&'a AtomicU32);
+
+impl Drop for ProbeSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
