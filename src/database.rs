@@ -261,7 +261,8 @@ pub struct Database {
     /// One permit per connection the pool may open, handed out first come, first served.
     /// bb8 alone lets a newcomer take a connection just given back while the request woken
     /// for it is still on its way, and that request then queues again at the back: under
-    /// load a request could be overtaken again and again until its pool timeout.
+    /// load a request could be overtaken again and again until its pool timeout (measured,
+    /// 64 connections on a pool of 15: p99 24.9 ms with bb8 alone, 19.8 ms in line, same rate).
     turns: Arc<Semaphore>,
     /// Direct connection attempts under way ([`Database::unreachable_server`]).
     probing: Arc<AtomicU32>,
