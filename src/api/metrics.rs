@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::collector::Collector;
@@ -20,9 +20,30 @@ use crate::database::Database;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
+}
+
+/// The methods labelled by name; any other is `_OTHER` (OpenTelemetry's convention): a label
+/// per made-up method would let any client add series, and memory, without bound.
+static KNOWN_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::CONNECT,
+];
+
+fn method_label(method: &Method) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|known| *known == method)
+        .map_or("_OTHER", Method::as_str)
 }
 
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
@@ -82,7 +103,7 @@ impl Metrics {
 /// which would make one series per user id).
 pub async fn track(State(context): State<ApiContext>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()

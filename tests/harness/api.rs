@@ -499,6 +499,25 @@ async fn metrics_count_requests_by_route_and_show_the_pool(app: TestApp) {
 
 #[rstest]
 #[tokio::test]
+async fn made_up_methods_are_counted_under_one_label_not_one_series_each(app: TestApp) {
+    for method in ["FOO", "BAR", "BAZ"] {
+        assert_eq!(
+            app.call(method, "/users/1", json!({})).await.status,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
+    let text = app.get("/metrics").await.text;
+    assert!(
+        text.contains(
+            r#"pgharness_http_requests_total{method="_OTHER",route="/users/{user_id}",status="405"} 3"#
+        ),
+        "{text}"
+    );
+    assert!(!text.contains(r#"method="FOO""#), "{text}");
+}
+
+#[rstest]
+#[tokio::test]
 async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes(app: TestApp) {
     let reply = app.get("/openapi.json").await;
     assert_eq!(reply.status, StatusCode::OK);
