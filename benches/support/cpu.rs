@@ -36,16 +36,21 @@ pub fn with_ended_children(pid: u32) -> Duration {
     ticks(fields.get(11..15).map_or(0, |times| times.iter().sum()))
 }
 
-/// CPU time of the postmaster `postmaster` and every process it started, running or ended.
-pub fn postgres(postmaster: u32) -> Duration {
-    let children = std::fs::read_dir("/proc")
+/// The processes the postmaster `postmaster` started that are running now: its backends and
+/// background workers.
+pub fn postgres_children(postmaster: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
         .map(|entries| {
             entries
                 .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
                 .filter(|&pid| stat_fields(pid).get(1) == Some(&u64::from(postmaster)))
-                .map(own)
-                .sum::<Duration>()
+                .collect()
         })
-        .unwrap_or_default();
-    children + with_ended_children(postmaster)
+        .unwrap_or_default()
+}
+
+/// CPU time of the postmaster `postmaster` and every process it started, running or ended.
+pub fn postgres(postmaster: u32) -> Duration {
+    let running: Duration = postgres_children(postmaster).into_iter().map(own).sum();
+    running + with_ended_children(postmaster)
 }
