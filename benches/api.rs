@@ -395,7 +395,7 @@ async fn round_trips_per_request(server: &EmbeddedServer) -> (f64, f64) {
     let migrations = pgharness::migrations::Migrations::configured(None)
         .await
         .unwrap();
-    let harness = pgharness::Harness::on_database(config, url, migrations);
+    let harness = pgharness::Harness::on_database(config, url, migrations).unwrap();
     let router = pgharness::api::router(harness.api_context());
     let send = async |method: &str, uri: String, body: String| {
         let request = axum::http::Request::builder()
@@ -754,7 +754,7 @@ fn main() {
     require("wrk");
     require("pgbench");
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let directory = tempfile::tempdir().unwrap();
+    let directory = pgharness::platform::files::scratch_dir().unwrap();
     let stack = runtime.block_on(start_seeded_stack(directory.path()));
     let server = Arc::clone(stack.harness().server().unwrap());
     let base = stack.url();

@@ -123,12 +123,12 @@ async fn main() {
     // New data directory each round (the first round may also build the cluster template).
     let mut new_dir = Vec::new();
     for _ in 0..ROUNDS {
-        let home = tempfile::tempdir().unwrap();
+        let home = pgharness::platform::files::scratch_dir().unwrap();
         new_dir.push(time_start(&binaries, home.path()).await);
     }
 
     // Existing data directory.
-    let home = tempfile::tempdir().unwrap();
+    let home = pgharness::platform::files::scratch_dir().unwrap();
     time_start(&binaries, home.path()).await;
     let mut warm = Vec::new();
     for _ in 0..ROUNDS {

@@ -601,7 +601,7 @@ fn main() {
         return;
     }
     pgharness::telemetry::init("warn");
-    let work = tempfile::tempdir().unwrap();
+    let work = pgharness::platform::files::scratch_dir().unwrap();
     let project = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("migrations");
     let realistic = work.path().join("realistic");
     std::fs::create_dir(&realistic).unwrap();

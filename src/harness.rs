@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use secrecy::{ExposeSecret as _, SecretString};
 use tracing::{info, warn};
 
 use crate::api::ApiContext;
@@ -29,6 +30,18 @@ pub enum HarnessError {
     /// The database cannot be reached.
     #[error(transparent)]
     Database(#[from] DatabaseError),
+    /// The admin token file cannot be read or written.
+    #[error(
+        "cannot read or create the admin token {}: {source}. Make PGHARNESS_DATA_DIR ({}) \
+         writable by this user, or set PGHARNESS_ADMIN_TOKEN",
+        path.display(), path.parent().unwrap_or(path).display()
+    )]
+    AdminToken {
+        /// The token file.
+        path: std::path::PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
 }
 
 /// The running stack. Stop it with [`Harness::shutdown`]; dropping it also stops an owned
@@ -40,6 +53,9 @@ pub struct Harness {
     url: DatabaseUrl,
     database: Database,
     migrations: Arc<Migrations>,
+    /// Opens the admin routes: `PGHARNESS_ADMIN_TOKEN`, else the one kept in the data
+    /// directory (or, on a database something else runs, one made for this process).
+    admin_token: SecretString,
 }
 
 impl Harness {
@@ -59,6 +75,7 @@ impl Harness {
             }
             DatabaseTarget::Embedded => {
                 let settings = &config.embedded;
+                crate::embedded::adopt_data_dir_from_roots_home(&settings.data_dir)?;
                 let binaries = binaries::provision(&settings.into(), progress).await?;
                 let options = ServerOptions::configured(settings);
                 let server = Arc::new(EmbeddedServer::start(&binaries, &options).await?);
@@ -67,15 +84,35 @@ impl Harness {
                 (Some(server), url)
             }
         };
-        Ok(Self::assemble(config, server, url, migrations))
+        let admin_token = match &config.api.admin_token {
+            Some(token) => token.clone(),
+            None => crate::api::load_or_create_admin_token(&config.embedded.data_dir).map_err(
+                |source| HarnessError::AdminToken {
+                    path: config.embedded.data_dir.join("admin-token"),
+                    source,
+                },
+            )?,
+        };
+        Ok(Self::assemble(config, server, url, migrations, admin_token))
     }
 
     /// A harness on a database that something else runs (a test database, a server started
     /// elsewhere): no embedded server, whatever `config.database` says. The pool connects on
     /// first use.
-    #[must_use]
-    pub fn on_database(config: Config, url: DatabaseUrl, migrations: Migrations) -> Self {
-        Self::assemble(config, None, url, migrations)
+    ///
+    /// # Errors
+    ///
+    /// When the operating system gives no random bytes for the admin token.
+    pub fn on_database(
+        config: Config,
+        url: DatabaseUrl,
+        migrations: Migrations,
+    ) -> std::io::Result<Self> {
+        let admin_token = match &config.api.admin_token {
+            Some(token) => token.clone(),
+            None => SecretString::from(crate::platform::random::alphanumeric(32)?),
+        };
+        Ok(Self::assemble(config, None, url, migrations, admin_token))
     }
 
     fn assemble(
@@ -83,6 +120,7 @@ impl Harness {
         server: Option<Arc<EmbeddedServer>>,
         url: DatabaseUrl,
         migrations: Migrations,
+        admin_token: SecretString,
     ) -> Self {
         let database = Database::connect_lazy(&url, &config.pool);
         Self {
@@ -91,7 +129,14 @@ impl Harness {
             url,
             database,
             migrations: Arc::new(migrations),
+            admin_token,
         }
+    }
+
+    /// The token that opens the admin routes (for the UI's link and the desktop window).
+    #[must_use]
+    pub fn admin_token(&self) -> &SecretString {
+        &self.admin_token
     }
 
     /// The configuration it runs with.
@@ -132,7 +177,7 @@ impl Harness {
                 self.config.environment,
                 self.server.is_none().then(|| self.url.masked()),
             ),
-            crate::api::AccessPolicy::new(&self.config.api),
+            crate::api::AccessPolicy::new(&self.config.api, &self.admin_token),
         )
     }
 
@@ -179,7 +224,7 @@ impl Harness {
         }
         let binaries =
             binaries::provision(&(&self.config.embedded).into(), &progress::quiet()).await?;
-        let home = tempfile::tempdir().map_err(|source| ServerError::Io {
+        let home = crate::platform::files::scratch_dir().map_err(|source| ServerError::Io {
             action: "cannot create a temporary directory in",
             path: std::env::temp_dir(),
             source,
@@ -220,6 +265,7 @@ pub struct Stack {
     harness: Harness,
     applied: Vec<MigrationEntry>,
     exposure: Option<String>,
+    admin_link: Option<String>,
     address: std::net::SocketAddr,
     stop_api: tokio::sync::oneshot::Sender<()>,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -286,8 +332,15 @@ impl Stack {
             );
         }
         let exposure = context.access.exposure();
+        let admin_by_token = context.access.admin_by_token();
         let application = crate::api::Application::bind(context, &host, port).await?;
         let address = application.local_addr().map_err(StackError::Address)?;
+        let admin_link = admin_by_token.then(|| {
+            format!(
+                "http://{address}/?token={}",
+                harness.admin_token.expose_secret()
+            )
+        });
         let (stop_api, stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(application.run_until(async move {
             let _ = stopped.await;
@@ -297,6 +350,7 @@ impl Stack {
             harness,
             applied,
             exposure,
+            admin_link,
             address,
             stop_api,
             serving,
@@ -342,6 +396,14 @@ impl Stack {
     #[must_use]
     pub fn harness(&self) -> &Harness {
         &self.harness
+    }
+
+    /// The UI's link with the admin token (`/?token=…`), which opens the admin routes in the
+    /// browser that follows it; `None` when they are closed (beyond loopback without
+    /// `PGHARNESS_ADMIN_TOKEN`).
+    #[must_use]
+    pub fn admin_link(&self) -> Option<&str> {
+        self.admin_link.as_deref()
     }
 
     /// The API's (and UI's) base URL.

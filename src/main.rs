@@ -12,6 +12,7 @@ use pgharness::migrations::Migrations;
 use pgharness::progress::{Progress, ProgressSink};
 use pgharness::test_server::KeptDatabase;
 use pgharness::{Harness, HarnessError, Stack, StackError, check, telemetry};
+use secrecy::ExposeSecret as _;
 
 // With glibc's allocator the API spent a sixth more user-space instructions per request (`cargo
 // bench --bench api`, README): tokio often frees on another thread than the one that allocated.
@@ -41,6 +42,9 @@ enum Command {
     Check,
     /// Find or fetch the PostgreSQL 16 binaries and print their installation directory.
     Binaries,
+    /// Print the web UI's link with the admin token, as `serve` does at start (for APP_HOST
+    /// and APP_PORT; keep it private: it opens the connection string and database control).
+    Url,
     /// Manage schema migrations (the guide's Alembic commands).
     Migrate {
         #[command(subcommand)]
@@ -119,7 +123,11 @@ async fn main() -> ExitCode {
                 config.logging.dir.as_deref(),
             )
         }
-        Command::Check | Command::Migrate { .. } | Command::Binaries | Command::Testdb { .. } => {
+        Command::Check
+        | Command::Migrate { .. }
+        | Command::Binaries
+        | Command::Url
+        | Command::Testdb { .. } => {
             telemetry::init("warn");
             None
         }
@@ -128,6 +136,7 @@ async fn main() -> ExitCode {
         Command::Serve { .. } => serve(config).await,
         Command::Check => with_harness(config, check_connection).await,
         Command::Binaries => print_binaries(&config).await,
+        Command::Url => print_admin_link(&config),
         Command::Testdb { action } => testdb(&action).await,
         Command::Migrate { action } => match action {
             MigrateAction::New { name } => new_migration(&config, &name).await,
@@ -452,6 +461,29 @@ async fn migrate_check(harness: &Harness) -> Result<bool, HarnessError> {
     Ok(false)
 }
 
+/// The UI's link with the admin token, for the configured address.
+fn print_admin_link(config: &Config) -> ExitCode {
+    let token = match &config.api.admin_token {
+        Some(token) => token.expose_secret().to_owned(),
+        None => match pgharness::api::load_or_create_admin_token(&config.embedded.data_dir) {
+            Ok(token) => token.expose_secret().to_owned(),
+            Err(error) => {
+                eprintln!(
+                    "✗ cannot read the admin token in {} (PGHARNESS_DATA_DIR): {error}",
+                    config.embedded.data_dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let host = match config.api.host.as_str() {
+        "0.0.0.0" | "::" | "[::]" => "127.0.0.1",
+        host => host,
+    };
+    println!("http://{host}:{}/?token={token}", config.api.port);
+    ExitCode::SUCCESS
+}
+
 /// The whole stack in the foreground until Ctrl-C or SIGTERM.
 async fn serve(config: Config) -> ExitCode {
     // Handlers first: a signal that arrives once "ready" is printed must stop us cleanly.
@@ -491,7 +523,11 @@ async fn serve(config: Config) -> ExitCode {
         }
     }
     let url = stack.url();
-    println!("API and UI at {url}/  (API docs: {url}/docs)");
+    // The link carries the admin token: the terminal is the developer's, the log is not.
+    let link = stack
+        .admin_link()
+        .map_or_else(|| format!("{url}/"), str::to_owned);
+    println!("API and UI at {link}  (API docs: {url}/docs)");
     println!("Press Ctrl-C to stop.");
     let stopping = async {
         shutdown.await;

@@ -32,6 +32,29 @@ async function api(method, path, body) {
   return { status: response.status, ok: response.ok, data };
 }
 
+// ---- Admin access -------------------------------------------------------------------------
+
+/** The controls that reveal the password or change the server: they need the admin token. */
+const ADMIN_CONTROLS = ["copy-connection", "stop-database", "start-database", "restart-database",
+  "reset-statistics", "reset-database", "load-fixture", "slow-internal"];
+let adminAccess = { admin: false, detail: "Checking access…" };
+
+/** Whether this browser holds the admin cookie; without it the admin controls stay disabled,
+ * each saying why and how to get the link. */
+async function loadAdminAccess() {
+  let reply;
+  try { reply = await api("GET", "/api/access"); } catch { return; }
+  if (!reply.ok) return;
+  adminAccess = reply.data;
+  const note = $("admin-note");
+  note.hidden = adminAccess.admin;
+  note.textContent = adminAccess.admin ? "" : `Read-only: ${adminAccess.detail}`;
+  for (const id of ADMIN_CONTROLS) {
+    $(id).title = adminAccess.admin ? "" : adminAccess.detail;
+    if (!adminAccess.admin) $(id).disabled = true;
+  }
+}
+
 function setOffline(state) {
   offline = state;
   $("offline").hidden = !state;
@@ -92,7 +115,9 @@ async function loadServerMode() {
   if (!reply.ok) return;
   serverMode = reply.data.mode;
   const external = serverMode !== "embedded";
-  for (const id of ["stop-database", "start-database", "restart-database"]) $(id).disabled = external;
+  for (const id of ["stop-database", "start-database", "restart-database"]) {
+    $(id).disabled = external || !adminAccess.admin;
+  }
   $("control-note").textContent = external
     ? `Stop, start and restart work on the embedded server only; this API uses the external server at ${reply.data.url}.`
     : "";
@@ -112,7 +137,7 @@ async function controlDatabase(action) {
   $("server-state").textContent = control.doing;
   let reply;
   try { reply = await api("POST", `/api/database/${action}`); } catch { reply = null; }
-  for (const button of buttons) button.disabled = false;
+  for (const button of buttons) button.disabled = !adminAccess.admin;
   if (reply && reply.ok) {
     $("server-state").textContent = `Database ${reply.data.status}.`;
   } else {
@@ -309,8 +334,8 @@ async function refreshFixtures() {
     return option;
   }));
   if (list.fixtures.includes(chosen)) choice.value = chosen;
-  $("reset-database").disabled = !list.allowed;
-  $("load-fixture").disabled = !list.allowed || list.fixtures.length === 0;
+  $("reset-database").disabled = !list.allowed || !adminAccess.admin;
+  $("load-fixture").disabled = !list.allowed || list.fixtures.length === 0 || !adminAccess.admin;
   $("dev-data-note").textContent = !list.allowed ? list.refused
     : list.fixtures.length === 0 ? `No fixtures: no .sql files in ${list.folder} (PGHARNESS_FIXTURES_DIR).`
       : `Fixtures from ${list.folder}.`;
@@ -322,7 +347,7 @@ async function resetDatabase() {
   $("reset-database").disabled = true;
   showMessage(`Resetting ${name}…`);
   let reply;
-  try { reply = await api("POST", "/api/database/reset"); } catch { return; } finally { $("reset-database").disabled = false; }
+  try { reply = await api("POST", "/api/database/reset"); } catch { return; } finally { $("reset-database").disabled = !adminAccess.admin; }
   if (reply.ok) showMessage(`Database ${reply.data.database} reset: ${reply.data.migrations_applied.length} migration(s) applied.`);
   else showMessage(describe(reply.data && reply.data.detail), "error");
   refreshDatabase();
@@ -566,7 +591,7 @@ function tick() {
   if (current !== "users" || offline) screens[current]();
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+document.addEventListener("DOMContentLoaded", async () => {
   window.addEventListener("hashchange", showScreen);
   $("copy-connection").addEventListener("click", copyConnectionString);
   $("search-form").addEventListener("submit", (event) => {
@@ -613,6 +638,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("user-rows").addEventListener("keydown", (event) => {
     if (event.key === "Enter" && !event.target.closest("button")) openRow(event.target);
   });
+  await loadAdminAccess();
   showScreen();
   setInterval(tick, REFRESH_MS);
 });

@@ -115,8 +115,13 @@ fn start_stack(app: AppHandle) {
                         warn!("{exposure}");
                     }
                     info!(%url, "pgharness is ready");
+                    // The link with the admin token: the window opens the admin screens
+                    // without the user ever seeing it.
+                    let link = stack
+                        .admin_link()
+                        .map_or_else(|| format!("{url}/"), str::to_owned);
                     *state.stack.lock().await = Some(stack);
-                    show_ui(&app, &url);
+                    show_ui(&app, &link);
                 }
                 Err(error) => {
                     error!(%error, "pgharness could not start");
@@ -130,9 +135,8 @@ fn start_stack(app: AppHandle) {
     });
 }
 
-fn show_ui(app: &AppHandle, base: &str) {
-    let target = format!("{base}/#/health");
-    match (app.get_webview_window("main"), url::Url::parse(&target)) {
+fn show_ui(app: &AppHandle, target: &str) {
+    match (app.get_webview_window("main"), url::Url::parse(target)) {
         (Some(window), Ok(url)) => {
             if let Err(error) = window.navigate(url) {
                 error!(%error, "cannot show the UI");
@@ -178,7 +182,10 @@ fn on_menu(app: &AppHandle, id: &str) {
             }
         }),
         "open-browser" => with_stack(app, |app, stack| {
-            if let Err(error) = app.opener().open_url(stack.url(), None::<&str>) {
+            let link = stack
+                .admin_link()
+                .map_or_else(|| stack.url(), str::to_owned);
+            if let Err(error) = app.opener().open_url(link, None::<&str>) {
                 error!(%error, "cannot open the browser");
             }
         }),

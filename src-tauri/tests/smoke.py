@@ -161,7 +161,8 @@ def run_once(driver, data_home, screen, label, check_user=False, stop=None, envi
     started = time.monotonic()
     session_id = session(driver, data_home)
     base = f"{driver}/session/{session_id}"
-    api = wait_for("the UI to load", lambda: (lambda url: url.split("/#")[0] if url.startswith("http://127.0.0.1") else None)(
+    # The window opens the link with the admin token, which leaves the address at once.
+    api = wait_for("the UI to load", lambda: (lambda url: url.split("#")[0].rstrip("/") if url.startswith("http://127.0.0.1") and "token=" not in url else None)(
         request("GET", f"{base}/url")["value"]))
     element = wait_for("the health badge", lambda: request("POST", f"{base}/element", {"using": "css selector", "value": "#health-status"})["value"])
     element_id = next(iter(element.values()))
@@ -201,6 +202,8 @@ def run_once(driver, data_home, screen, label, check_user=False, stop=None, envi
 
 def main():
     data_home = tempfile.mkdtemp(prefix="pgharness-desktop-")
+    # As root, PostgreSQL runs as an unprivileged account that must pass through it.
+    os.chmod(data_home, 0o711)
     display_number = 90 + os.getpid() % 9
     xvfb = subprocess.Popen(["Xvfb", f":{display_number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp"])
     port = free_port()

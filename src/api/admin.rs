@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -22,6 +23,7 @@ const LIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
+        .route("/api/access", get(access))
         .route("/api/connection", get(connection))
         .route("/api/connection/reveal", post(reveal_connection_string))
         .route("/api/database/stop", post(stop_database))
@@ -150,6 +152,33 @@ pub async fn connection(State(context): State<ApiContext>) -> Json<ConnectionInf
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Access {
+    /// Whether this client may use the admin routes (reveal, database control, fixtures,
+    /// statistics reset, internal statements).
+    admin: bool,
+    /// Why not, and how to get access.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+/// What this client may do: the UI disables the admin buttons, with the reason, when it may not.
+#[utoipa::path(get, path = "/api/access", tag = "database", responses(
+    (status = 200, description = "Whether the admin routes are open to this client", body = Access),
+))]
+pub async fn access(State(context): State<ApiContext>, headers: HeaderMap) -> Json<Access> {
+    Json(match context.access.admin_status(&headers) {
+        Ok(()) => Access {
+            admin: true,
+            detail: None,
+        },
+        Err(refusal) => Access {
+            admin: false,
+            detail: Some(refusal.to_string()),
+        },
+    })
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ConnectionString {
     /// `postgresql://user:password@host:port/database`, for psql.
     url: String,
@@ -160,7 +189,7 @@ pub struct ConnectionString {
 /// cache fetches it.
 #[utoipa::path(post, path = "/api/connection/reveal", tag = "database", responses(
     (status = 200, description = "The connection string with its password", body = ConnectionString),
-    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 401, description = "The admin token is missing or wrong"),
     (status = 403, description = "Beyond loopback with no PGHARNESS_ADMIN_TOKEN set: admin routes are disabled"),
 ))]
 pub async fn reveal_connection_string(
@@ -213,7 +242,7 @@ fn state(server: &EmbeddedServer) -> Json<DatabaseState> {
 /// Stop the embedded server (fast shutdown), e.g. to rehearse an outage.
 #[utoipa::path(post, path = "/api/database/stop", tag = "database", responses(
     (status = 200, description = "Stopped", body = DatabaseState),
-    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 401, description = "The admin token is missing or wrong"),
     (status = 403, description = "External server, a server owned by another process, or admin routes disabled beyond loopback"),
 ))]
 pub async fn stop_database(
@@ -232,7 +261,7 @@ pub async fn stop_database(
 /// Start the embedded server again, on the same port.
 #[utoipa::path(post, path = "/api/database/start", tag = "database", responses(
     (status = 200, description = "Running", body = DatabaseState),
-    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 401, description = "The admin token is missing or wrong"),
     (status = 403, description = "External server, a server owned by another process, or admin routes disabled beyond loopback"),
 ))]
 pub async fn start_database(
@@ -251,7 +280,7 @@ pub async fn start_database(
 /// Stop and start the embedded server.
 #[utoipa::path(post, path = "/api/database/restart", tag = "database", responses(
     (status = 200, description = "Running", body = DatabaseState),
-    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 401, description = "The admin token is missing or wrong"),
     (status = 403, description = "External server, a server owned by another process, or admin routes disabled beyond loopback"),
 ))]
 pub async fn restart_database(

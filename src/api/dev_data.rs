@@ -81,7 +81,7 @@ pub struct ResetDone {
 /// on it is closed. Development and testing only.
 #[utoipa::path(post, path = "/api/database/reset", tag = "database", responses(
     (status = 200, description = "Reset and migrated", body = ResetDone),
-    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 401, description = "The admin token is missing or wrong"),
     (status = 403, description = "Not development or testing, an external server not allowed, or admin routes disabled"),
     (status = 409, description = "The server refused to drop or create the database"),
     (status = 503, description = "The database is unavailable"),
@@ -113,7 +113,7 @@ pub async fn reset_database(
     params(("name" = String, Path, description = "The fixture's file name without `.sql`")),
     responses(
         (status = 204, description = "Loaded"),
-        (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+        (status = 401, description = "The admin token is missing or wrong"),
         (status = 403, description = "Not development or testing, an external server not allowed, or admin routes disabled"),
         (status = 404, description = "No such fixture"),
         (status = 409, description = "A statement of the fixture failed (its line is named); nothing of it stays"),

@@ -58,7 +58,7 @@ pub enum ApiError {
     /// 400: the body is not valid JSON.
     #[error("{0}")]
     BadRequest(String),
-    /// 401 with `WWW-Authenticate: Bearer`: an admin route beyond loopback without the token.
+    /// 401 with `WWW-Authenticate: Bearer`: an admin route without the admin token.
     #[error("{0}")]
     Unauthorized(String),
     /// 403: not allowed in this mode (database control against an external server, admin

@@ -2,6 +2,7 @@
 //! (`pg_stat_statements`), the application's own by default, and resetting those statistics.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,8 @@ pub struct SlowQueries {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SlowQueryFilter {
-    /// Also pgharness's own statements (migrations, health checks, these screens).
+    /// Also pgharness's own statements (migrations, health checks, these screens); an admin
+    /// route's right: they hold utility statements verbatim.
     #[serde(default)]
     include_internal: bool,
 }
@@ -95,13 +97,20 @@ pub(super) async fn slowest(
 /// application's, unless `include_internal` asks for pgharness's own too.
 #[utoipa::path(get, path = "/api/queries/slow", tag = "database", params(SlowQueryFilter), responses(
     (status = 200, description = "Slowest statements, or why they are not available", body = SlowQueries),
+    (status = 401, description = "include_internal=true without the admin token"),
+    (status = 403, description = "include_internal=true beyond loopback with no PGHARNESS_ADMIN_TOKEN set"),
     (status = 422, description = "include_internal is not true or false"),
     (status = 503, description = "The database is unavailable"),
 ))]
 pub async fn slow_queries(
     State(context): State<ApiContext>,
+    headers: HeaderMap,
     ApiQuery(filter): ApiQuery<SlowQueryFilter>,
 ) -> Result<Json<SlowQueries>, ApiError> {
+    // pgharness's own statements include utility ones verbatim (`CREATE ROLE … PASSWORD`).
+    if filter.include_internal {
+        context.access.admin_status(&headers)?;
+    }
     // A statement the server refuses (installed but not preloaded) is an answer, not a lost
     // connection: it is returned inside `Ok` so that only a lost connection is retried.
     let answer = context
@@ -138,7 +147,7 @@ pub async fn slow_queries(
 /// (`pg_stat_statements_reset()`), to measure from now on.
 #[utoipa::path(post, path = "/api/queries/slow/reset", tag = "database", responses(
     (status = 204, description = "Statistics reset"),
-    (status = 401, description = "Beyond loopback: the admin token is missing or wrong"),
+    (status = 401, description = "The admin token is missing or wrong"),
     (status = 403, description = "Admin routes disabled beyond loopback"),
     (status = 409, description = "pg_stat_statements is not installed, or this user may not reset it"),
     (status = 503, description = "The database is unavailable"),

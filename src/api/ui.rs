@@ -2,8 +2,9 @@
 //! `cargo run` needs no Node.js and the UI works offline.
 
 use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::ApiContext;
@@ -15,19 +16,7 @@ pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 's
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
-        .route(
-            "/",
-            get(async || {
-                (
-                    [(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)],
-                    asset(
-                        "text/html; charset=utf-8",
-                        NO_CACHE,
-                        include_bytes!("../../ui/index.html"),
-                    ),
-                )
-            }),
-        )
+        .route("/", get(index))
         .route(
             "/app.js",
             get(async || {
@@ -48,6 +37,33 @@ pub fn router() -> Router<ApiContext> {
                 )
             }),
         )
+}
+
+/// `?token=…`: the link `pgharness serve` prints, traded for the admin cookie.
+#[derive(serde::Deserialize)]
+struct Link {
+    token: Option<String>,
+}
+
+/// The page; with the link's token, a redirect to it that sets the admin cookie, so the token
+/// leaves the address bar (and the history) at once.
+async fn index(
+    State(context): State<ApiContext>,
+    Query(link): Query<Link>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = link.token {
+        return context.access.exchange_link_token(&headers, &token);
+    }
+    (
+        [(header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY)],
+        asset(
+            "text/html; charset=utf-8",
+            NO_CACHE,
+            include_bytes!("../../ui/index.html"),
+        ),
+    )
+        .into_response()
 }
 
 /// A file built into the binary, with its content type and caching policy.

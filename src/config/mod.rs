@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-use crate::platform::privilege::{RootSettings, RootStrategy};
+use crate::platform::privilege::RootSettings;
 
 pub use self::url::{DatabaseUrl, mask_password};
 
@@ -171,7 +171,7 @@ pub struct EmbeddedSettings {
     pub database: String,
     /// `PGHARNESS_PG_CONF`: `postgresql.conf` settings, `key=value` separated by `;`.
     pub configuration: BTreeMap<String, String>,
-    /// `PGHARNESS_ROOT_STRATEGY` and `PGHARNESS_RUN_AS`: how PostgreSQL runs when this is root.
+    /// `PGHARNESS_RUN_AS`: the account PostgreSQL runs as when this is root.
     pub root: RootSettings,
 }
 
@@ -440,6 +440,16 @@ fn admin_token(var: &impl Fn(&str) -> Option<String>) -> Result<Option<SecretStr
     Ok(Some(SecretString::from(token.to_owned())))
 }
 
+/// Root's defaults, outside its home: PostgreSQL runs as an unprivileged account then, which
+/// must reach the data and the binaries (src/platform/privilege.rs).
+pub const ROOT_DATA_DIR: &str = "/var/lib/pgharness";
+/// See [`ROOT_DATA_DIR`].
+pub const ROOT_CACHE_DIR: &str = "/var/cache/pgharness/postgresql";
+
+fn is_root() -> bool {
+    crate::platform::privilege::is_root()
+}
+
 fn embedded_settings(
     var: &impl Fn(&str) -> Option<String>,
 ) -> Result<EmbeddedSettings, ConfigError> {
@@ -464,40 +474,38 @@ fn embedded_settings(
     Ok(EmbeddedSettings {
         data_dir: var("PGHARNESS_DATA_DIR").map_or_else(
             || {
-                dirs::data_dir()
-                    .unwrap_or_else(|| home.join(".local/share"))
-                    .join("pgharness")
+                if is_root() {
+                    PathBuf::from(ROOT_DATA_DIR)
+                } else {
+                    dirs::data_dir()
+                        .unwrap_or_else(|| home.join(".local/share"))
+                        .join("pgharness")
+                }
             },
             PathBuf::from,
         ),
         bin_dir: var("PGHARNESS_PG_BIN_DIR").map(PathBuf::from),
-        cache_dir: var("PGHARNESS_CACHE_DIR")
-            .map_or_else(|| home.join(".theseus").join("postgresql"), PathBuf::from),
+        cache_dir: var("PGHARNESS_CACHE_DIR").map_or_else(
+            || {
+                if is_root() {
+                    PathBuf::from(ROOT_CACHE_DIR)
+                } else {
+                    home.join(".theseus").join("postgresql")
+                }
+            },
+            PathBuf::from,
+        ),
         port,
         database,
         configuration,
-        root: root_settings(var)?,
+        root: root_settings(var),
     })
 }
 
-fn root_settings(var: &impl Fn(&str) -> Option<String>) -> Result<RootSettings, ConfigError> {
-    let defaults = RootSettings::default();
-    let strategy = match var("PGHARNESS_ROOT_STRATEGY").as_deref() {
-        None | Some("userns") => RootStrategy::Automatic,
-        Some("account") => RootStrategy::Account,
-        Some(other) => {
-            return Err(ConfigError::Invalid {
-                variable: "PGHARNESS_ROOT_STRATEGY",
-                value: other.to_owned(),
-                reason: "unknown strategy".to_owned(),
-                allowed: "userns (a user namespace, else the account), account".to_owned(),
-            });
-        }
-    };
-    Ok(RootSettings {
-        strategy,
-        account: var("PGHARNESS_RUN_AS").unwrap_or(defaults.account),
-    })
+fn root_settings(var: &impl Fn(&str) -> Option<String>) -> RootSettings {
+    RootSettings {
+        account: var("PGHARNESS_RUN_AS").unwrap_or_else(|| RootSettings::default().account),
+    }
 }
 
 /// `max_connections=200; shared_buffers=256MB` into a map.

@@ -67,7 +67,8 @@ async fn initdb(
     let password = random::alphanumeric(32)
         .map_err(|source| super::io_error("cannot make a password for", target, source))?;
     super::write_private(&throwaway_password, password.as_bytes())?;
-    privilege.hand_over(parent)?;
+    privilege.hand_over_one(parent)?;
+    privilege.hand_over_one(&throwaway_password)?;
     let started = std::time::Instant::now();
     let builder = InitDbBuilder::new()
         .program_dir(binaries.bin_dir())

@@ -272,8 +272,21 @@ impl EmbeddedServer {
     pub async fn start(binaries: &Binaries, options: &ServerOptions) -> Result<Self, ServerError> {
         let privilege = Privilege::detect(&options.root)?;
         let home = &options.home;
+        privilege.ensure_reachable(
+            &binaries.bin_dir().join("postgres"),
+            "PGHARNESS_CACHE_DIR (or PGHARNESS_PG_BIN_DIR)",
+            crate::config::ROOT_CACHE_DIR,
+        )?;
+        privilege.ensure_reachable(home, "PGHARNESS_DATA_DIR", crate::config::ROOT_DATA_DIR)?;
         create_private_dir(home)?;
-        privilege.hand_over(home)?;
+        // The home, the cluster and its log are the server's; the password and the lock stay
+        // this process's. A cluster made by root is handed over here, its data kept.
+        privilege.hand_over_one(home)?;
+        for server_files in [home.join("pgdata"), home.join("postgresql.log")] {
+            if server_files.exists() {
+                privilege.hand_over(&server_files)?;
+            }
+        }
         let lock_path = home.join("harness.lock");
         let lock = File::options()
             .create(true)
@@ -858,6 +871,47 @@ fn read_from(path: &Path, offset: u64) -> String {
     let text = std::fs::read(path).unwrap_or_default();
     let start = usize::try_from(offset).unwrap_or(0).min(text.len());
     String::from_utf8_lossy(&text[start..]).into_owned()
+}
+
+/// As root, the data directory's default is [`ROOT_DATA_DIR`](crate::config::ROOT_DATA_DIR)
+/// (the server's account cannot enter root's home). A cluster left at the default in root's
+/// home (`~/.local/share/pgharness`) is moved there once, whole, when that is still empty.
+///
+/// # Errors
+///
+/// [`ServerError::Io`] when the move fails; nothing is lost (a rename moves all or nothing).
+pub fn adopt_data_dir_from_roots_home(data_dir: &Path) -> Result<(), ServerError> {
+    if !crate::platform::privilege::is_root()
+        || data_dir != Path::new(crate::config::ROOT_DATA_DIR)
+        || data_dir.join("pgdata").exists()
+    {
+        return Ok(());
+    }
+    let Some(previous) = dirs::data_dir().map(|dir| dir.join("pgharness")) else {
+        return Ok(());
+    };
+    if !previous.join("pgdata/PG_VERSION").exists() {
+        return Ok(());
+    }
+    if let Some(parent) = data_dir.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|source| io_error("cannot create", parent, source))?;
+    }
+    // An empty directory left by an earlier start is replaced; anything else stays.
+    let _ = std::fs::remove_dir(data_dir);
+    std::fs::rename(&previous, data_dir).map_err(|source| {
+        io_error(
+            "cannot move the data directory from root's home to",
+            data_dir,
+            source,
+        )
+    })?;
+    tracing::info!(
+        from = %previous.display(),
+        to = %data_dir.display(),
+        "moved the data directory out of root's home, where PostgreSQL's account cannot reach it"
+    );
+    Ok(())
 }
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> ServerError {

@@ -17,6 +17,23 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     restrict_dir(path)
 }
 
+/// A temporary directory others may pass through but not list (0711): as root, PostgreSQL runs
+/// as another account, which must reach a throwaway server's home inside it.
+///
+/// # Errors
+///
+/// The I/O error of creating it.
+pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("pgharness-");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        builder.permissions(std::fs::Permissions::from_mode(0o711));
+    }
+    builder.tempdir()
+}
+
 /// Writes a file readable by its owner only, replacing any old one atomically (a reader sees
 /// the old contents or the new, never half).
 ///

@@ -1,28 +1,26 @@
 //! PostgreSQL refuses to run as root. What each system does about it:
-//! - Linux, as root (CI, containers): the server's commands run inside a user namespace
-//!   (`unshare -U`: there the process is not root, yet it still owns the files it creates), or,
-//!   where user namespaces are forbidden, as an unprivileged account (`PGHARNESS_RUN_AS`,
-//!   default `nobody`) that the data directory is handed to;
-//! - macOS, as root: the unprivileged account (macOS has no user namespaces);
+//! - Linux and macOS, as root (CI, containers): the server's commands run as an unprivileged
+//!   account (`PGHARNESS_RUN_AS`, default `nobody`) that the server's files are handed to. Never
+//!   a user namespace without a uid map: there PostgreSQL only looks unprivileged, and the kernel
+//!   still checks its files, and the programs `COPY … TO PROGRAM` starts, as uid 0. The account
+//!   must reach the binaries and the data directory, so as root they default to `/var/cache`
+//!   and `/var/lib` rather than root's home, and a path it cannot reach is an error that says so;
 //! - Windows: nothing to do here. `initdb` and `pg_ctl` started by an Administrator drop the
 //!   administrative rights themselves (they restart under a restricted token).
 
 use std::ffi::OsString;
-use std::path::Path;
-use std::sync::OnceLock;
+use std::path::{Path, PathBuf};
 
 use std::process::Command;
 use tracing::info;
 
-/// `PGHARNESS_RUN_AS`: the account used when root and user namespaces are unavailable.
+/// `PGHARNESS_RUN_AS`: the account used when root.
 const DEFAULT_ACCOUNT: &str = "nobody";
 
-/// What to do when this process is root (`PGHARNESS_ROOT_STRATEGY`, `PGHARNESS_RUN_AS`; read by
+/// Who runs PostgreSQL when this process is root (`PGHARNESS_RUN_AS`; read by
 /// [`Config`](crate::config::Config)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootSettings {
-    /// How to leave root.
-    pub strategy: RootStrategy,
     /// The unprivileged account to switch to.
     pub account: String,
 }
@@ -30,19 +28,9 @@ pub struct RootSettings {
 impl Default for RootSettings {
     fn default() -> Self {
         Self {
-            strategy: RootStrategy::Automatic,
             account: DEFAULT_ACCOUNT.to_owned(),
         }
     }
-}
-
-/// How to leave root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RootStrategy {
-    /// A user namespace where there are any (`userns`, the default), else the account.
-    Automatic,
-    /// Always the unprivileged account (`account`).
-    Account,
 }
 
 /// How PostgreSQL's commands are run.
@@ -50,10 +38,7 @@ pub enum RootStrategy {
 pub enum Privilege {
     /// Not root: run the commands as they are.
     Direct,
-    /// Root: wrap every command in `unshare -U`.
-    UserNamespace,
-    /// Root without user namespaces: switch to this account.
-    /// Root without user namespaces: switch to this account.
+    /// Root: switch to this account.
     Account {
         /// The account's name.
         name: String,
@@ -64,32 +49,43 @@ pub enum Privilege {
     },
 }
 
-/// Why the commands cannot run in a user namespace (what `unshare -U` said).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct NamespaceUnavailable(String);
-
 /// Why PostgreSQL cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
     #[error(
-        "running as root, user namespaces are unavailable ({namespace_error}) and the fallback \
-         account {account:?} does not exist. Run as a normal user, allow user namespaces, or set \
-         PGHARNESS_RUN_AS to an unprivileged account"
+        "running as root, PostgreSQL must run as an unprivileged account, and {account:?} does \
+         not exist. Run as a normal user, or set PGHARNESS_RUN_AS to an existing unprivileged \
+         account"
     )]
-    /// Root, no user namespaces, and no fallback account.
+    /// Root, and the account does not exist (or is root).
     NoAccount {
-        /// Why user namespaces are unavailable.
-        #[source]
-        namespace_error: NamespaceUnavailable,
-        /// The fallback account named.
+        /// The account named.
         account: String,
+    },
+    /// The account cannot reach a directory PostgreSQL needs.
+    #[error(
+        "running as root, PostgreSQL runs as the unprivileged account {account:?}, which cannot \
+         reach {}: {} is closed to it. Set {variable} to a directory outside root's home (for \
+         example {example}), or PGHARNESS_RUN_AS to an account that can reach it",
+        path.display(), blocked.display()
+    )]
+    Unreachable {
+        /// The directory needed.
+        path: PathBuf,
+        /// The first directory on the way that the account may not enter.
+        blocked: PathBuf,
+        /// The account.
+        account: String,
+        /// The setting that names the directory.
+        variable: &'static str,
+        /// A directory that works.
+        example: &'static str,
     },
     /// The data directory cannot be given to the account.
     #[error("cannot give {} to account {account}: {source}", path.display())]
     Chown {
         /// The file.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// The account.
         account: String,
         /// What the system said.
@@ -97,52 +93,40 @@ pub enum PrivilegeError {
     },
 }
 
+/// Whether this process is root (then PostgreSQL runs as another account).
+#[must_use]
+pub fn is_root() -> bool {
+    os::is_root()
+}
+
 impl Privilege {
-    /// Chosen once per process: probing `unshare` costs a fork.
+    /// Direct, or as root the account of `settings`.
     ///
     /// # Errors
     ///
-    /// [`PrivilegeError`] when root and neither a user namespace nor the fallback account works.
+    /// [`PrivilegeError::NoAccount`] when root and the account does not exist or is root.
     pub fn detect(settings: &RootSettings) -> Result<Self, PrivilegeError> {
-        static DETECTED: OnceLock<Result<Privilege, NamespaceUnavailable>> = OnceLock::new();
         if !os::is_root() {
             return Ok(Self::Direct);
         }
-        let namespace = if settings.strategy == RootStrategy::Account {
-            Err(NamespaceUnavailable(
-                "PGHARNESS_ROOT_STRATEGY=account".to_owned(),
-            ))
-        } else {
-            DETECTED
-                .get_or_init(|| os::probe_user_namespace().map(|()| Self::UserNamespace))
-                .clone()
-        };
-        match namespace {
-            Ok(privilege) => {
-                info!("running as root: PostgreSQL runs inside a user namespace (unshare -U)");
-                Ok(privilege)
+        let account = settings.account.clone();
+        match os::unprivileged_account(&account) {
+            Some((uid, gid)) => {
+                info!(
+                    account,
+                    uid, "running as root: PostgreSQL runs as an unprivileged account"
+                );
+                Ok(Self::Account {
+                    name: account,
+                    uid,
+                    gid,
+                })
             }
-            Err(namespace_error) => {
-                let account = settings.account.clone();
-                match os::unprivileged_account(&account) {
-                    Some((uid, gid)) => {
-                        info!(account, %namespace_error, "running as root: PostgreSQL runs as an unprivileged account");
-                        Ok(Self::Account {
-                            name: account,
-                            uid,
-                            gid,
-                        })
-                    }
-                    None => Err(PrivilegeError::NoAccount {
-                        namespace_error,
-                        account,
-                    }),
-                }
-            }
+            None => Err(PrivilegeError::NoAccount { account }),
         }
     }
 
-    /// A command for `program` with `args` and `envs`, wrapped as this privilege needs.
+    /// A command for `program` with `args` and `envs`, run as this privilege needs.
     #[must_use]
     pub fn command(
         &self,
@@ -150,14 +134,7 @@ impl Privilege {
         args: &[OsString],
         envs: &[(OsString, OsString)],
     ) -> Command {
-        let mut command = match self {
-            Self::UserNamespace => {
-                let mut command = Command::new("unshare");
-                command.arg("-U").arg(program);
-                command
-            }
-            Self::Direct | Self::Account { .. } => Command::new(program),
-        };
+        let mut command = Command::new(program);
         if let Self::Account { uid, gid, .. } = self {
             os::run_as(&mut command, *uid, *gid);
         }
@@ -167,33 +144,75 @@ impl Privilege {
         command
     }
 
+    /// Checks that the account can pass through every directory leading to `path` (named by
+    /// `variable`), so that PostgreSQL's failure is not the first word on it.
+    ///
+    /// # Errors
+    ///
+    /// [`PrivilegeError::Unreachable`] naming the first directory on the way it may not enter.
+    pub fn ensure_reachable(
+        &self,
+        path: &Path,
+        variable: &'static str,
+        example: &'static str,
+    ) -> Result<(), PrivilegeError> {
+        let Self::Account { name, uid, gid } = self else {
+            return Ok(());
+        };
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        for directory in path
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            if !os::can_enter(directory, *uid, *gid) {
+                return Err(PrivilegeError::Unreachable {
+                    path: path.clone(),
+                    blocked: directory.to_owned(),
+                    account: name.clone(),
+                    variable,
+                    example,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Makes `path` (recursively) belong to the account the server runs as.
     ///
     /// # Errors
     ///
     /// [`PrivilegeError::Chown`] when ownership cannot be changed.
     pub fn hand_over(&self, path: &Path) -> Result<(), PrivilegeError> {
-        let Self::Account { name, uid, gid } = self else {
-            return Ok(());
-        };
-        let chown = |path: &Path| {
-            os::chown(path, *uid, *gid).map_err(|source| PrivilegeError::Chown {
-                path: path.to_owned(),
-                account: name.clone(),
-                source,
-            })
-        };
-        chown(path)?;
+        self.hand_over_one(path)?;
         if path.is_dir() {
             for entry in walk(path) {
-                chown(&entry)?;
+                self.hand_over_one(&entry)?;
             }
         }
         Ok(())
     }
+
+    /// Makes `path` alone (not what a directory holds) belong to the account.
+    ///
+    /// # Errors
+    ///
+    /// [`PrivilegeError::Chown`] when ownership cannot be changed.
+    pub fn hand_over_one(&self, path: &Path) -> Result<(), PrivilegeError> {
+        let Self::Account { name, uid, gid } = self else {
+            return Ok(());
+        };
+        os::chown(path, *uid, *gid).map_err(|source| PrivilegeError::Chown {
+            path: path.to_owned(),
+            account: name.clone(),
+            source,
+        })
+    }
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -219,8 +238,6 @@ mod os {
     use std::path::Path;
     use std::process::Command;
 
-    use super::NamespaceUnavailable;
-
     use rustix::process::{geteuid, getuid};
 
     pub fn is_root() -> bool {
@@ -229,24 +246,6 @@ mod os {
 
     pub fn user_tag() -> String {
         getuid().as_raw().to_string()
-    }
-
-    #[cfg(target_os = "linux")]
-    pub fn probe_user_namespace() -> Result<(), NamespaceUnavailable> {
-        match Command::new("unshare").args(["-U", "true"]).output() {
-            Ok(output) if output.status.success() => Ok(()),
-            Ok(output) => Err(NamespaceUnavailable(
-                String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            )),
-            Err(error) => Err(NamespaceUnavailable(format!("cannot run unshare: {error}"))),
-        }
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    pub fn probe_user_namespace() -> Result<(), NamespaceUnavailable> {
-        Err(NamespaceUnavailable(
-            "user namespaces exist only on Linux".to_owned(),
-        ))
     }
 
     /// The uid and gid of `name`, if it exists and is not root.
@@ -261,7 +260,24 @@ mod os {
     }
 
     pub fn chown(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+    }
+
+    /// Whether `uid`/`gid` may search `directory` (its mode bits; access lists aside).
+    pub fn can_enter(directory: &Path, uid: u32, gid: u32) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(metadata) = std::fs::metadata(directory) else {
+            // Not there yet: it is created by root for the account, or the start says why.
+            return true;
+        };
+        let mode = metadata.mode();
+        if metadata.uid() == uid {
+            mode & 0o100 != 0
+        } else if metadata.gid() == gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
     }
 }
 
@@ -271,20 +287,12 @@ mod os {
     use std::path::Path;
     use std::process::Command;
 
-    use super::NamespaceUnavailable;
-
     pub fn is_root() -> bool {
         false
     }
 
     pub fn user_tag() -> String {
         std::env::var("USERNAME").unwrap_or_default()
-    }
-
-    pub fn probe_user_namespace() -> Result<(), NamespaceUnavailable> {
-        Err(NamespaceUnavailable(
-            "user namespaces exist only on Linux".to_owned(),
-        ))
     }
 
     pub fn unprivileged_account(_: &str) -> Option<(u32, u32)> {
@@ -295,5 +303,9 @@ mod os {
 
     pub fn chown(_: &Path, _: u32, _: u32) -> std::io::Result<()> {
         Ok(())
+    }
+
+    pub fn can_enter(_: &Path, _: u32, _: u32) -> bool {
+        true
     }
 }

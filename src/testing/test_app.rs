@@ -1,6 +1,7 @@
 //! pgharness's own API on a test's own database: the `app` fixture.
 
 use rstest::fixture;
+use secrecy::{ExposeSecret as _, SecretString};
 
 use super::{TestDb, TestDbError, db};
 use crate::api::{ApiContext, Application};
@@ -18,10 +19,12 @@ pub struct TestApp {
     /// The API's router, for `oneshot` requests.
     pub router: axum::Router,
     context: ApiContext,
+    admin_token: SecretString,
 }
 
 impl TestApp {
-    /// The API on `db` (database control routes answer 403: the shared server is not yours),
+    /// The API on `db` (database control routes answer 403: the shared server is not yours;
+    /// the admin routes want [`TestApp::admin_token`]),
     /// assembled by [`Harness`](crate::Harness) as `pgharness serve` is, with `APP_ENV=testing`.
     ///
     /// # Errors
@@ -31,14 +34,26 @@ impl TestApp {
         let config = crate::config::Config::from_lookup(|name| {
             (name == "APP_ENV").then(|| Environment::Testing.as_str().to_owned())
         })?;
-        let harness = crate::Harness::on_database(config, db.url().clone(), Migrations::embedded());
+        let harness = crate::Harness::on_database(config, db.url().clone(), Migrations::embedded())
+            .map_err(|source| TestDbError::Io {
+                action: "cannot make an admin token: no random bytes for",
+                path: "the test API".into(),
+                source,
+            })?;
         let context = harness.api_context();
         Ok(Self {
             router: crate::api::router(context.clone()),
             database: harness.database().clone(),
+            admin_token: harness.admin_token().clone(),
             context,
             db,
         })
+    }
+
+    /// The token that opens its admin routes (`Authorization: Bearer <token>`).
+    #[must_use]
+    pub fn admin_token(&self) -> &str {
+        self.admin_token.expose_secret()
     }
 
     /// Serves the API on a free local port for tests that need a socket; returns its base URL.

@@ -955,7 +955,7 @@ async fn resetting_or_seeding_an_external_database_is_refused_with_the_way_to_al
 
 #[tokio::test]
 async fn a_fixture_is_loaded_whole_or_not_at_all_and_reset_empties_the_database() {
-    let fixtures = tempfile::tempdir().unwrap();
+    let fixtures = pgharness::platform::files::scratch_dir().unwrap();
     std::fs::write(
         fixtures.path().join("two.sql"),
         "INSERT INTO users (username, email) VALUES ('one', 'one@example.com');\n\
@@ -1035,7 +1035,7 @@ async fn a_read_by_id_is_one_round_trip_and_a_single_row_write_one() {
     })
     .unwrap();
     let url = server.url().with_tcp_port(proxy.port);
-    let harness = pgharness::Harness::on_database(config, url, migrations);
+    let harness = pgharness::Harness::on_database(config, url, migrations).unwrap();
     harness.prepare().await.unwrap();
     let router = pgharness::api::router(harness.api_context());
     let send = async |method: &str, uri: String, body: Option<Value>| {

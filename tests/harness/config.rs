@@ -179,7 +179,7 @@ fn production_refuses_the_embedded_server_unless_allowed() {
 
 #[test]
 fn a_broken_dotenv_file_is_reported_without_its_contents() {
-    let directory = tempfile::tempdir().unwrap();
+    let directory = pgharness::platform::files::scratch_dir().unwrap();
     let dotenv = directory.path().join(".env");
     std::fs::write(&dotenv, "DATABASE_URL='postgresql://u:leaky@h/db\n").unwrap();
     let text = Config::from_env_and_file(&dotenv).unwrap_err().to_string();

@@ -7,6 +7,7 @@ use pgharness::binaries::{self, Binaries};
 use pgharness::config::Config;
 use pgharness::embedded::{EmbeddedServer, ServerOptions};
 use rustix::process::{Pid, Signal, kill_process};
+use secrecy::ExposeSecret as _;
 use tempfile::TempDir;
 use tokio::sync::OnceCell;
 
@@ -46,7 +47,7 @@ pub fn options(home: &Path) -> ServerOptions {
 
 /// A throwaway server in a temporary home.
 pub async fn temporary_server() -> (TempDir, EmbeddedServer) {
-    let home = tempfile::tempdir().unwrap();
+    let home = pgharness::platform::files::scratch_dir().unwrap();
     let server = EmbeddedServer::start(&binaries().await, &options(home.path()))
         .await
         .unwrap();
@@ -123,6 +124,9 @@ pub struct Serve {
     pub home: PathBuf,
     /// `http://127.0.0.1:<port>`, as printed at start (on loopback whatever the listening address).
     pub api: String,
+    /// The admin token from the link it printed (`/?token=…`); `None` when the admin routes are
+    /// closed.
+    pub admin_token: Option<String>,
     /// What it printed until it was ready.
     pub startup: String,
 }
@@ -148,29 +152,29 @@ impl Serve {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let mut api = None;
+        let mut link = None;
         let mut startup = String::new();
         let ready = lines.by_ref().any(|line| {
             let line = line.unwrap_or_default();
             startup.push_str(&line);
             startup.push('\n');
             if let Some(rest) = line.strip_prefix("API and UI at ") {
-                api = rest
-                    .split_whitespace()
-                    .next()
-                    .map(|url| url.trim_end_matches('/').to_owned());
+                link = rest.split_whitespace().next().map(str::to_owned);
             }
             line.starts_with("Press Ctrl-C")
         });
         assert!(ready, "pgharness serve did not become ready");
         // Keep reading, so that serve never writes to a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let api = api.expect("serve printed no API address");
-        let port = api.rsplit(':').next().unwrap();
+        let link = url::Url::parse(&link.expect("serve printed no API address")).unwrap();
+        let admin_token = link
+            .query_pairs()
+            .find_map(|(name, value)| (name == "token").then(|| value.into_owned()));
         Self {
             child,
             home: home.to_owned(),
-            api: format!("http://127.0.0.1:{port}"),
+            api: format!("http://127.0.0.1:{}", link.port().unwrap()),
+            admin_token,
             startup,
         }
     }
@@ -254,7 +258,7 @@ impl OwnServerApp {
 
     /// With configuration variables (e.g. `DATABASE_POOL_SIZE`).
     pub async fn spawn_with(variables: &[(&str, &str)]) -> Self {
-        let home = tempfile::tempdir().unwrap();
+        let home = pgharness::platform::files::scratch_dir().unwrap();
         let bin_dir = binaries().await.bin_dir();
         let mut variables: std::collections::HashMap<&str, String> = variables
             .iter()
@@ -293,10 +297,17 @@ impl OwnServerApp {
 pub trait Client {
     fn router(&self) -> &axum::Router;
     fn pool(&self) -> &sqlx::PgPool;
+    /// Sent as a bearer token with every request, as a trusted tool would.
+    fn admin_token(&self) -> &str;
 
     async fn send(&self, request: axum::http::Request<axum::body::Body>) -> Reply {
         use http_body_util::BodyExt as _;
         use tower::ServiceExt as _;
+        let mut request = request;
+        request.headers_mut().insert(
+            axum::http::header::AUTHORIZATION,
+            format!("Bearer {}", self.admin_token()).parse().unwrap(),
+        );
         let response = self.router().clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -365,6 +376,9 @@ impl Client for OwnServerApp {
     fn router(&self) -> &axum::Router {
         &self.router
     }
+    fn admin_token(&self) -> &str {
+        self.harness.admin_token().expose_secret()
+    }
     fn pool(&self) -> &sqlx::PgPool {
         self.database.maintenance_pool()
     }
@@ -373,6 +387,9 @@ impl Client for OwnServerApp {
 impl Client for pgharness::testing::TestApp {
     fn router(&self) -> &axum::Router {
         &self.router
+    }
+    fn admin_token(&self) -> &str {
+        pgharness::testing::TestApp::admin_token(self)
     }
     fn pool(&self) -> &sqlx::PgPool {
         self.database.maintenance_pool()

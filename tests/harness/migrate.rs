@@ -8,7 +8,7 @@ use pgharness::embedded::EmbeddedServer;
 
 /// A copy of the project's migrations that a test may edit.
 fn migrations_copy() -> (TempDir, PathBuf) {
-    let directory = tempfile::tempdir().unwrap();
+    let directory = pgharness::platform::files::scratch_dir().unwrap();
     let copy = directory.path().join("migrations");
     std::fs::create_dir(&copy).unwrap();
     for entry in
@@ -22,7 +22,7 @@ fn migrations_copy() -> (TempDir, PathBuf) {
 
 /// `pgharness migrate <args>` against the server's application database.
 fn migrate(server: &EmbeddedServer, migrations: Option<&Path>, args: &[&str]) -> Output {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let mut command = pgharness(workdir.path());
     command
         .arg("migrate")

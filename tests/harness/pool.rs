@@ -326,7 +326,7 @@ async fn a_unit_of_work_left_unfinished_rolls_back() {
 
 #[tokio::test]
 async fn a_pool_larger_than_the_server_allows_is_warned_about() {
-    let home = tempfile::tempdir().unwrap();
+    let home = pgharness::platform::files::scratch_dir().unwrap();
     let mut options = options(home.path());
     options
         .configuration

@@ -51,6 +51,14 @@ fn send(serve: &Serve, method: &str, path: &str, headers: &[(&str, &str)], body:
     read_answer(&mut stream)
 }
 
+/// `send` with the admin token `serve` printed, as the UI's link or a trusted tool gives it.
+fn send_admin(serve: &Serve, method: &str, path: &str, headers: &[(&str, &str)]) -> Answer {
+    let bearer = format!("Bearer {}", serve.admin_token.as_deref().unwrap());
+    let mut headers = headers.to_vec();
+    headers.push(("authorization", &bearer));
+    send(serve, method, path, &headers, "")
+}
+
 fn read_answer(stream: &mut TcpStream) -> Answer {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
@@ -68,7 +76,7 @@ fn read_answer(stream: &mut TcpStream) -> Answer {
 }
 
 fn serve_with(variables: &[(&str, &str)]) -> (tempfile::TempDir, Serve) {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let home = workdir.path().join("data");
     let serve = Serve::start_with(workdir.path(), &home, variables);
     (workdir, serve)
@@ -111,13 +119,7 @@ fn a_request_under_another_host_name_is_421_and_reveals_nothing() {
     // This machine's own names still work.
     let port = address(&serve).rsplit(':').next().unwrap().to_owned();
     for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
-        let own = send(
-            &serve,
-            "POST",
-            "/api/connection/reveal",
-            &[("host", &host)],
-            "",
-        );
+        let own = send_admin(&serve, "POST", "/api/connection/reveal", &[("host", &host)]);
         assert_eq!(own.status, 200, "{host}: {}", own.body);
         assert!(own.body.contains("postgresql://"));
     }
@@ -331,7 +333,7 @@ fn a_client_that_never_finishes_its_headers_or_idles_is_disconnected() {
 
 #[test]
 fn with_few_file_descriptors_excess_connections_get_503_and_the_server_recovers() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let home = workdir.path().join("data");
     // 300 descriptors: 128 kept for the server itself, so 172 client connections at once.
     let serve = Serve::spawn(pgharness_with_file_limit(workdir.path(), 300), &home, &[]);
@@ -393,7 +395,7 @@ fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api(
         "{}",
         listing.body
     );
-    let state = send(&serve, "POST", "/api/database/start", &[], "");
+    let state = send_admin(&serve, "POST", "/api/database/start", &[]);
     assert_eq!(state.status, 200);
     assert!(
         state.body.contains(r#""status":"running""#),
@@ -415,7 +417,7 @@ fn start_after_a_crash_starts_the_server_and_says_so() {
     kill_hard(postmaster);
     std::thread::sleep(Duration::from_millis(100));
     // Whether the supervisor or this request gets there first, the answer is the truth.
-    let state = send(&serve, "POST", "/api/database/start", &[], "");
+    let state = send_admin(&serve, "POST", "/api/database/start", &[]);
     assert_eq!(state.status, 200, "{}", state.body);
     assert!(
         state.body.contains(r#""status":"running""#),
@@ -425,13 +427,13 @@ fn start_after_a_crash_starts_the_server_and_says_so() {
     let health = send(&serve, "GET", "/health", &[], "");
     assert_eq!(health.status, 200, "{}", health.body);
     // Stop and restart answer for the real server, not a stale flag.
-    let stopped = send(&serve, "POST", "/api/database/stop", &[], "");
+    let stopped = send_admin(&serve, "POST", "/api/database/stop", &[]);
     assert!(
         stopped.body.contains(r#""status":"stopped""#),
         "{}",
         stopped.body
     );
-    let restarted = send(&serve, "POST", "/api/database/restart", &[], "");
+    let restarted = send_admin(&serve, "POST", "/api/database/restart", &[]);
     assert!(
         restarted.body.contains(r#""status":"running""#),
         "{}",
@@ -460,4 +462,174 @@ fn while_a_crashed_server_cannot_start_again_health_says_why_and_it_recovers_lat
         send(&serve, "GET", "/health", &[], "").status == 200
     });
     assert_ne!(postmaster_pid(&serve.home), Some(postmaster));
+}
+
+/// Every route that reveals a credential or changes the server.
+const ADMIN_ROUTES: [(&str, &str); 8] = [
+    ("POST", "/api/connection/reveal"),
+    ("POST", "/api/database/stop"),
+    ("POST", "/api/database/start"),
+    ("POST", "/api/database/restart"),
+    ("POST", "/api/database/reset"),
+    ("POST", "/api/database/fixtures/users"),
+    ("POST", "/api/queries/slow/reset"),
+    ("GET", "/api/queries/slow?include_internal=true"),
+];
+
+#[test]
+fn on_loopback_the_admin_routes_need_the_token_of_the_printed_link() {
+    let (_workdir, serve) = serve_with(&[]);
+    let token = serve.admin_token.clone().unwrap();
+    assert!(token.len() >= 32, "{token}");
+    for (method, path) in ADMIN_ROUTES {
+        let refused = send(&serve, method, path, &[], "");
+        assert_eq!(refused.status, 401, "{method} {path}: {}", refused.body);
+        assert!(refused.body.contains("pgharness url"), "{}", refused.body);
+        assert!(!refused.body.contains("postgresql://"));
+    }
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(
+        health.status, 200,
+        "the database was stopped: {}",
+        health.body
+    );
+    // The users API stays open on loopback.
+    assert_eq!(send(&serve, "GET", "/users", &[], "").status, 200);
+    let access = send(&serve, "GET", "/api/access", &[], "");
+    assert!(access.body.contains(r#""admin":false"#), "{}", access.body);
+
+    // A wrong token in the link sets nothing.
+    let wrong = send(
+        &serve,
+        "GET",
+        "/?token=not-the-token-of-this-server",
+        &[],
+        "",
+    );
+    assert_eq!(wrong.status, 303);
+    assert!(!wrong.head.to_ascii_lowercase().contains("set-cookie"));
+    // The printed link: the token becomes a cookie scripts cannot read and other sites do not
+    // send, and leaves the address bar.
+    let link = send(&serve, "GET", &format!("/?token={token}"), &[], "");
+    assert_eq!(link.status, 303, "{}", link.head);
+    assert!(link.has_header("location: /"), "{}", link.head);
+    let set_cookie = link
+        .head
+        .lines()
+        .find_map(|line| {
+            line.split_once(':')
+                .filter(|(name, _)| name.eq_ignore_ascii_case("set-cookie"))
+                .map(|(_, value)| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no cookie set: {}", link.head));
+    assert!(set_cookie.contains("HttpOnly"), "{set_cookie}");
+    assert!(set_cookie.contains("SameSite=Strict"), "{set_cookie}");
+    let cookie = set_cookie.split(';').next().unwrap();
+    let revealed = send(
+        &serve,
+        "POST",
+        "/api/connection/reveal",
+        &[("cookie", cookie)],
+        "",
+    );
+    assert_eq!(revealed.status, 200, "{}", revealed.body);
+    assert!(revealed.body.contains("postgresql://"));
+    let access = send(&serve, "GET", "/api/access", &[("cookie", cookie)], "");
+    assert!(access.body.contains(r#""admin":true"#), "{}", access.body);
+
+    // Kept beside the data, for the owner only, and the same at the next start.
+    let token_file = serve.home.join("admin-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert_eq!(std::fs::read_to_string(&token_file).unwrap().trim(), token);
+}
+
+/// The Host, Origin and Content-Type checks treat a value they cannot read as the unsafe one.
+#[test]
+fn unreadable_or_disguised_headers_are_refused_not_waved_through() {
+    let (_workdir, serve) = serve_with(&[]);
+    let port = address(&serve).rsplit(':').next().unwrap().to_owned();
+    let disguised = format!("127.0.0.1:{port}@evil.example");
+    for host in [disguised.as_str(), "127.0.0.1:notaport", "127.0.0.1\u{e9}"] {
+        let answer = send(&serve, "GET", "/users", &[("host", host)], "");
+        // hyper itself may refuse a byte it cannot take (400); never served.
+        assert!(
+            matches!(answer.status, 400 | 421),
+            "{host}: {}",
+            answer.head
+        );
+    }
+    let stop =
+        |headers: &[(&str, &str)]| send_admin(&serve, "POST", "/api/database/stop", headers).status;
+    assert_eq!(stop(&[("content-type", "application/json\u{e9}")]), 415);
+    assert_eq!(stop(&[("origin", "http://127.0.0.1\u{e9}")]), 403);
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(
+        health.status, 200,
+        "the database was stopped: {}",
+        health.body
+    );
+}
+
+/// Another Unix account reaches 127.0.0.1 as easily as the developer: it gets neither the
+/// connection string nor the token.
+#[test]
+fn another_account_on_this_machine_gets_nothing_from_the_admin_routes() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: creating a second account needs root");
+        return;
+    }
+    let account = "pgharness-other";
+    if uzers::get_user_by_name(account).is_none() {
+        let created = std::process::Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                account,
+            ])
+            .status()
+            .unwrap();
+        assert!(created.success() || uzers::get_user_by_name(account).is_some());
+    }
+    let other = uzers::get_user_by_name(account).unwrap();
+    let (_workdir, serve) = serve_with(&[]);
+    let as_other = |program: &str, args: &[&str]| {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new(program)
+            .args(args)
+            .uid(other.uid())
+            .gid(other.primary_group_id())
+            .output()
+            .unwrap()
+    };
+    let url = format!("{}/api/connection/reveal", serve.api);
+    let reveal = as_other(
+        "curl",
+        &[
+            "-s",
+            "-X",
+            "POST",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            "{}",
+            "-w",
+            "\n%{http_code}",
+            &url,
+        ],
+    );
+    let answer = String::from_utf8_lossy(&reveal.stdout);
+    assert!(answer.ends_with("\n401"), "{answer}");
+    assert!(!answer.contains("postgresql://"), "{answer}");
+    let token_file = serve.home.join("admin-token");
+    let read = as_other("cat", &[token_file.to_str().unwrap()]);
+    assert!(
+        !read.status.success(),
+        "another account read the admin token"
+    );
 }

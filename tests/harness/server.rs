@@ -11,17 +11,32 @@ use crate::helpers::{
     Serve, binaries, options, pgharness, postmaster_pid, run, temporary_server, wait_until,
 };
 
-#[tokio::test]
-async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
-    let workdir = tempfile::tempdir().unwrap();
-    let home = workdir.path().join("data");
-    let first = Serve::start(workdir.path(), &home);
-    let mut connection = sqlx::PgConnection::connect(&first.url()).await.unwrap();
+/// A committed row in `serve`'s database: a `notes` table holding 'kept'.
+async fn write_note(serve: &Serve) {
+    let mut connection = sqlx::PgConnection::connect(&serve.url()).await.unwrap();
     sqlx::raw_sql("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept')")
         .execute(&mut connection)
         .await
         .unwrap();
     connection.close().await.unwrap();
+}
+
+async fn read_note(serve: &Serve) -> String {
+    let mut connection = sqlx::PgConnection::connect(&serve.url()).await.unwrap();
+    let body = sqlx::query_scalar("SELECT body FROM notes")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+    body
+}
+
+#[tokio::test]
+async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let home = workdir.path().join("data");
+    let first = Serve::start(workdir.path(), &home);
+    write_note(&first).await;
     let killed_postmaster = postmaster_pid(&home).unwrap();
 
     first.signal(Signal::KILL);
@@ -32,13 +47,7 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
         !is_postgres(killed_postmaster) || postmaster_pid(&home) == Some(killed_postmaster),
         "the killed run's server is still running beside the new one"
     );
-    let mut connection = sqlx::PgConnection::connect(&second.url()).await.unwrap();
-    let body: String = sqlx::query_scalar("SELECT body FROM notes")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
-    assert_eq!(body, "kept");
-    connection.close().await.unwrap();
+    assert_eq!(read_note(&second).await, "kept");
     let postmaster = postmaster_pid(&home).unwrap();
     second.signal(Signal::TERM);
     wait_until(Duration::from_secs(10), "postgres to stop", || {
@@ -49,7 +58,7 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
 
 #[test]
 fn sigterm_stops_serve_and_its_server() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let home = workdir.path().join("data");
     let mut serve = Serve::start(workdir.path(), &home);
     let postmaster = postmaster_pid(&home).unwrap();
@@ -63,7 +72,7 @@ fn sigterm_stops_serve_and_its_server() {
 
 #[test]
 fn check_attaches_to_the_server_a_running_serve_owns() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let home = workdir.path().join("data");
     let serve = Serve::start(workdir.path(), &home);
     let postmaster = postmaster_pid(&home).unwrap();
@@ -101,7 +110,7 @@ fn check_attaches_to_the_server_a_running_serve_owns() {
 async fn a_configured_port_in_use_is_reported_with_the_fix() {
     let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let home = tempfile::tempdir().unwrap();
+    let home = pgharness::platform::files::scratch_dir().unwrap();
     let mut options = options(home.path());
     options.port = Some(port);
     let error = EmbeddedServer::start(&binaries().await, &options)
@@ -156,7 +165,7 @@ async fn its_own_connections_go_through_a_unix_socket_while_its_url_still_works_
 
 #[tokio::test]
 async fn a_home_too_deep_for_a_socket_path_is_served_over_tcp() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let home = workdir.path().join("d".repeat(100));
     let server = EmbeddedServer::start(&binaries().await, &options(&home))
         .await
@@ -206,16 +215,15 @@ async fn a_restarted_server_keeps_its_data_and_password() {
     server.stop().await.unwrap();
 }
 
-/// Where user namespaces are forbidden, root falls back to an unprivileged account.
+/// As root, PostgreSQL runs as an unprivileged account, binaries and data wherever it can
+/// reach them.
 #[tokio::test]
-async fn as_root_without_user_namespaces_the_server_runs_as_an_unprivileged_account() {
+async fn as_root_the_server_runs_as_an_unprivileged_account() {
     if !rustix::process::geteuid().is_root() {
         eprintln!("skipped: only meaningful as root");
         return;
     }
-    // The account must reach the binaries and the data: keep both outside root's home.
-    let workdir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(workdir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let installation = workdir.path().join("postgresql");
     let copied = std::process::Command::new("cp")
         .arg("-a")
@@ -230,7 +238,6 @@ async fn as_root_without_user_namespaces_the_server_runs_as_an_unprivileged_acco
     let mut command = pgharness(workdir.path());
     command
         .arg("check")
-        .env("PGHARNESS_ROOT_STRATEGY", "account")
         .env("PGHARNESS_PG_BIN_DIR", installation.join("bin"))
         .env("PGHARNESS_DATA_DIR", &home);
     let output = run(command);
@@ -245,6 +252,121 @@ async fn as_root_without_user_namespaces_the_server_runs_as_an_unprivileged_acco
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&metadata), owner);
 }
 
+/// The uids of `/proc/<pid>/status` (real, effective, saved, file system).
+fn uids(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Uid:"))
+        .unwrap()
+        .split_whitespace()
+        .map(|uid| uid.parse().unwrap())
+        .collect()
+}
+
+/// What a superuser of the database runs on the host (`COPY … TO PROGRAM`) acts as that
+/// account, never as root: root's own files stay closed to it.
+#[tokio::test]
+async fn as_root_postgresql_never_acts_as_uid_0() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only meaningful as root");
+        return;
+    }
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let home = workdir.path().join("data");
+    let serve = Serve::start(workdir.path(), &home);
+    let postmaster = postmaster_pid(&home).unwrap();
+    let postmaster_uids = uids(postmaster);
+    assert!(
+        postmaster_uids.iter().all(|&uid| uid != 0),
+        "the postmaster runs with uids {postmaster_uids:?}"
+    );
+
+    let secret = workdir.path().join("root-only");
+    std::fs::write(&secret, "root's secret\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut connection = sqlx::PgConnection::connect(&serve.url()).await.unwrap();
+    let read = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE TEMP TABLE leak (line text); COPY leak FROM PROGRAM 'cat {}'",
+        secret.display()
+    )))
+    .execute(&mut connection)
+    .await;
+    let error = read.expect_err("a program run by PostgreSQL read a root-only file");
+    assert!(error.to_string().contains("program"), "{error}");
+    let appended = workdir.path().join("root-owned");
+    std::fs::write(&appended, "").unwrap();
+    let written = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "COPY (SELECT 1) TO PROGRAM 'cat >> {}'",
+        appended.display()
+    )))
+    .execute(&mut connection)
+    .await;
+    assert!(
+        written.is_err(),
+        "a program run by PostgreSQL wrote a root-owned file"
+    );
+    assert_eq!(std::fs::read_to_string(&appended).unwrap(), "");
+    connection.close().await.unwrap();
+}
+
+/// A data directory whose files belong to root (as a server run inside a user namespace left
+/// them) is handed to the server's account at the next start, every row kept.
+#[tokio::test]
+async fn as_root_a_data_directory_owned_by_root_is_handed_over_with_its_rows() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only meaningful as root");
+        return;
+    }
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let home = workdir.path().join("data");
+    let first = Serve::start(workdir.path(), &home);
+    write_note(&first).await;
+    drop(first);
+    let chowned = std::process::Command::new("chown")
+        .args(["-R", "root:root"])
+        .arg(&home)
+        .status()
+        .unwrap();
+    assert!(chowned.success());
+
+    let second = Serve::start(workdir.path(), &home);
+    assert_eq!(read_note(&second).await, "kept");
+    let owner = uzers::get_user_by_name("nobody").unwrap().uid();
+    let metadata = std::fs::metadata(home.join("pgdata/base")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&metadata), owner);
+    let password = std::fs::metadata(home.join("password")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&password),
+        0,
+        "the password file was handed to the server's account"
+    );
+}
+
+/// A data directory the server's account cannot reach is refused before PostgreSQL starts,
+/// naming the directory in the way and the setting to change.
+#[test]
+fn as_root_a_data_directory_the_account_cannot_reach_is_refused_with_the_fix() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: only meaningful as root");
+        return;
+    }
+    let closed = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(closed.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut command = pgharness(closed.path());
+    command
+        .arg("check")
+        .env("PGHARNESS_DATA_DIR", closed.path().join("data"));
+    let output = run(command);
+    assert!(!output.success);
+    let text = format!("{}{}", output.stdout, output.stderr);
+    assert!(
+        text.contains("PGHARNESS_DATA_DIR") && text.contains(&closed.path().display().to_string()),
+        "{text}"
+    );
+    assert!(!closed.path().join("data").exists(), "{text}");
+}
+
 #[rstest::rstest]
 #[case::by_default(&[], true)]
 #[case::unless_turned_off(&[("PGHARNESS_AUTO_MIGRATE", "false")], false)]
@@ -253,7 +375,7 @@ async fn serve_applies_pending_migrations_at_start(
     #[case] variables: &[(&str, &str)],
     #[case] applied: bool,
 ) {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let serve = Serve::start_with(workdir.path(), &workdir.path().join("data"), variables);
     let mut connection = sqlx::PgConnection::connect(&serve.url()).await.unwrap();
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('users') IS NOT NULL")
@@ -266,7 +388,7 @@ async fn serve_applies_pending_migrations_at_start(
 
 #[tokio::test]
 async fn serve_answers_http_and_logs_each_request_to_rolling_files() {
-    let workdir = tempfile::tempdir().unwrap();
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let logs = workdir.path().join("logs");
     let mut serve = Serve::start_with(
         workdir.path(),

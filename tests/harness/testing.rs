@@ -158,7 +158,7 @@ async fn a_missing_fixture_names_the_file_and_the_folder() {
 
 #[tokio::test]
 async fn a_failing_fixture_names_the_file_and_line_and_fixtures_apply_in_order() {
-    let folder = tempfile::tempdir().unwrap();
+    let folder = pgharness::platform::files::scratch_dir().unwrap();
     std::fs::write(
         folder.path().join("first.sql"),
         "CREATE TABLE notes (body text);\n",
@@ -207,7 +207,7 @@ async fn a_failing_fixture_names_the_file_and_line_and_fixtures_apply_in_order()
 
 #[tokio::test]
 async fn another_crate_points_the_harness_at_its_own_migrations() {
-    let folder = tempfile::tempdir().unwrap();
+    let folder = pgharness::platform::files::scratch_dir().unwrap();
     std::fs::write(
         folder.path().join("1_orders.up.sql"),
         "CREATE TABLE orders (id int);",
@@ -397,8 +397,8 @@ async fn databases(admin: &mut sqlx::PgConnection) -> Vec<String> {
 /// test process runs leaves the newest templates (3 per crate), and nothing else.
 #[tokio::test]
 async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_templates() {
-    let run_dir = tempfile::tempdir().unwrap();
-    let sets = tempfile::tempdir().unwrap();
+    let run_dir = pgharness::platform::files::scratch_dir().unwrap();
+    let sets = pgharness::platform::files::scratch_dir().unwrap();
     let directory = run_dir.path().to_str().unwrap().to_owned();
     for set in 0..4 {
         let migrations = sets.path().join(set.to_string());
@@ -463,7 +463,7 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
 
 #[test]
 fn a_killed_runs_server_stops_after_the_idle_timeout() {
-    let run_dir = tempfile::tempdir().unwrap();
+    let run_dir = pgharness::platform::files::scratch_dir().unwrap();
     let directory = run_dir.path().to_str().unwrap();
     let mut killed = helper_process(
         "helper_report_the_shared_server",
@@ -488,7 +488,7 @@ fn a_killed_runs_server_stops_after_the_idle_timeout() {
 // `pgharness testdb` starts it again to reach them.
 #[test]
 fn testdb_reaches_a_kept_database_after_the_idle_server_has_stopped() {
-    let run_dir = tempfile::tempdir().unwrap();
+    let run_dir = pgharness::platform::files::scratch_dir().unwrap();
     let variables = [
         ("PGHARNESS_TEST_DIR", run_dir.path().to_str().unwrap()),
         ("PGHARNESS_TEST_IDLE_SECONDS", "1"),

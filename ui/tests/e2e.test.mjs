@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,8 +15,11 @@ const here = dirname(fileURLToPath(import.meta.url));
 const binary = process.env.PGHARNESS_BIN ?? join(here, "../../target/debug/pgharness");
 const output = join(here, "../test-output");
 const dataDir = mkdtempSync(join(tmpdir(), "pgharness-e2e-"));
+// As root, PostgreSQL runs as an unprivileged account that must pass through this directory.
+chmodSync(dataDir, 0o711);
 let server;
 let base;
+let adminToken;
 let browser;
 let page;
 
@@ -28,14 +31,16 @@ before(async () => {
       PGHARNESS_FIXTURES_DIR: join(here, "../../fixtures") },
     stdio: ["ignore", "pipe", "inherit"],
   });
-  base = await new Promise((resolve, reject) => {
+  const link = await new Promise((resolve, reject) => {
     server.once("exit", (code) => reject(new Error(`pgharness serve exited with ${code}`)));
     const lines = createInterface({ input: server.stdout });
     lines.on("line", (line) => {
-      const found = line.match(/^API and UI at (http:\/\/\S+?)\/?\s/);
-      if (found) resolve(found[1]);
+      const found = line.match(/^API and UI at (http:\/\/\S+)\s/);
+      if (found) resolve(new URL(found[1]));
     });
   });
+  base = link.origin;
+  adminToken = link.searchParams.get("token");
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -47,6 +52,9 @@ before(async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: base });
   page = await context.newPage();
+  // The link serve printed: its token becomes the admin cookie of this browser.
+  await page.goto(`${base}/?token=${adminToken}`);
+  assert.equal(new URL(page.url()).search, "", "the token stayed in the address bar");
 });
 
 after(async () => {
@@ -60,7 +68,7 @@ after(async () => {
 });
 
 async function api(method, path) {
-  const response = await fetch(`${base}${path}`, { method });
+  const response = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${adminToken}` } });
   return response.json();
 }
 
@@ -427,4 +435,21 @@ test("first paint of every screen, and the size of the UI's script and style (pr
   let total = 0;
   for (const asset of ["/app.js", "/app.css", "/"]) total += (await (await fetch(`${base}${asset}`)).arrayBuffer()).byteLength;
   console.log(`first contentful paint: ${measured.join(", ")}; HTML+JS+CSS ${(total / 1024).toFixed(1)} kB`);
+});
+
+test("a browser without the printed link sees the screens read-only, each admin button saying why", async () => {
+  const stranger = await browser.newContext();
+  const other = await stranger.newPage();
+  await other.goto(`${base}/#/connection`);
+  await other.locator("#admin-note:not([hidden])").waitFor();
+  assert.match(await other.locator("#admin-note").textContent(), /pgharness url/);
+  for (const id of ["copy-connection", "stop-database", "reset-database"]) {
+    const control = other.locator(`#${id}`);
+    assert.ok(await control.isDisabled(), `${id} is enabled without the admin token`);
+    assert.match(await control.getAttribute("title"), /admin token/);
+  }
+  const reveal = await other.evaluate(async () => (await fetch("/api/connection/reveal", { method: "POST" })).status);
+  assert.equal(reveal, 401);
+  await other.screenshot({ path: join(output, "read-only.png") });
+  await stranger.close();
 });

@@ -213,7 +213,7 @@ fn write(dir: &Path, name: &str, sql: &str) {
 
 #[tokio::test]
 async fn an_up_migration_without_its_down_script_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = pgharness::platform::files::scratch_dir().unwrap();
     write(
         dir.path(),
         "20260101000001_things.up.sql",
@@ -233,7 +233,7 @@ async fn an_up_migration_without_its_down_script_is_refused() {
 
 #[tokio::test]
 async fn a_failing_migration_names_file_and_line_and_no_cli() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = pgharness::platform::files::scratch_dir().unwrap();
     write(
         dir.path(),
         "20260101000001_broken.up.sql",
