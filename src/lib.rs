@@ -53,3 +53,8 @@ pub use harness::{Harness, HarnessError, Stack, StackError};
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The Rust examples of `docs/testing.md`, compiled by `cargo test`.
+#[doc = include_str!("../docs/testing.md")]
+#[cfg(doctest)]
+pub struct TestingGuideDoctests;
