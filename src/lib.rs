@@ -12,7 +12,14 @@
 //! - [`migrations`]: schema migrations, and the drift check (feature `server`);
 //! - [`fixtures`]: SQL fixture files, for test databases and the dev database;
 //! - [`api`]: the HTTP API (feature `server`);
-//! - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);
+#![cfg_attr(
+    feature = "testing",
+    doc = " - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);"
+)]
+#![cfg_attr(
+    not(feature = "testing"),
+    doc = " - `testing`: a migrated database per test, for `cargo test` (feature `testing`);"
+)]
 //! - [`test_server`]: the server those databases live on, shared by a test run;
 //! - [`harness`]: all of it started and stopped as one (feature `server`).
 //!
