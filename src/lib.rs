@@ -12,7 +12,14 @@
 //! - [`migrations`]: schema migrations, and the drift check (feature `server`);
 //! - [`fixtures`]: SQL fixture files, for test databases and the dev database;
 //! - [`api`]: the HTTP API (feature `server`);
-//! - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);
+#![cfg_attr(
+    feature = "testing",
+    doc = " - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);"
+)]
+#![cfg_attr(
+    not(feature = "testing"),
+    doc = " - `testing`: a migrated database per test, for `cargo test` (feature `testing`);"
+)]
 //! - [`test_server`]: the server those databases live on, shared by a test run;
 //! - [`harness`]: all of it started and stopped as one (feature `server`).
 //!
@@ -53,3 +60,8 @@ pub use harness::{Harness, HarnessError, Stack, StackError};
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
+
+/// The Rust examples of `docs/testing.md`, compiled by `cargo test`.
+#[doc = include_str!("../docs/testing.md")]
+#[cfg(doctest)]
+pub struct TestingGuideDoctests;

@@ -15,7 +15,7 @@ use pgharness::{Harness, HarnessError, Stack, StackError, check, telemetry};
 use secrecy::ExposeSecret as _;
 
 // With glibc's allocator the API spent a sixth more user-space instructions per request (`cargo
-// bench --bench api`, README): tokio often frees on another thread than the one that allocated.
+// bench --bench api`): tokio often frees on another thread than the one that allocated.
 #[cfg(target_os = "linux")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

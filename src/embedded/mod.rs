@@ -223,7 +223,7 @@ const SOCKET_PATH_MAX: usize = 103;
 /// Where the server also listens on a Unix socket: its home, on Unix, when the socket's path
 /// (`<home>/.s.PGSQL.<port>`) fits and `PGHARNESS_PG_CONF` does not choose socket directories
 /// itself. Local connections through it cost the server and this process about a fifth less
-/// CPU than TCP over loopback (README, Benchmarks).
+/// CPU than TCP over loopback (`cargo bench --bench api`).
 fn socket_dir_for(options: &ServerOptions) -> Option<PathBuf> {
     let home = options.home.to_str()?;
     let fits = home.len() + "/.s.PGSQL.65535".len() <= SOCKET_PATH_MAX;
