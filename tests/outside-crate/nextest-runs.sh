@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's acceptance, with real runs: 5 `cargo nextest run`s of this crate on 3 migration sets
+# Real runs: 5 `cargo nextest run`s of this crate on 3 migration sets
 # (its own migrations plus one of three extra tables), then the shared server must hold no
 # `_building` database, at most PGHARNESS_TEST_TEMPLATES (3) templates (this crate's most recently
 # used; its tests build others too, with fixtures baked in or their own migrations), and
@@ -7,6 +7,8 @@
 set -euo pipefail
 
 work=$(mktemp -d)
+# As root, PostgreSQL runs as an unprivileged account that must pass through it.
+chmod 711 "$work"
 # The server stops 5 s after the last test process; the files go once it has.
 cleanup() {
   for _ in $(seq 1 40); do [ -e "$work/run/state.json" ] || break; sleep 0.5; done
