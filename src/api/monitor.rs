@@ -68,6 +68,8 @@ pub enum EventKind {
     ServerCrashed,
     /// The embedded server was started again after it exited unexpectedly.
     ServerRecovered,
+    /// The pgharness that ran the embedded server stopped, and this one took the server over.
+    ServerTakenOver,
     /// The database answers again after an outage.
     DatabaseRecovered,
     /// The database stopped answering.
@@ -177,6 +179,7 @@ struct Previous {
     pool: Option<PoolStats>,
     reachable: Option<bool>,
     crashes_and_recoveries: (u64, u64),
+    takeovers: u64,
 }
 
 struct Sampler {
@@ -271,6 +274,14 @@ impl Sampler {
                 "the embedded server runs again on the same data and port",
             );
         }
+        let takeovers = server.map_or(0, EmbeddedServer::takeovers);
+        if takeovers > self.previous.takeovers {
+            monitor.record(
+                EventKind::ServerTakenOver,
+                "the pgharness that ran the embedded server stopped; this one took the server \
+                 over and runs it now, on the same data and port",
+            );
+        }
         let reachable = check.latency_ms.is_some();
         match (self.previous.reachable, reachable) {
             (Some(true), false) => monitor.record(
@@ -289,6 +300,7 @@ impl Sampler {
             pool: Some(pool),
             reachable: Some(reachable),
             crashes_and_recoveries,
+            takeovers,
         };
     }
 

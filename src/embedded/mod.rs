@@ -249,7 +249,8 @@ pub struct EmbeddedServer {
     socket_dir: Option<PathBuf>,
     password: SecretString,
     database: String,
-    role: Role,
+    /// Owner or attached; an attached process becomes the owner when the owner stops.
+    role: Mutex<Role>,
     options: ServerOptions,
     /// Whether the server is meant to run: set by start and resume, cleared by pause and stop.
     running: AtomicBool,
@@ -258,7 +259,9 @@ pub struct EmbeddedServer {
     /// Unexpected exits seen, and restarts after them (for the events timeline).
     crashes: AtomicU64,
     recoveries: AtomicU64,
-    /// Serialises stop, pause, resume and crash recovery.
+    /// Times this process took the server over from an owner that stopped.
+    takeovers: AtomicU64,
+    /// Serialises stop, pause, resume, crash recovery and takeover.
     control: tokio::sync::Mutex<()>,
 }
 
@@ -287,22 +290,26 @@ impl EmbeddedServer {
                 privilege.hand_over(&server_files)?;
             }
         }
-        let lock_path = home.join("harness.lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| io_error("cannot open", &lock_path, source))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Self::attach(binaries, privilege, options).await;
+        // Owner or attached: a process racing the owner's shutdown waits for it to finish, then
+        // takes the data directory over, instead of attaching to a server about to go.
+        let deadline = Instant::now() + ATTACH_TIMEOUT;
+        let lock = loop {
+            if let Some(lock) = try_lock_home(home)? {
+                break lock;
             }
-            Err(std::fs::TryLockError::Error(source)) => {
-                return Err(io_error("cannot lock", &lock_path, source));
+            if let Some(server) = Self::try_attach(binaries, &privilege, options).await? {
+                return Ok(server);
             }
-        }
+            if Instant::now() > deadline {
+                return Err(ServerError::AttachTimeout {
+                    owner: read_state(home)
+                        .map_or_else(|| "unknown".to_owned(), |state| state.owner_pid.to_string()),
+                    path: home.clone(),
+                    seconds: ATTACH_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         let state_path = home.join("server.json");
         let _ = std::fs::remove_file(&state_path);
 
@@ -330,79 +337,85 @@ impl EmbeddedServer {
             socket_dir: socket_dir_for(options),
             password,
             database: options.database.clone(),
-            role: Role::Owner { lock },
+            role: Mutex::new(Role::Owner { lock }),
             options: options.clone(),
             running: AtomicBool::new(false),
             outage: Mutex::new(None),
             crashes: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
+            takeovers: AtomicU64::new(0),
             control: tokio::sync::Mutex::new(()),
         };
         server.start_postgres(options).await?;
-        let state = ServerState {
-            port: server.port,
-            owner_pid: std::process::id(),
-            socket_dir: server.socket_dir.clone(),
-        };
-        let state_json = serde_json::to_vec(&state).unwrap_or_default();
-        write_private(&state_path, &state_json)?;
+        server.write_state()?;
         server.ensure_database().await?;
         Ok(server)
     }
 
-    async fn attach(
+    /// `server.json`: this process owns the server on its port.
+    fn write_state(&self) -> Result<(), ServerError> {
+        let state = ServerState {
+            port: self.port,
+            owner_pid: std::process::id(),
+            socket_dir: self.socket_dir.clone(),
+        };
+        write_private(
+            &self.home.join("server.json"),
+            &serde_json::to_vec(&state).unwrap_or_default(),
+        )
+    }
+
+    /// Attaches to the server another process owns, once it reports it ready; `None` while
+    /// there is none to attach to (it is starting, or its owner is stopping it).
+    async fn try_attach(
         binaries: &Binaries,
-        privilege: Privilege,
+        privilege: &Privilege,
         options: &ServerOptions,
-    ) -> Result<Self, ServerError> {
-        let state_path = options.home.join("server.json");
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        let state = loop {
-            if let Some(state) = std::fs::read(&state_path)
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<ServerState>(&bytes).ok())
-            {
-                break state;
-            }
-            if Instant::now() > deadline {
-                return Err(ServerError::AttachTimeout {
-                    owner: "unknown".to_owned(),
-                    path: options.home.clone(),
-                    seconds: ATTACH_TIMEOUT.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+    ) -> Result<Option<Self>, ServerError> {
+        let Some(state) = read_state(&options.home) else {
+            return Ok(None);
         };
         let password = read_password(&options.home.join("password")).ok_or_else(|| {
             ServerError::MissingPassword {
                 path: options.home.clone(),
             }
         })?;
-        info!(
-            port = state.port,
-            owner_pid = state.owner_pid,
-            "attached to the embedded server run by another pgharness"
-        );
         let server = Self {
             binaries: binaries.clone(),
-            privilege,
+            privilege: privilege.clone(),
             home: options.home.clone(),
             port: state.port,
             socket_dir: state.socket_dir,
             password,
             database: options.database.clone(),
-            role: Role::Attached {
+            role: Mutex::new(Role::Attached {
                 owner_pid: state.owner_pid,
-            },
+            }),
             options: options.clone(),
             running: AtomicBool::new(true),
             outage: Mutex::new(None),
             crashes: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
+            takeovers: AtomicU64::new(0),
             control: tokio::sync::Mutex::new(()),
         };
-        server.ensure_database().await?;
-        Ok(server)
+        match server.ensure_database().await {
+            Ok(()) => {}
+            // Its owner is stopping it: wait, then take over or attach to the next one.
+            Err(ServerError::Database { source, .. })
+                if crate::database::is_connection_lost(&source) =>
+            {
+                debug!(%source, "the server to attach to went away; waiting for its owner");
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        }
+        info!(
+            port = state.port,
+            owner_pid = state.owner_pid,
+            "attached to the embedded server run by another pgharness"
+        );
+        Ok(Some(server))
     }
 
     async fn start_postgres(&mut self, options: &ServerOptions) -> Result<(), ServerError> {
@@ -575,7 +588,7 @@ impl EmbeddedServer {
     /// `Some(pid)` when another process owns the server this one attached to.
     #[must_use]
     pub fn owner_pid(&self) -> Option<u32> {
-        match self.role {
+        match *self.role.lock().unwrap_or_else(PoisonError::into_inner) {
             Role::Owner { .. } => None,
             Role::Attached { owner_pid } => Some(owner_pid),
         }
@@ -614,12 +627,17 @@ impl EmbeddedServer {
         *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = cause;
     }
 
-    /// Watches an owned server until it is dropped: if its postmaster exits unexpectedly
-    /// (killed, out of memory), logs it and starts it again on the same data and port.
+    /// How many times this process took the server over from an owner that stopped.
+    #[must_use]
+    pub fn takeovers(&self) -> u64 {
+        self.takeovers.load(Ordering::SeqCst)
+    }
+
+    /// Watches the server until this value is dropped. Owned: if its postmaster exits
+    /// unexpectedly (killed, out of memory), logs it and starts it again on the same data and
+    /// port. Attached: when the owner stops (cleanly or killed), takes the data directory over
+    /// and runs the server itself.
     pub fn supervise(self: &Arc<Self>) {
-        if self.owner_pid().is_some() {
-            return;
-        }
         let server = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
@@ -627,9 +645,82 @@ impl EmbeddedServer {
                 let Some(server) = Weak::upgrade(&server) else {
                     return;
                 };
-                server.recover_if_crashed().await;
+                if server.owner_pid().is_some() {
+                    server.take_over_if_owner_left().await;
+                } else {
+                    server.recover_if_crashed().await;
+                }
             }
         });
+    }
+
+    /// Attached: once no process holds the data directory's lock, its owner is gone; this one
+    /// takes the lock and runs the server (the one a killed owner left running, or a new start
+    /// on the same port). Another process that took over first becomes the owner named.
+    async fn take_over_if_owner_left(&self) {
+        if !self.running.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(_guard) = self.control.try_lock() else {
+            return;
+        };
+        let Some(previous_owner) = self.owner_pid() else {
+            return;
+        };
+        let lock = match try_lock_home(&self.home) {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                if let Some(state) = read_state(&self.home)
+                    && state.owner_pid != previous_owner
+                    && state.port == self.port
+                {
+                    *self.role.lock().unwrap_or_else(PoisonError::into_inner) = Role::Attached {
+                        owner_pid: state.owner_pid,
+                    };
+                }
+                return;
+            }
+            Err(error) => {
+                warn!(%error, "cannot tell whether the embedded server's owner is still running");
+                return;
+            }
+        };
+        let cause = format!(
+            "the pgharness that ran the embedded server (pid {previous_owner}) stopped; this one \
+             is taking the server over"
+        );
+        if self.outage().is_none() {
+            warn!("{cause}");
+        }
+        self.set_outage(Some(cause));
+        let started = if self.postmaster_alive() {
+            // Left running by an owner that was killed: keep serving it as it is.
+            Ok(())
+        } else {
+            self.start_on_same_port().await
+        };
+        let result = started.and_then(|()| {
+            *self.role.lock().unwrap_or_else(PoisonError::into_inner) = Role::Owner { lock };
+            self.write_state()
+        });
+        match result {
+            Ok(()) => {
+                info!(
+                    port = self.port,
+                    previous_owner, "took over the embedded server from a pgharness that stopped"
+                );
+                self.takeovers.fetch_add(1, Ordering::SeqCst);
+                self.set_outage(None);
+            }
+            Err(failure) => {
+                // The lock is released with `lock` (or kept as owner, who retries as after a
+                // crash): the next check tries again.
+                self.set_outage(Some(format!(
+                    "the pgharness that ran the embedded server (pid {previous_owner}) stopped, \
+                     and the server does not start here: {failure}"
+                )));
+            }
+        }
     }
 
     async fn recover_if_crashed(&self) {
@@ -709,7 +800,7 @@ impl EmbeddedServer {
         self.pause().await?;
         let _ = std::fs::remove_file(self.home.join("server.json"));
         // The data directory is free for the next owner from now on, even while this value lives.
-        if let Role::Owner { lock } = &self.role {
+        if let Role::Owner { lock } = &*self.role.lock().unwrap_or_else(PoisonError::into_inner) {
             let _ = lock.unlock();
         }
         Ok(())
@@ -767,15 +858,26 @@ impl EmbeddedServer {
         self.running.store(false, Ordering::SeqCst);
     }
 
-    /// The command that stops this server, wrapped as this process's privilege needs.
+    /// The command that stops this server, run as this process's privilege needs.
     #[must_use]
     pub fn stop_command(&self) -> std::process::Command {
+        let (program, args) = self.stop_program();
+        self.privilege
+            .command(&program, &args, &self.stop_builder().get_envs())
+    }
+
+    /// The program and arguments that stop this server, for a process that runs them later
+    /// as [`EmbeddedServer::privilege`] says (the test server's watchdog).
+    #[must_use]
+    pub fn stop_program(&self) -> (PathBuf, Vec<std::ffi::OsString>) {
         let builder = self.stop_builder();
-        self.privilege.command(
-            &builder.get_program_file(),
-            &builder.get_args(),
-            &builder.get_envs(),
-        )
+        (builder.get_program_file(), builder.get_args())
+    }
+
+    /// How PostgreSQL's commands run here (as root: as which account).
+    #[must_use]
+    pub fn privilege(&self) -> &Privilege {
+        &self.privilege
     }
 
     fn stop_builder(&self) -> PgCtlBuilder {
@@ -912,6 +1014,29 @@ pub fn adopt_data_dir_from_roots_home(data_dir: &Path) -> Result<(), ServerError
         "moved the data directory out of root's home, where PostgreSQL's account cannot reach it"
     );
     Ok(())
+}
+
+/// The data directory's lock (`harness.lock`), when no other process holds it.
+fn try_lock_home(home: &Path) -> Result<Option<File>, ServerError> {
+    let lock_path = home.join("harness.lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| io_error("cannot open", &lock_path, source))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(source)) => {
+            Err(io_error("cannot lock", &lock_path, source))
+        }
+    }
+}
+
+/// `server.json`, when a server has been reported ready.
+fn read_state(home: &Path) -> Option<ServerState> {
+    serde_json::from_slice(&std::fs::read(home.join("server.json")).ok()?).ok()
 }
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> ServerError {

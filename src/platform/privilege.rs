@@ -34,7 +34,7 @@ impl Default for RootSettings {
 }
 
 /// How PostgreSQL's commands are run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Privilege {
     /// Not root: run the commands as they are.
     Direct,

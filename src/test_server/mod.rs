@@ -247,7 +247,8 @@ async fn start(dir: &Path) -> Result<DatabaseUrl, TestServerError> {
     )?;
     watchdog::spawn(
         dir,
-        &server.stop_command(),
+        &server.stop_program(),
+        server.privilege(),
         TestSettings::get().idle_seconds,
     )
     .map_err(io("cannot start the watchdog of", dir))?;

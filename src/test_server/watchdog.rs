@@ -9,30 +9,48 @@
 
 use std::ffi::OsString;
 use std::fs::{File, TryLockError};
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
+use crate::platform::privilege::Privilege;
 use crate::platform::process;
 
 /// The run directory to watch; set only in the watchdog's environment.
 const WATCHDOG_DIR: &str = "PGHARNESS_TEST_WATCHDOG_DIR";
-/// The command that stops the server (program, then arguments), as JSON.
+/// The command that stops the server ([`Stop`]), as JSON.
 const WATCHDOG_STOP: &str = "PGHARNESS_TEST_WATCHDOG_STOP";
 /// Seconds without a user before the server is stopped.
 const WATCHDOG_IDLE: &str = "PGHARNESS_TEST_WATCHDOG_IDLE";
 
-/// Starts the watchdog of the server in `dir`, which `stop` stops.
+/// What stops the server: a program, its arguments, and who runs it (as root, the server's
+/// unprivileged account: `pg_ctl` refuses root).
+#[derive(Serialize, Deserialize)]
+struct Stop {
+    program: PathBuf,
+    args: Vec<OsString>,
+    privilege: Privilege,
+}
+
+/// Starts the watchdog of the server in `dir`, which `program` with `args` stops, run as
+/// `privilege` says.
 ///
 /// # Errors
 ///
 /// The I/O error of starting it.
-pub(super) fn spawn(dir: &Path, stop: &Command, idle_seconds: u64) -> std::io::Result<()> {
-    let stop: Vec<String> = std::iter::once(stop.get_program())
-        .chain(stop.get_args())
-        .map(|word| word.to_string_lossy().into_owned())
-        .collect();
-    let mut command = Command::new(process::detachable_current_exe(dir)?);
+pub(super) fn spawn(
+    dir: &Path,
+    (program, args): &(PathBuf, Vec<OsString>),
+    privilege: &Privilege,
+    idle_seconds: u64,
+) -> std::io::Result<()> {
+    let stop = Stop {
+        program: program.clone(),
+        args: args.clone(),
+        privilege: privilege.clone(),
+    };
+    let mut command = std::process::Command::new(process::detachable_current_exe(dir)?);
     command
         .current_dir(dir)
         .env(WATCHDOG_DIR, dir)
@@ -48,22 +66,18 @@ fn watch_if_started_as_watchdog() {
     let Some(dir) = std::env::var_os(WATCHDOG_DIR) else {
         return;
     };
-    let stop: Vec<OsString> = std::env::var(WATCHDOG_STOP)
+    let stop = std::env::var(WATCHDOG_STOP)
         .ok()
-        .and_then(|json| serde_json::from_str::<Vec<String>>(&json).ok())
-        .unwrap_or_default()
-        .into_iter()
-        .map(OsString::from)
-        .collect();
+        .and_then(|json| serde_json::from_str::<Stop>(&json).ok());
     let idle_seconds = std::env::var(WATCHDOG_IDLE)
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(10);
-    watch(Path::new(&dir), &stop, idle_seconds);
+    watch(Path::new(&dir), stop.as_ref(), idle_seconds);
     std::process::exit(0);
 }
 
-fn watch(dir: &Path, stop: &[OsString], idle_seconds: u64) {
+fn watch(dir: &Path, stop: Option<&Stop>, idle_seconds: u64) {
     let state = dir.join("state.json");
     let users = dir.join("users.lock");
     loop {
@@ -89,9 +103,10 @@ fn watch(dir: &Path, stop: &[OsString], idle_seconds: u64) {
         }
         if nobody_holds(&users) {
             let _ = std::fs::remove_file(&state);
-            if let Some((program, args)) = stop.split_first() {
-                let _ = Command::new(program)
-                    .args(args)
+            if let Some(stop) = stop {
+                let _ = stop
+                    .privilege
+                    .command(&stop.program, &stop.args, &[])
                     .env_remove(WATCHDOG_DIR)
                     .output();
             }

@@ -423,3 +423,110 @@ async fn serve_answers_http_and_logs_each_request_to_rolling_files() {
     assert_eq!(request["fields"]["status"], 200);
     assert!(request["fields"]["latency_ms"].as_f64().is_some());
 }
+
+/// `GET path` on `serve`'s API: the status and body.
+async fn get(serve: &Serve, path: &str) -> (u16, String) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match reqwest::get(format!("{}{path}", serve.api)).await {
+        Ok(answer) => (
+            answer.status().as_u16(),
+            answer.text().await.unwrap_or_default(),
+        ),
+        Err(error) => (0, error.to_string()),
+    }
+}
+
+/// Waits (up to a minute: takeover runs within seconds, slower on a loaded machine) until
+/// `serve` answers /health 200 and its timeline says it took the server over.
+async fn wait_for_takeover(serve: &Serve) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _) = get(serve, "/health").await;
+        let (_, events) = get(serve, "/api/health/events").await;
+        if status == 200 && events.contains(r#""kind":"server_taken_over""#) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no takeover: /health {status}, events {events}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A second `serve` attached to the first one's server takes it over when the first stops,
+/// whether it stops cleanly or is killed, and keeps every committed row.
+#[rstest::rstest]
+#[case::stopped_cleanly(Signal::TERM)]
+#[case::killed(Signal::KILL)]
+#[tokio::test]
+async fn an_attached_serve_takes_the_server_over_when_its_owner_stops(#[case] signal: Signal) {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let home = workdir.path().join("data");
+    let first = Serve::start(workdir.path(), &home);
+    let second = Serve::start(workdir.path(), &home);
+    assert!(
+        second
+            .startup
+            .contains("attached to the server run by pgharness pid"),
+        "{}",
+        second.startup
+    );
+    write_note(&first).await;
+    first.signal(signal);
+    drop(first);
+
+    wait_for_takeover(&second).await;
+    assert_eq!(read_note(&second).await, "kept");
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(home.join("server.json")).unwrap()).unwrap();
+    assert_eq!(state["owner_pid"], second.child.id());
+    // The new owner controls the server: no "owned by another pgharness".
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let restarted = reqwest::Client::new()
+        .post(format!("{}/api/database/restart", second.api))
+        .bearer_auth(second.admin_token.as_deref().unwrap())
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted.status(),
+        200,
+        "{}",
+        restarted.text().await.unwrap()
+    );
+    let postmaster = postmaster_pid(&home).unwrap();
+    drop(second);
+    wait_until(
+        Duration::from_secs(30),
+        "the new owner to stop its server",
+        || !is_postgres(postmaster),
+    );
+}
+
+/// A `serve` started while the owner shuts down waits for it, then runs the server itself.
+#[tokio::test]
+async fn a_serve_started_during_the_owners_shutdown_comes_up_all_the_same() {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let home = workdir.path().join("data");
+    let first = Serve::start(workdir.path(), &home);
+    write_note(&first).await;
+    let starting = std::thread::spawn({
+        let workdir = workdir.path().to_owned();
+        let home = home.clone();
+        move || Serve::start(&workdir, &home)
+    });
+    first.signal(Signal::TERM);
+    drop(first);
+    let second = starting.join().expect("the racing serve did not come up");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while get(&second, "/health").await.0 != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the racing serve never became healthy"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(read_note(&second).await, "kept");
+}
