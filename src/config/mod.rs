@@ -17,7 +17,7 @@ use crate::platform::privilege::RootSettings;
 pub use self::url::{DatabaseUrl, mask_password};
 
 /// A configuration value that cannot be used, or a combination that is refused.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ConfigError {
     /// A variable has a value that is not allowed.
     #[error("{variable}={value:?} is not valid: {reason}. Allowed: {allowed}")]
@@ -537,7 +537,8 @@ fn parse_server_settings(text: &str) -> Result<BTreeMap<String, String>, ConfigE
     Ok(settings)
 }
 
-fn parse_number<T>(
+/// `variable` as a whole number of at least `minimum`, `default` when unset.
+pub(crate) fn parse_number<T>(
     var: &impl Fn(&str) -> Option<String>,
     variable: &'static str,
     default: T,

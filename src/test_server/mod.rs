@@ -106,7 +106,7 @@ pub struct Attached {
 ///
 /// [`TestServerError`] when the server cannot be started or reached.
 pub async fn attach() -> Result<Attached, TestServerError> {
-    let settings = TestSettings::get();
+    let settings = TestSettings::load()?;
     if let Some(url) = &settings.server_url {
         let admin = DatabaseUrl::parse(url)?.with_database("postgres");
         let connection = PgConnection::connect_with(&admin.connect_options()).await?;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::config::{ConfigError, parse_number};
+
 /// `PGHARNESS_TEST_KEEP`: which test databases outlive their test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeepPolicy {
@@ -52,26 +54,46 @@ pub struct TestSettings {
 }
 
 impl TestSettings {
-    /// The settings of this process.
-    pub fn get() -> &'static Self {
-        static SETTINGS: OnceLock<TestSettings> = OnceLock::new();
-        SETTINGS.get_or_init(|| Self::from_lookup(|name| std::env::var(name).ok()))
+    /// The settings of this process, or the first variable that is refused.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the variable, its value and what is allowed.
+    pub fn load() -> Result<&'static Self, ConfigError> {
+        static SETTINGS: OnceLock<Result<TestSettings, ConfigError>> = OnceLock::new();
+        SETTINGS
+            .get_or_init(|| Self::from_lookup(|name| std::env::var(name).ok()))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
-    /// From any variable lookup.
-    #[must_use]
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Self {
+    /// The settings of this process. Every way to a test database starts with
+    /// [`attach`](super::attach), which stops at a refused value ([`TestSettings::load`]), so
+    /// the defaults this falls back to are never used for a value that was refused.
+    pub fn get() -> &'static Self {
+        static DEFAULTS: OnceLock<TestSettings> = OnceLock::new();
+        Self::load().unwrap_or_else(|_| {
+            DEFAULTS.get_or_init(|| {
+                Self::from_lookup(|name| {
+                    // Only where the tests run, none of the tunable values.
+                    matches!(name, "CARGO_MANIFEST_DIR" | "CARGO_PKG_NAME")
+                        .then(|| std::env::var(name).ok())
+                        .flatten()
+                })
+                .unwrap_or_else(|_| unreachable!("the defaults are valid"))
+            })
+        })
+    }
+
+    /// From any variable lookup, parsed as [`Config`](crate::config::Config) parses its own.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the variable, its value and what is allowed.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let var = |name: &str| lookup(name).filter(|value| !value.trim().is_empty());
-        let number = |name: &str, default: u64| {
-            var(name)
-                .and_then(|value| value.trim().parse().ok())
-                .unwrap_or(default)
-        };
-        let count = |name: &str, default: usize| {
-            var(name)
-                .and_then(|value| value.trim().parse().ok())
-                .unwrap_or(default)
-        };
+        let number = |name: &'static str, default: u64| parse_number(&var, name, default, 0);
+        let count = |name: &'static str, default: usize| parse_number(&var, name, default, 0);
         let crate_dir = var("CARGO_MANIFEST_DIR").map(PathBuf::from);
         let in_crate = |name: &str| {
             var(name).map(|dir| match &crate_dir {
@@ -80,23 +102,34 @@ impl TestSettings {
             })
         };
         let process_per_test = var("NEXTEST_EXECUTION_MODE").as_deref() == Some("process-per-test");
-        Self {
+        let keep = match var("PGHARNESS_TEST_KEEP").as_deref().map(str::trim) {
+            None | Some("failed") => KeepPolicy::Failed,
+            Some("always") => KeepPolicy::Always,
+            Some("never") => KeepPolicy::Never,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    variable: "PGHARNESS_TEST_KEEP",
+                    value: other.to_owned(),
+                    reason: "not a keep policy".to_owned(),
+                    allowed: "failed (the default), always or never".to_owned(),
+                });
+            }
+        };
+        Ok(Self {
             migrations_dir: in_crate("PGHARNESS_TEST_MIGRATIONS_DIR"),
             fixtures_dir: in_crate("PGHARNESS_TEST_FIXTURES_DIR"),
             crate_dir,
             crate_name: var("CARGO_PKG_NAME").unwrap_or_else(|| "unknown".to_owned()),
-            keep: match var("PGHARNESS_TEST_KEEP").as_deref().map(str::trim) {
-                Some("always") => KeepPolicy::Always,
-                Some("never") => KeepPolicy::Never,
-                _ => KeepPolicy::Failed,
-            },
-            keep_max: count("PGHARNESS_TEST_KEEP_MAX", 20),
-            keep_for: Duration::from_secs(number("PGHARNESS_TEST_KEEP_HOURS", 24) * 3600),
-            templates_per_crate: count("PGHARNESS_TEST_TEMPLATES", 3).max(1),
+            keep,
+            keep_max: count("PGHARNESS_TEST_KEEP_MAX", 20)?,
+            keep_for: Duration::from_secs(
+                number("PGHARNESS_TEST_KEEP_HOURS", 24)?.saturating_mul(3600),
+            ),
+            templates_per_crate: parse_number(&var, "PGHARNESS_TEST_TEMPLATES", 3, 1)?,
             prefetch: count(
                 "PGHARNESS_TEST_PREFETCH",
                 if process_per_test { 0 } else { 2 },
-            ),
+            )?,
             process_per_test,
             run_dir: var("PGHARNESS_TEST_DIR").map_or_else(
                 || {
@@ -107,9 +140,9 @@ impl TestSettings {
                 },
                 PathBuf::from,
             ),
-            idle_seconds: number("PGHARNESS_TEST_IDLE_SECONDS", 10),
+            idle_seconds: number("PGHARNESS_TEST_IDLE_SECONDS", 10)?,
             server_url: var("TEST_DATABASE_URL"),
-        }
+        })
     }
 }
 
@@ -130,4 +163,50 @@ fn default_run_parent() -> PathBuf {
         }
     }
     std::env::temp_dir()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{KeepPolicy, TestSettings};
+
+    fn settings(variables: &[(&str, &str)]) -> Result<TestSettings, crate::config::ConfigError> {
+        TestSettings::from_lookup(|name| {
+            variables
+                .iter()
+                .find(|(variable, _)| *variable == name)
+                .map(|(_, value)| (*value).to_owned())
+        })
+    }
+
+    #[test]
+    fn a_misspelt_or_negative_value_is_refused_naming_the_variable_and_what_is_allowed() {
+        let misspelt = settings(&[("PGHARNESS_TEST_KEEP", "alwyas")])
+            .unwrap_err()
+            .to_string();
+        assert!(misspelt.contains("PGHARNESS_TEST_KEEP"), "{misspelt}");
+        assert!(misspelt.contains("alwyas"), "{misspelt}");
+        assert!(misspelt.contains("always"), "{misspelt}");
+        let negative = settings(&[("PGHARNESS_TEST_PREFETCH", "-1")])
+            .unwrap_err()
+            .to_string();
+        assert!(negative.contains("PGHARNESS_TEST_PREFETCH"), "{negative}");
+        let no_templates = settings(&[("PGHARNESS_TEST_TEMPLATES", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(no_templates.contains("at least 1"), "{no_templates}");
+    }
+
+    #[test]
+    fn good_values_are_taken_and_unset_ones_default() {
+        let taken = settings(&[
+            ("PGHARNESS_TEST_KEEP", "never"),
+            ("PGHARNESS_TEST_PREFETCH", "5"),
+        ])
+        .unwrap();
+        assert_eq!(taken.keep, KeepPolicy::Never);
+        assert_eq!(taken.prefetch, 5);
+        let defaults = settings(&[]).unwrap();
+        assert_eq!(defaults.keep, KeepPolicy::Failed);
+        assert_eq!(defaults.templates_per_crate, 3);
+    }
 }
