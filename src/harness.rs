@@ -84,15 +84,11 @@ impl Harness {
                 (Some(server), url)
             }
         };
-        let admin_token = match &config.api.admin_token {
-            Some(token) => token.clone(),
-            None => crate::api::load_or_create_admin_token(&config.embedded.data_dir).map_err(
-                |source| HarnessError::AdminToken {
-                    path: config.embedded.data_dir.join("admin-token"),
-                    source,
-                },
-            )?,
-        };
+        let admin_token = crate::api::admin_token(&config.api, Some(&config.embedded.data_dir))
+            .map_err(|source| HarnessError::AdminToken {
+                path: config.embedded.data_dir.join("admin-token"),
+                source,
+            })?;
         Ok(Self::assemble(config, server, url, migrations, admin_token))
     }
 
@@ -108,10 +104,7 @@ impl Harness {
         url: DatabaseUrl,
         migrations: Migrations,
     ) -> std::io::Result<Self> {
-        let admin_token = match &config.api.admin_token {
-            Some(token) => token.clone(),
-            None => SecretString::from(crate::platform::random::alphanumeric(32)?),
-        };
+        let admin_token = crate::api::admin_token(&config.api, None)?;
         Ok(Self::assemble(config, None, url, migrations, admin_token))
     }
 

@@ -57,6 +57,35 @@ const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// and two servers on one machine have different tokens.
 const ADMIN_COOKIE_PREFIX: &str = "pgharness_admin_";
 
+/// The token that opens the admin routes: `PGHARNESS_ADMIN_TOKEN` when set; else, for an API on
+/// loopback, the one kept in `keep_in` (the data directory) when given; else one for this
+/// process only (beyond loopback without `PGHARNESS_ADMIN_TOKEN` the admin routes are closed,
+/// and nothing is written: a production container's file system may be read-only).
+///
+/// # Errors
+///
+/// The I/O error of reading or creating the kept token, or of the random source.
+pub fn admin_token(
+    settings: &ApiSettings,
+    keep_in: Option<&Path>,
+) -> std::io::Result<SecretString> {
+    if let Some(token) = &settings.admin_token {
+        return Ok(token.clone());
+    }
+    match keep_in {
+        Some(dir) if listens_on_loopback(&settings.host) => load_or_create_admin_token(dir),
+        _ => Ok(SecretString::from(crate::platform::random::alphanumeric(
+            32,
+        )?)),
+    }
+}
+
+/// Whether `host` (`APP_HOST`) is a loopback name or address.
+fn listens_on_loopback(host: &str) -> bool {
+    let host = normalise(strip_brackets(host));
+    is_loopback_name(&host) || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The admin token kept in `dir` (`admin-token`, owner-only), created with 32 random letters
 /// and digits on first use.
 ///
@@ -84,7 +113,7 @@ impl AccessPolicy {
     pub fn new(settings: &ApiSettings, local_token: &SecretString) -> Self {
         let host = normalise(strip_brackets(&settings.host));
         let address = host.parse::<IpAddr>().ok();
-        let loopback = is_loopback_name(&host) || address.is_some_and(|ip| ip.is_loopback());
+        let loopback = listens_on_loopback(&host);
         let mut allowed_hosts = settings
             .allowed_hosts
             .iter()

@@ -31,7 +31,7 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 use tracing::{Span, info, info_span};
 
-pub use self::access::{AccessPolicy, AdminGranted, load_or_create_admin_token};
+pub use self::access::{AccessPolicy, AdminGranted, admin_token, load_or_create_admin_token};
 pub use self::error::{ApiError, ApiJson, FieldError};
 pub use self::monitor::{EventKind, HISTORY, Monitor, SAMPLE_INTERVAL};
 pub use self::openapi::openapi;
