@@ -330,6 +330,43 @@ fn a_client_that_never_finishes_its_headers_or_idles_is_disconnected() {
 }
 
 #[test]
+fn connections_that_never_send_a_byte_are_answered_408_and_closed_without_starving_the_server() {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("data");
+    // 600 descriptors: 128 kept for the server itself, so fewer client slots than silent sockets.
+    let serve = Serve::spawn(pgharness_with_file_limit(workdir.path(), 600), &home, &[]);
+    let opened = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..480)
+        .map(|_| TcpStream::connect(address(&serve)).unwrap())
+        .collect();
+    // Meanwhile a client still gets an answer at once, not a hang: 503 while every slot is held.
+    let meanwhile = send(&serve, "GET", "/health/live", &[], "");
+    assert!(
+        [200, 503].contains(&meanwhile.status),
+        "{}\n{}",
+        meanwhile.head,
+        meanwhile.body
+    );
+    let ceiling = opened + Duration::from_secs(30);
+    let mut timed_out = 0;
+    for stream in &mut silent {
+        let left = ceiling.saturating_duration_since(Instant::now());
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        // Ends at the server's close; a read timeout here means the socket was kept open.
+        let answer = read_answer(stream);
+        if answer.status == 408 {
+            assert!(answer.body.contains(r#""detail":"#), "{}", answer.body);
+            timed_out += 1;
+        }
+    }
+    // The few over the cap were refused with 503 at once; every other one timed out.
+    assert!(timed_out >= 400, "{timed_out} connections answered 408");
+    assert_eq!(send(&serve, "GET", "/health/live", &[], "").status, 200);
+}
+
+#[test]
 fn with_few_file_descriptors_excess_connections_get_503_and_the_server_recovers() {
     let workdir = tempfile::tempdir().unwrap();
     let home = workdir.path().join("data");
