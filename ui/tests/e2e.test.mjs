@@ -2,40 +2,24 @@
 // chromium by playwright-core. Screenshots of each screen go to ui/test-output/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 import { createServer } from "node:http";
 import { chromium } from "playwright-core";
+import { startServe } from "./serve.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const binary = process.env.PGHARNESS_BIN ?? join(here, "../../target/debug/pgharness");
 const output = join(here, "../test-output");
-const dataDir = mkdtempSync(join(tmpdir(), "pgharness-e2e-"));
-let server;
+let serve;
 let base;
 let browser;
 let page;
 
 before(async () => {
   mkdirSync(output, { recursive: true });
-  server = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
-    cwd: dataDir,
-    env: { ...process.env, RUST_LOG: "warn", DATABASE_URL: "", PGHARNESS_DATA_DIR: join(dataDir, "data"), PGHARNESS_LOG_DIR: "off",
-      PGHARNESS_FIXTURES_DIR: join(here, "../../fixtures") },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  base = await new Promise((resolve, reject) => {
-    server.once("exit", (code) => reject(new Error(`pgharness serve exited with ${code}`)));
-    const lines = createInterface({ input: server.stdout });
-    lines.on("line", (line) => {
-      const found = line.match(/^API and UI at (http:\/\/\S+?)\/?\s/);
-      if (found) resolve(found[1]);
-    });
-  });
+  serve = await startServe();
+  base = serve.base;
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -51,12 +35,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill("SIGTERM");
-    await exited;
-  }
-  rmSync(dataDir, { recursive: true, force: true });
+  await serve?.stop();
 });
 
 async function api(method, path) {
