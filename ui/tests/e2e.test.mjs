@@ -2,7 +2,7 @@
 // chromium by playwright-core. Screenshots of each screen go to ui/test-output/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createServer } from "node:http";
@@ -146,6 +146,34 @@ test("columns sort both ways and the page exports as CSV", async () => {
   await page.locator('button.sort[data-sort="id"]').click();
 });
 
+test("exported cells that a spreadsheet would run as formulas are made text", async () => {
+  const formulas = ["=1+1", "+SUM(1,1)", "-2+3", "@SUM(A1)"];
+  const ids = [];
+  for (const [index, username] of formulas.entries()) {
+    const response = await fetch(`${base}/users`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username, email: `formula${index}@example.com` }),
+    });
+    assert.equal(response.status, 201, await response.clone().text());
+    ids.push((await response.json()).id);
+  }
+  await page.getByLabel("Search username or e-mail").fill("formula");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.locator("#user-rows tr", { hasText: "formula3@example.com" }).waitFor();
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Export page as CSV" }).click(),
+  ]);
+  const rows = readFileSync(await download.path(), "utf8").trim().split("\r\n").slice(1)
+    .map((line) => JSON.parse(`[${line}]`));
+  assert.deepEqual(rows.map((row) => row[1]).sort(), formulas.map((formula) => `'${formula}`).sort());
+  assert.ok(rows.every((row) => row[2].startsWith("formula")), JSON.stringify(rows));
+  for (const id of ids) await fetch(`${base}/users/${id}`, { method: "DELETE" });
+  await page.getByLabel("Search username or e-mail").fill("");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+});
+
 test("slow statements show the application's queries, not the migrations, unless asked", async () => {
   await page.goto(`${base}/#/connection`);
   await page.locator("#slow-queries tr", { hasText: "FROM users" }).first().waitFor();
@@ -254,7 +282,8 @@ test("Reset database empties a table that was filled, after naming the database"
   page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
   await page.getByRole("button", { name: "Reset database…" }).click();
   assert.match(asked, /Reset the database app_db\?/);
-  await page.locator("#message", { hasText: "Database app_db reset: 2 migration(s) applied" }).waitFor({ timeout: 15000 });
+  const migrations = readdirSync(join(here, "../../migrations")).filter((name) => name.endsWith(".up.sql")).length;
+  await page.locator("#message", { hasText: `Database app_db reset: ${migrations} migration(s) applied` }).waitFor({ timeout: 15000 });
   assert.equal((await api("GET", "/users")).total, 0);
   await page.goto(`${base}/#/users`);
   await page.locator("#user-rows td.empty", { hasText: "No users yet" }).waitFor();
