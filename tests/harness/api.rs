@@ -1094,6 +1094,22 @@ async fn a_fixture_is_loaded_whole_or_not_at_all_and_reset_empties_the_database(
         .call("POST", "/api/database/fixtures/..%2Ftwo", json!({}))
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // Longer than a file name can be.
+    let too_long = app
+        .call(
+            "POST",
+            &format!("/api/database/fixtures/{}", "a".repeat(252)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(too_long.status, StatusCode::NOT_FOUND, "{}", too_long.text);
+    assert_eq!(too_long.body, json!({"detail": "Fixture not found"}));
+    let spec = app.get("/openapi.json").await.body;
+    assert_eq!(
+        spec["paths"]["/api/database/fixtures/{name}"]["post"]["responses"]["404"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
 
     let loaded = app
         .call("POST", "/api/database/fixtures/two", json!({}))
