@@ -446,6 +446,43 @@ fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api(
 }
 
 #[test]
+fn a_server_that_does_not_come_back_is_reported_without_naming_its_files() {
+    let (_workdir, serve) = serve_with(&[]);
+    let postmaster = postmaster_pid(&serve.home).unwrap();
+    // Without its configuration file the server cannot start again.
+    let config = serve.home.join("pgdata/postgresql.conf");
+    std::fs::rename(&config, config.with_extension("moved")).unwrap();
+    kill_hard(postmaster);
+    // After the supervisor's 15 s of retries.
+    wait_until(
+        Duration::from_secs(60),
+        "health to report the failed restart",
+        || {
+            send(&serve, "GET", "/health", &[], "")
+                .body
+                .contains("does not start again")
+        },
+    );
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(health.status, 503);
+    wait_until(Duration::from_secs(30), "the crash on the timeline", || {
+        send(&serve, "GET", "/api/health/events", &[], "")
+            .body
+            .contains(r#""kind":"server_crashed""#)
+    });
+    let events = send(&serve, "GET", "/api/health/events", &[], "");
+    let home = serve.home.display().to_string();
+    for answer in [&health, &events] {
+        assert!(
+            !answer.body.contains(&home) && !answer.body.contains("postgresql.log"),
+            "{}",
+            answer.body
+        );
+    }
+    std::fs::rename(config.with_extension("moved"), &config).unwrap();
+}
+
+#[test]
 fn start_after_a_crash_starts_the_server_and_says_so() {
     let (_workdir, serve) = serve_with(&[]);
     let postmaster = postmaster_pid(&serve.home).unwrap();
