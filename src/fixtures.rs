@@ -110,7 +110,8 @@ pub fn digest(fixtures: &[Fixture]) -> String {
 ///
 /// # Errors
 ///
-/// [`FixtureError::Missing`] when there is no such file (or the name is not a plain name),
+/// [`FixtureError::Missing`] when there is no such file (or the name is not a plain name, or
+/// is too long for a file name),
 /// [`FixtureError::Io`] when it cannot be read.
 pub fn read(folder: &Path, name: &str) -> Result<Fixture, FixtureError> {
     let path = folder.join(format!("{name}.sql"));
@@ -129,7 +130,15 @@ pub fn read(folder: &Path, name: &str) -> Result<Fixture, FixtureError> {
     }
     match std::fs::read_to_string(&path) {
         Ok(sql) => Ok(Fixture { path, sql }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Err(missing()),
+        // A name too long for a file name (ENAMETOOLONG) names no file either.
+        Err(error)
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidFilename
+            ) =>
+        {
+            Err(missing())
+        }
         Err(source) => Err(FixtureError::Io { path, source }),
     }
 }

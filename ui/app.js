@@ -436,11 +436,21 @@ function sortBy(key) {
   refreshUsers();
 }
 
-/** The page shown, as CSV (RFC 4180 quoting), downloaded as a file. */
+/**
+ * A CSV cell (RFC 4180 quoting). A value starting with = + - @, a tab or a carriage return gets
+ * a leading ' so that a spreadsheet opening the file shows it as text instead of running it as
+ * a formula (OWASP's advice against CSV injection).
+ */
+function csvCell(value) {
+  const text = String(value);
+  const inert = /^[=+\-@\t\r]/.test(text) ? `'${text}` : text;
+  return `"${inert.replaceAll('"', '""')}"`;
+}
+
+/** The page shown, as CSV, downloaded as a file. */
 function exportCsv() {
-  const quote = (value) => `"${String(value).replaceAll('"', '""')}"`;
   const lines = ["id,username,email,created_at",
-    ...usersPage.map((user) => [user.id, user.username, user.email, user.created_at].map(quote).join(","))];
+    ...usersPage.map((user) => [user.id, user.username, user.email, user.created_at].map(csvCell).join(","))];
   const link = document.createElement("a");
   link.href = URL.createObjectURL(new Blob([`${lines.join("\r\n")}\r\n`], { type: "text/csv" }));
   link.download = `users-${usersOffset + 1}-${usersOffset + usersPage.length}.csv`;

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::ApiContext;
 use super::access::AdminGranted;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::monitor::EventKind;
 use crate::dev_data::DevDataError;
 use crate::fixtures::FixtureError;
@@ -115,7 +115,7 @@ pub async fn reset_database(
         (status = 204, description = "Loaded"),
         (status = 401, description = "The admin token is missing or wrong"),
         (status = 403, description = "Not development or testing, an external server not allowed, or admin routes disabled"),
-        (status = 404, description = "No such fixture"),
+        (status = 404, description = "No such fixture (or a name no file can have)", body = ErrorBody),
         (status = 409, description = "A statement of the fixture failed (its line is named); nothing of it stays"),
         (status = 503, description = "The database is unavailable"),
     ))]

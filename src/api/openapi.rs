@@ -46,8 +46,8 @@ impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut OpenApi) {
         // utoipa takes only literals for patterns; these are the ones the handlers check.
         for schema in ["NewUser", "UserPatch"] {
-            set_pattern(openapi, schema, "username", users::USERNAME_PATTERN);
-            set_pattern(openapi, schema, "email", users::EMAIL_PATTERN);
+            set_pattern(openapi, schema, "username", &users::USERNAME_PATTERN);
+            set_pattern(openapi, schema, "email", &users::EMAIL_PATTERN);
         }
         limit_batch(openapi);
         for item in openapi.paths.paths.values_mut() {

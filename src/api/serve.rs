@@ -1,11 +1,15 @@
 //! The API on a socket. Written out (rather than `axum::serve`) for what a server on a developer
-//! machine needs and `axum::serve` does not set: a deadline for request headers (which also
-//! closes idle keep-alive connections), a cap on open connections below the file-descriptor
+//! machine needs and `axum::serve` does not set: a deadline for request headers counted from the
+//! connection's opening (hyper's own starts at the first byte, so a connection that never sends
+//! one would be held forever) and after each answer (which closes idle keep-alive connections), a cap on open connections below the file-descriptor
 //! limit, with excess connections answered 503 instead of failing `accept`, and a raised soft
 //! file-descriptor limit.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,17 +19,21 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 use tower::ServiceExt as _;
 use tracing::warn;
 
 use super::ApiContext;
 
-/// A client must send a request's headers within this, and a kept-alive connection's next
-/// request within this of the previous answer; otherwise the connection is closed.
+/// A client must send its first request's headers within this of opening the connection, and
+/// a kept-alive connection's next request within this of the previous answer; otherwise the
+/// connection is closed.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a connection gets when its first request's headers are late, before it is closed.
+const HEADERS_TOO_LATE: &str = r#"{"detail":"no complete request headers within 10 seconds of connecting: send the request at once after opening the connection"}"#;
 /// File descriptors kept free of client connections: the pool, log files, the listener.
 const RESERVED_DESCRIPTORS: u64 = 128;
 /// A connection over the cap gets this answer, then is closed.
@@ -139,10 +147,15 @@ impl Application {
                 tokio::spawn(refuse(stream));
                 continue;
             };
-            let service = self
-                .router
-                .clone()
-                .map_request(|request: hyper::Request<Incoming>| request.map(Body::new));
+            let stream = FirstHeadDeadline::new(stream);
+            let head_received = Arc::clone(&stream.head_received);
+            let service =
+                self.router
+                    .clone()
+                    .map_request(move |request: hyper::Request<Incoming>| {
+                        head_received.store(true, Ordering::Relaxed);
+                        request.map(Body::new)
+                    });
             let connection = builder
                 .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
                 .into_owned();
@@ -159,19 +172,111 @@ impl Application {
     }
 }
 
+/// A client's socket that fails its reads, after answering 408, once [`HEADER_READ_TIMEOUT`]
+/// has passed since it was opened without a complete request head: hyper's own deadline starts
+/// at the first byte, and its HTTP version detection has none, so a connection that stays silent
+/// would otherwise hold a descriptor and a connection slot for ever.
+struct FirstHeadDeadline {
+    stream: TcpStream,
+    /// Dropped once the first request head has arrived: hyper's deadline takes over.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// Set by the service when hyper hands it a request.
+    head_received: Arc<AtomicBool>,
+}
+
+impl FirstHeadDeadline {
+    fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            deadline: Some(Box::pin(tokio::time::sleep(HEADER_READ_TIMEOUT))),
+            head_received: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Whether the deadline has passed without a request head; registers for a wake-up at the
+    /// deadline otherwise.
+    fn is_late(&mut self, context: &mut Context<'_>) -> bool {
+        let Some(deadline) = &mut self.deadline else {
+            return false;
+        };
+        if self.head_received.load(Ordering::Relaxed) {
+            self.deadline = None;
+            return false;
+        }
+        deadline.as_mut().poll(context).is_ready()
+    }
+}
+
+impl AsyncRead for FirstHeadDeadline {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let read = Pin::new(&mut this.stream).poll_read(context, buffer);
+        if read.is_pending() && this.is_late(context) {
+            let response = closing_answer("408 Request Timeout", "", HEADERS_TOO_LATE);
+            // Best effort, without waiting: a client that does not read loses only the answer.
+            let _ = this.stream.try_write(response.as_bytes());
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        read
+    }
+}
+
+impl AsyncWrite for FirstHeadDeadline {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffer: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(context, buffer)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buffers: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(context, buffers)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(context)
+    }
+}
+
 /// Answers 503 and closes: the client learns why, and the descriptor is free again at once.
 async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(REFUSAL_TIMEOUT, async {
-        let response = format!(
-            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-             retry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{OVER_CAPACITY}",
-            super::error::RETRY_AFTER_SECONDS,
-            OVER_CAPACITY.len()
+        let response = closing_answer(
+            "503 Service Unavailable",
+            &format!("retry-after: {}\r\n", super::error::RETRY_AFTER_SECONDS),
+            OVER_CAPACITY,
         );
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
     })
     .await;
+}
+
+/// An HTTP/1.1 answer with a JSON `body` and `headers` (each ending in CRLF), for a socket
+/// answered outside hyper, which is then closed.
+fn closing_answer(status: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\n{headers}connection: close\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
 }
 
 /// How many client connections to serve at once: the soft file-descriptor limit (raised to the

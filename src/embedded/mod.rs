@@ -254,8 +254,11 @@ pub struct EmbeddedServer {
     options: ServerOptions,
     /// Whether the server is meant to run: set by start and resume, cleared by pause and stop.
     running: AtomicBool,
-    /// Why the server is down against its owner's will, while it is being restarted.
+    /// Why the server is down against its owner's will, while it is being restarted: shown by
+    /// `/health` and the events to any client, so it names no file or folder.
     outage: Mutex<Option<String>>,
+    /// The last failure to restart it, with its paths: logged once per cause.
+    restart_failure: Mutex<Option<String>>,
     /// Unexpected exits seen, and restarts after them (for the events timeline).
     crashes: AtomicU64,
     recoveries: AtomicU64,
@@ -341,6 +344,7 @@ impl EmbeddedServer {
             options: options.clone(),
             running: AtomicBool::new(false),
             outage: Mutex::new(None),
+            restart_failure: Mutex::new(None),
             crashes: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
@@ -394,6 +398,7 @@ impl EmbeddedServer {
             options: options.clone(),
             running: AtomicBool::new(true),
             outage: Mutex::new(None),
+            restart_failure: Mutex::new(None),
             crashes: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
             takeovers: AtomicU64::new(0),
@@ -745,10 +750,9 @@ impl EmbeddedServer {
                 "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data"
             );
             self.crashes.fetch_add(1, Ordering::SeqCst);
-            self.set_outage(Some(format!(
-                "the embedded PostgreSQL server (data {}) exited unexpectedly; restarting it",
-                self.home.display()
-            )));
+            self.set_outage(Some(
+                "the embedded PostgreSQL server exited unexpectedly; restarting it".to_owned(),
+            ));
         }
         match self.start_on_same_port().await {
             Ok(()) => {
@@ -758,16 +762,27 @@ impl EmbeddedServer {
                 );
                 self.recoveries.fetch_add(1, Ordering::SeqCst);
                 self.set_outage(None);
+                *self
+                    .restart_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
             }
             Err(failure) => {
-                let outage = format!(
-                    "the embedded PostgreSQL server exited unexpectedly and does not start again: {failure}"
-                );
                 // Tried again every check; said once per cause.
-                if previous.as_deref() != Some(outage.as_str()) {
+                let failure = failure.to_string();
+                let mut last = self
+                    .restart_failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if last.as_deref() != Some(failure.as_str()) {
                     error!(%failure, "cannot restart the embedded PostgreSQL server; trying again");
+                    *last = Some(failure);
                 }
-                self.set_outage(Some(outage));
+                self.set_outage(Some(
+                    "the embedded PostgreSQL server exited unexpectedly and does not start \
+                     again; pgharness's log says why"
+                        .to_owned(),
+                ));
             }
         }
     }

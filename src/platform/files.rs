@@ -34,6 +34,19 @@ pub fn scratch_dir() -> std::io::Result<tempfile::TempDir> {
     builder.tempdir()
 }
 
+/// Creates `path` if missing, and makes it (new or old) readable by its owner only.
+///
+/// # Errors
+///
+/// The I/O error of the creation or of restricting its permissions.
+pub fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = File::options();
+    options.create(true).append(true);
+    owner_only(&mut options);
+    drop(options.open(path)?);
+    restrict_file(path)
+}
+
 /// Writes a file readable by its owner only, replacing any old one atomically (a reader sees
 /// the old contents or the new, never half).
 ///
@@ -80,11 +93,26 @@ fn owner_only(_: &mut OpenOptions) {}
 
 #[cfg(unix)]
 fn restrict_dir(path: &Path) -> std::io::Result<()> {
+    set_mode(path, 0o700)
+}
+
+#[cfg(unix)]
+fn restrict_file(path: &Path) -> std::io::Result<()> {
+    set_mode(path, 0o600)
+}
+
+#[cfg(unix)]
+fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 #[cfg(not(unix))]
 fn restrict_dir(_: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_file(_: &Path) -> std::io::Result<()> {
     Ok(())
 }

@@ -717,22 +717,68 @@ async fn email_addresses_differing_only_in_case_are_one_address_in_any_script(ap
     assert_eq!(app.user_count().await, 1);
 }
 
+#[test]
+fn the_username_pattern_refuses_exactly_the_invisible_and_blank_characters() {
+    let pattern = regex::Regex::new(&pgharness::api::USERNAME_PATTERN).unwrap();
+    // Unicode's tables as the regex crate has them.
+    let invisible =
+        regex::Regex::new(r"^[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\x{2800}]$")
+            .unwrap();
+    for character in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+        let accepted = pattern.is_match(&format!("a{character}b"));
+        let refused = invisible.is_match(&character.to_string());
+        assert_eq!(accepted, !refused, "U+{:04X}", u32::from(character));
+        let at_the_edges = pattern.is_match(&format!("{character}ab"))
+            || pattern.is_match(&format!("ab{character}"));
+        assert_eq!(
+            at_the_edges,
+            !refused && !character.is_whitespace(),
+            "U+{:04X} at the start or end",
+            u32::from(character)
+        );
+    }
+}
+
+/// `tests/pattern-samples.json`: values the API accepts and refuses, per field, shared with
+/// the JavaScript check of the OpenAPI document's patterns.
+fn pattern_samples() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pattern-samples.json");
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn strings(samples: &Value) -> Vec<&str> {
+    samples
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|sample| sample.as_str().unwrap())
+        .collect()
+}
+
 #[rstest]
 #[tokio::test]
-async fn usernames_that_are_blank_or_hold_invisible_characters_are_422(app: TestApp) {
-    for (index, username) in [
-        "   ",
-        "\u{202e}admin",
-        "ad\u{200b}min",
-        " bob",
-        "bob\t",
-        "a\u{2028}b",
-    ]
-    .into_iter()
-    .enumerate()
+async fn the_shared_pattern_samples_are_accepted_and_refused_by_the_api(app: TestApp) {
+    let samples = pattern_samples();
+    for (index, username) in strings(&samples["username"]["accepted"])
+        .into_iter()
+        .enumerate()
     {
         let reply = app
-            .post_user(username, &format!("user{index}@example.com"))
+            .post_user(username, &format!("u{index}@example.com"))
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{username:?}: {}",
+            reply.text
+        );
+    }
+    for (index, username) in strings(&samples["username"]["refused"])
+        .into_iter()
+        .enumerate()
+    {
+        let reply = app
+            .post_user(username, &format!("r{index}@example.com"))
             .await;
         assert_eq!(
             reply.status,
@@ -742,25 +788,85 @@ async fn usernames_that_are_blank_or_hold_invisible_characters_are_422(app: Test
         );
         assert_eq!(locations(&reply.body), vec![json!(["body", "username"])]);
     }
-    // Letters of any script, inner spaces and emoji are fine.
-    app.create_user("Zoë Ångström 🦀", "zoe@example.com").await;
+    for (index, email) in strings(&samples["email"]["accepted"])
+        .into_iter()
+        .enumerate()
+    {
+        let reply = app.post_user(&format!("mail{index}"), email).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "{email:?}: {}",
+            reply.text
+        );
+    }
+    for email in strings(&samples["email"]["refused"]) {
+        let reply = app.post_user("somebody", email).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{email:?}: {}",
+            reply.text
+        );
+        assert_eq!(locations(&reply.body), vec![json!(["body", "email"])]);
+    }
 }
 
-#[test]
-fn the_username_pattern_refuses_exactly_the_control_format_and_separator_characters() {
-    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory as _};
-    let pattern = regex::Regex::new(pgharness::api::USERNAME_PATTERN).unwrap();
-    for character in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
-        let invisible = matches!(
-            character.general_category(),
-            GeneralCategory::Control
-                | GeneralCategory::Format
-                | GeneralCategory::LineSeparator
-                | GeneralCategory::ParagraphSeparator
+#[rstest]
+#[tokio::test]
+async fn usernames_differing_only_in_width_compatibility_forms_or_case_are_one_name(app: TestApp) {
+    app.create_user("Bob", "bob@example.com").await;
+    // Fullwidth letters (NFKC makes them ASCII), then case, then a ligature (ﬁ is fi).
+    app.create_user("ﬁona", "fiona@example.com").await;
+    for (username, email) in [
+        ("ｂｏｂ", "b1@example.com"),
+        ("BOB", "b2@example.com"),
+        ("FIONA", "f1@example.com"),
+    ] {
+        let single = app.post_user(username, email).await;
+        assert_eq!(
+            single.status,
+            StatusCode::CONFLICT,
+            "{username}: {}",
+            single.text
         );
-        let accepted = pattern.is_match(&format!("a{character}b"));
-        assert_eq!(accepted, !invisible, "U+{:04X}", u32::from(character));
+        assert_eq!(
+            single.body["detail"][0],
+            json!({"loc": ["body", "username"], "msg": "username is already taken", "type": "unique_violation"})
+        );
     }
+
+    let batch = app
+        .call(
+            "POST",
+            "/users/batch",
+            json!([
+                {"username": "ＢＯＢ", "email": "b3@example.com"},
+                {"username": "carol", "email": "c1@example.com"},
+                {"username": "CAROL", "email": "c2@example.com"},
+            ]),
+        )
+        .await;
+    assert_eq!(batch.status, StatusCode::CONFLICT, "{}", batch.text);
+    assert_eq!(
+        locations(&batch.body),
+        vec![
+            json!(["body", 0, "username"]),
+            json!(["body", 2, "username"])
+        ]
+    );
+
+    let dave = app.create_user("dave", "dave@example.com").await;
+    let renamed = app
+        .call(
+            "PATCH",
+            &format!("/users/{}", dave["id"]),
+            json!({"username": "bOb"}),
+        )
+        .await;
+    assert_eq!(renamed.status, StatusCode::CONFLICT, "{}", renamed.text);
+    assert_eq!(locations(&renamed.body), vec![json!(["body", "username"])]);
+    assert_eq!(app.user_count().await, 3);
 }
 
 #[tokio::test]
@@ -831,7 +937,7 @@ async fn openapi_declares_query_parameters_limits_and_the_answers_before_the_han
     assert_eq!(new_user["username"]["maxLength"], 50);
     assert_eq!(
         new_user["username"]["pattern"],
-        pgharness::api::USERNAME_PATTERN
+        *pgharness::api::USERNAME_PATTERN
     );
     assert_eq!(new_user["email"]["maxLength"], 254);
     let batch = &spec["paths"]["/users/batch"]["post"]["requestBody"]["content"]["application/json"]
@@ -988,6 +1094,22 @@ async fn a_fixture_is_loaded_whole_or_not_at_all_and_reset_empties_the_database(
         .call("POST", "/api/database/fixtures/..%2Ftwo", json!({}))
         .await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    // Longer than a file name can be.
+    let too_long = app
+        .call(
+            "POST",
+            &format!("/api/database/fixtures/{}", "a".repeat(252)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(too_long.status, StatusCode::NOT_FOUND, "{}", too_long.text);
+    assert_eq!(too_long.body, json!({"detail": "Fixture not found"}));
+    let spec = app.get("/openapi.json").await.body;
+    assert_eq!(
+        spec["paths"]["/api/database/fixtures/{name}"]["post"]["responses"]["404"]["content"]["application/json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/ErrorBody"
+    );
 
     let loaded = app
         .call("POST", "/api/database/fixtures/two", json!({}))

@@ -332,6 +332,43 @@ fn a_client_that_never_finishes_its_headers_or_idles_is_disconnected() {
 }
 
 #[test]
+fn connections_that_never_send_a_byte_are_answered_408_and_closed_without_starving_the_server() {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let home = workdir.path().join("data");
+    // 600 descriptors: 128 kept for the server itself, so fewer client slots than silent sockets.
+    let serve = Serve::spawn(pgharness_with_file_limit(workdir.path(), 600), &home, &[]);
+    let opened = Instant::now();
+    let mut silent: Vec<TcpStream> = (0..480)
+        .map(|_| TcpStream::connect(address(&serve)).unwrap())
+        .collect();
+    // Meanwhile a client still gets an answer at once, not a hang: 503 while every slot is held.
+    let meanwhile = send(&serve, "GET", "/health/live", &[], "");
+    assert!(
+        [200, 503].contains(&meanwhile.status),
+        "{}\n{}",
+        meanwhile.head,
+        meanwhile.body
+    );
+    let ceiling = opened + Duration::from_secs(30);
+    let mut timed_out = 0;
+    for stream in &mut silent {
+        let left = ceiling.saturating_duration_since(Instant::now());
+        stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        // Ends at the server's close; a read timeout here means the socket was kept open.
+        let answer = read_answer(stream);
+        if answer.status == 408 {
+            assert!(answer.body.contains(r#""detail":"#), "{}", answer.body);
+            timed_out += 1;
+        }
+    }
+    // The few over the cap were refused with 503 at once; every other one timed out.
+    assert!(timed_out >= 400, "{timed_out} connections answered 408");
+    assert_eq!(send(&serve, "GET", "/health/live", &[], "").status, 200);
+}
+
+#[test]
 fn with_few_file_descriptors_excess_connections_get_503_and_the_server_recovers() {
     let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let home = workdir.path().join("data");
@@ -408,6 +445,43 @@ fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api(
         events.contains(r#""kind":"server_crashed""#)
             && events.contains(r#""kind":"server_recovered""#)
     });
+}
+
+#[test]
+fn a_server_that_does_not_come_back_is_reported_without_naming_its_files() {
+    let (_workdir, serve) = serve_with(&[]);
+    let postmaster = postmaster_pid(&serve.home).unwrap();
+    // Without its configuration file the server cannot start again.
+    let config = serve.home.join("pgdata/postgresql.conf");
+    std::fs::rename(&config, config.with_extension("moved")).unwrap();
+    kill_hard(postmaster);
+    // After the supervisor's 15 s of retries.
+    wait_until(
+        Duration::from_secs(60),
+        "health to report the failed restart",
+        || {
+            send(&serve, "GET", "/health", &[], "")
+                .body
+                .contains("does not start again")
+        },
+    );
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(health.status, 503);
+    wait_until(Duration::from_secs(30), "the crash on the timeline", || {
+        send(&serve, "GET", "/api/health/events", &[], "")
+            .body
+            .contains(r#""kind":"server_crashed""#)
+    });
+    let events = send(&serve, "GET", "/api/health/events", &[], "");
+    let home = serve.home.display().to_string();
+    for answer in [&health, &events] {
+        assert!(
+            !answer.body.contains(&home) && !answer.body.contains("postgresql.log"),
+            "{}",
+            answer.body
+        );
+    }
+    std::fs::rename(config.with_extension("moved"), &config).unwrap();
 }
 
 #[test]

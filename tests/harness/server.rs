@@ -530,3 +530,30 @@ async fn a_serve_started_during_the_owners_shutdown_comes_up_all_the_same() {
     }
     assert_eq!(read_note(&second).await, "kept");
 }
+
+#[test]
+fn log_files_and_their_folder_are_private_even_if_they_were_not() {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    // The default folder, `logs/`, left readable by all with an old file in it.
+    let logs = workdir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    std::fs::set_permissions(&logs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let old = logs.join("pgharness.2026-01-01.log");
+    std::fs::write(&old, "{}\n").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let home = workdir.path().join("data");
+    let serve = Serve::start(workdir.path(), &home);
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&logs), 0o700);
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert_eq!(mode(&home.join("postgresql.log")), 0o600);
+    drop(serve);
+}

@@ -2,22 +2,16 @@
 // chromium by playwright-core. Screenshots of each screen go to ui/test-output/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { chmodSync, mkdtempSync, mkdirSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
-import { createInterface } from "node:readline";
 import { createServer } from "node:http";
 import { chromium } from "playwright-core";
+import { startServe } from "./serve.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
-const binary = process.env.PGHARNESS_BIN ?? join(here, "../../target/debug/pgharness");
 const output = join(here, "../test-output");
-const dataDir = mkdtempSync(join(tmpdir(), "pgharness-e2e-"));
-// As root, PostgreSQL runs as an unprivileged account that must pass through this directory.
-chmodSync(dataDir, 0o711);
-let server;
+let serve;
 let base;
 let adminToken;
 let browser;
@@ -25,22 +19,9 @@ let page;
 
 before(async () => {
   mkdirSync(output, { recursive: true });
-  server = spawn(binary, ["serve", "--host", "127.0.0.1", "--port", "0"], {
-    cwd: dataDir,
-    env: { ...process.env, RUST_LOG: "warn", DATABASE_URL: "", PGHARNESS_DATA_DIR: join(dataDir, "data"), PGHARNESS_LOG_DIR: "off",
-      PGHARNESS_FIXTURES_DIR: join(here, "../../fixtures") },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  const link = await new Promise((resolve, reject) => {
-    server.once("exit", (code) => reject(new Error(`pgharness serve exited with ${code}`)));
-    const lines = createInterface({ input: server.stdout });
-    lines.on("line", (line) => {
-      const found = line.match(/^API and UI at (http:\/\/\S+)\s/);
-      if (found) resolve(new URL(found[1]));
-    });
-  });
-  base = link.origin;
-  adminToken = link.searchParams.get("token");
+  serve = await startServe();
+  base = serve.base;
+  adminToken = serve.adminToken;
   browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
     headless: true,
@@ -59,12 +40,7 @@ before(async () => {
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
-    const exited = new Promise((resolve) => server.once("exit", resolve));
-    server.kill("SIGTERM");
-    await exited;
-  }
-  rmSync(dataDir, { recursive: true, force: true });
+  await serve?.stop();
 });
 
 async function api(method, path) {
@@ -175,6 +151,34 @@ test("columns sort both ways and the page exports as CSV", async () => {
   await page.locator('button.sort[data-sort="id"]').click();
 });
 
+test("exported cells that a spreadsheet would run as formulas are made text", async () => {
+  const formulas = ["=1+1", "+SUM(1,1)", "-2+3", "@SUM(A1)"];
+  const ids = [];
+  for (const [index, username] of formulas.entries()) {
+    const response = await fetch(`${base}/users`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username, email: `formula${index}@example.com` }),
+    });
+    assert.equal(response.status, 201, await response.clone().text());
+    ids.push((await response.json()).id);
+  }
+  await page.getByLabel("Search username or e-mail").fill("formula");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+  await page.locator("#user-rows tr", { hasText: "formula3@example.com" }).waitFor();
+  const [download] = await Promise.all([
+    page.waitForEvent("download"),
+    page.getByRole("button", { name: "Export page as CSV" }).click(),
+  ]);
+  const rows = readFileSync(await download.path(), "utf8").trim().split("\r\n").slice(1)
+    .map((line) => JSON.parse(`[${line}]`));
+  assert.deepEqual(rows.map((row) => row[1]).sort(), formulas.map((formula) => `'${formula}`).sort());
+  assert.ok(rows.every((row) => row[2].startsWith("formula")), JSON.stringify(rows));
+  for (const id of ids) await fetch(`${base}/users/${id}`, { method: "DELETE" });
+  await page.getByLabel("Search username or e-mail").fill("");
+  await page.getByRole("button", { name: "Search", exact: true }).click();
+});
+
 test("slow statements show the application's queries, not the migrations, unless asked", async () => {
   await page.goto(`${base}/#/connection`);
   await page.locator("#slow-queries tr", { hasText: "FROM users" }).first().waitFor();
@@ -283,7 +287,8 @@ test("Reset database empties a table that was filled, after naming the database"
   page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
   await page.getByRole("button", { name: "Reset database…" }).click();
   assert.match(asked, /Reset the database app_db\?/);
-  await page.locator("#message", { hasText: "Database app_db reset: 2 migration(s) applied" }).waitFor({ timeout: 15000 });
+  const migrations = readdirSync(join(here, "../../migrations")).filter((name) => name.endsWith(".up.sql")).length;
+  await page.locator("#message", { hasText: `Database app_db reset: ${migrations} migration(s) applied` }).waitFor({ timeout: 15000 });
   assert.equal((await api("GET", "/users")).total, 0);
   await page.goto(`${base}/#/users`);
   await page.locator("#user-rows td.empty", { hasText: "No users yet" }).waitFor();
