@@ -13,7 +13,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::io::AsyncWriteExt as _;
 use tracing::{info, warn};
 
-use super::{CommandError, Privilege, ServerError, io_error, process, run, stop_builder};
+use super::command::{run, stop_builder};
+use super::{CommandError, Privilege, ServerError, io_error, process};
 use crate::binaries::Binaries;
 use crate::platform::random;
 

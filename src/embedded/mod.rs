@@ -16,19 +16,25 @@
 //! always passes `-F` (fsync off), which is wrong for development data.
 
 mod cluster;
+mod command;
+mod error;
+mod ownership;
+mod root_data_dir;
+mod supervisor;
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use postgresql_commands::CommandBuilder;
-use postgresql_commands::pg_ctl::{Mode, PgCtlBuilder, ShutdownMode};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
-use tracing::{debug, error, info, warn};
+use tracing::{info, warn};
+
+use self::command::run;
+pub use self::error::{CommandError, ServerError};
+use self::ownership::{Claim, Role};
+pub use self::root_data_dir::adopt_data_dir_from_roots_home;
+use self::supervisor::Incidents;
 
 use crate::binaries::Binaries;
 use crate::config::DatabaseUrl;
@@ -38,120 +44,6 @@ use crate::platform::{process, random};
 
 /// The superuser of the embedded server.
 pub const SUPERUSER: &str = "postgres";
-/// initdb and a start after crash recovery can take seconds on a loaded 2-core machine;
-/// postgresql_embedded's default of 5 s is too tight.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long an attaching process waits for the owner to report its server ready.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
-const PORT_ATTEMPTS: usize = 5;
-/// How often an owned server's postmaster is checked for an unexpected exit.
-const SUPERVISION_INTERVAL: Duration = Duration::from_millis(250);
-/// After a crash, the old server's backends may hold its shared memory for a moment, and
-/// PostgreSQL refuses to start until they are gone: starts are retried this long.
-const RESTART_PATIENCE: Duration = Duration::from_secs(15);
-
-/// Why the embedded server cannot start, stop or be reached.
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    /// PostgreSQL cannot be run as this user.
-    #[error(transparent)]
-    Privilege(#[from] PrivilegeError),
-    /// A file operation failed.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done ("cannot create").
-        action: &'static str,
-        /// On what.
-        path: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
-    },
-    #[error(
-        "port {port} on 127.0.0.1 is already in use. Stop the program using it \
-         (e.g. `ss -ltnp 'sport = :{port}'`), or unset PGHARNESS_PG_PORT to use a free port"
-    )]
-    /// The configured port is taken.
-    PortInUse {
-        /// The port.
-        port: u16,
-    },
-    #[error(
-        "{path} holds a PostgreSQL cluster but its password file is missing, so the server \
-         cannot be reached. Restore {path}/password, or move the directory away to start afresh \
-         (no data is deleted by pgharness)"
-    )]
-    /// The cluster exists but its password file is gone.
-    MissingPassword {
-        /// The server home.
-        path: PathBuf,
-    },
-    /// A PostgreSQL command failed.
-    #[error("{command} failed: {source}{}", server_log.as_deref().map(|log| format!("\n{log}")).unwrap_or_default())]
-    Command {
-        /// Which (`initdb`, `pg_ctl start`, …).
-        command: &'static str,
-        /// How it failed.
-        source: CommandError,
-        /// What the server logged meanwhile, when it says more than the command.
-        server_log: Option<String>,
-    },
-    #[error(
-        "another pgharness (pid {owner}) holds {path} but did not report a running server within \
-         {seconds} s. If it is stuck, stop it; then try again"
-    )]
-    /// Another process owns the server and did not report it running in time.
-    AttachTimeout {
-        /// That process's pid.
-        owner: String,
-        /// The data directory.
-        path: PathBuf,
-        /// How long it was waited for.
-        seconds: u64,
-    },
-    #[error(
-        "the embedded server is owned by another pgharness (pid {owner}); only that process can \
-         stop or start it"
-    )]
-    /// Only the process that started the server may stop or start it.
-    NotOwner {
-        /// That process's pid.
-        owner: u32,
-    },
-    #[error("{action}: {source}")]
-    /// A statement on the server failed.
-    Database {
-        /// What was being done.
-        action: String,
-        /// The driver's error.
-        source: sqlx::Error,
-    },
-}
-
-/// Why a PostgreSQL command (`initdb`, `pg_ctl`) failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    /// It did not finish in time (seconds).
-    #[error("timed out after {0} s")]
-    TimedOut(u64),
-    /// It could not be started.
-    #[error("cannot run {}: {source}", program.display())]
-    CannotRun {
-        /// The executable.
-        program: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
-    },
-    /// It ended with a failure status.
-    #[error("{} exited with {status}: {output}", program.display())]
-    Failed {
-        /// The executable.
-        program: PathBuf,
-        /// Its exit status.
-        status: std::process::ExitStatus,
-        /// What it printed.
-        output: String,
-    },
-}
 
 /// How the server is to be run.
 #[derive(Debug, Clone)]
@@ -200,22 +92,6 @@ impl ServerOptions {
     }
 }
 
-/// Who stops the server.
-#[derive(Debug)]
-enum Role {
-    Owner { lock: File },
-    Attached { owner_pid: u32 },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct ServerState {
-    port: u16,
-    owner_pid: u32,
-    /// Absent: the server listens on TCP only (as written by earlier versions).
-    #[serde(default)]
-    socket_dir: Option<PathBuf>,
-}
-
 /// The longest Unix-socket path every platform takes (`sun_path` is 104 bytes on macOS, 108 on
 /// Linux, its terminating NUL included).
 const SOCKET_PATH_MAX: usize = 103;
@@ -254,16 +130,8 @@ pub struct EmbeddedServer {
     options: ServerOptions,
     /// Whether the server is meant to run: set by start and resume, cleared by pause and stop.
     running: AtomicBool,
-    /// Why the server is down against its owner's will, while it is being restarted: shown by
-    /// `/health` and the events to any client, so it names no file or folder.
-    outage: Mutex<Option<String>>,
-    /// The last failure to restart it, with its paths: logged once per cause.
-    restart_failure: Mutex<Option<String>>,
-    /// Unexpected exits seen, and restarts after them (for the events timeline).
-    crashes: AtomicU64,
-    recoveries: AtomicU64,
-    /// Times this process took the server over from an owner that stopped.
-    takeovers: AtomicU64,
+    /// Outages, crashes, recoveries and takeovers, for /health and the events timeline.
+    incidents: Incidents,
     /// Serialises stop, pause, resume, crash recovery and takeover.
     control: tokio::sync::Mutex<()>,
 }
@@ -293,25 +161,9 @@ impl EmbeddedServer {
                 privilege.hand_over(&server_files)?;
             }
         }
-        // Owner or attached: a process racing the owner's shutdown waits for it to finish, then
-        // takes the data directory over, instead of attaching to a server about to go.
-        let deadline = Instant::now() + ATTACH_TIMEOUT;
-        let lock = loop {
-            if let Some(lock) = try_lock_home(home)? {
-                break lock;
-            }
-            if let Some(server) = Self::try_attach(binaries, &privilege, options).await? {
-                return Ok(server);
-            }
-            if Instant::now() > deadline {
-                return Err(ServerError::AttachTimeout {
-                    owner: read_state(home)
-                        .map_or_else(|| "unknown".to_owned(), |state| state.owner_pid.to_string()),
-                    path: home.clone(),
-                    seconds: ATTACH_TIMEOUT.as_secs(),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let lock = match Self::claim(binaries, &privilege, options).await? {
+            Claim::Owner(lock) => lock,
+            Claim::Attached(server) => return Ok(*server),
         };
         let state_path = home.join("server.json");
         let _ = std::fs::remove_file(&state_path);
@@ -343,170 +195,13 @@ impl EmbeddedServer {
             role: Mutex::new(Role::Owner { lock }),
             options: options.clone(),
             running: AtomicBool::new(false),
-            outage: Mutex::new(None),
-            restart_failure: Mutex::new(None),
-            crashes: AtomicU64::new(0),
-            recoveries: AtomicU64::new(0),
-            takeovers: AtomicU64::new(0),
+            incidents: Incidents::default(),
             control: tokio::sync::Mutex::new(()),
         };
         server.start_postgres(options).await?;
         server.write_state()?;
         server.ensure_database().await?;
         Ok(server)
-    }
-
-    /// `server.json`: this process owns the server on its port.
-    fn write_state(&self) -> Result<(), ServerError> {
-        let state = ServerState {
-            port: self.port,
-            owner_pid: std::process::id(),
-            socket_dir: self.socket_dir.clone(),
-        };
-        write_private(
-            &self.home.join("server.json"),
-            &serde_json::to_vec(&state).unwrap_or_default(),
-        )
-    }
-
-    /// Attaches to the server another process owns, once it reports it ready; `None` while
-    /// there is none to attach to (it is starting, or its owner is stopping it).
-    async fn try_attach(
-        binaries: &Binaries,
-        privilege: &Privilege,
-        options: &ServerOptions,
-    ) -> Result<Option<Self>, ServerError> {
-        let Some(state) = read_state(&options.home) else {
-            return Ok(None);
-        };
-        let password = read_password(&options.home.join("password")).ok_or_else(|| {
-            ServerError::MissingPassword {
-                path: options.home.clone(),
-            }
-        })?;
-        let server = Self {
-            binaries: binaries.clone(),
-            privilege: privilege.clone(),
-            home: options.home.clone(),
-            port: state.port,
-            socket_dir: state.socket_dir,
-            password,
-            database: options.database.clone(),
-            role: Mutex::new(Role::Attached {
-                owner_pid: state.owner_pid,
-            }),
-            options: options.clone(),
-            running: AtomicBool::new(true),
-            outage: Mutex::new(None),
-            restart_failure: Mutex::new(None),
-            crashes: AtomicU64::new(0),
-            recoveries: AtomicU64::new(0),
-            takeovers: AtomicU64::new(0),
-            control: tokio::sync::Mutex::new(()),
-        };
-        match server.ensure_database().await {
-            Ok(()) => {}
-            // Its owner is stopping it: wait, then take over or attach to the next one.
-            Err(ServerError::Database { source, .. })
-                if crate::database::is_connection_lost(&source) =>
-            {
-                debug!(%source, "the server to attach to went away; waiting for its owner");
-                return Ok(None);
-            }
-            Err(error) => return Err(error),
-        }
-        info!(
-            port = state.port,
-            owner_pid = state.owner_pid,
-            "attached to the embedded server run by another pgharness"
-        );
-        Ok(Some(server))
-    }
-
-    async fn start_postgres(&mut self, options: &ServerOptions) -> Result<(), ServerError> {
-        let mut last_error = None;
-        for _ in 0..PORT_ATTEMPTS {
-            let port = match options.port {
-                Some(port) => port,
-                None => free_port()?,
-            };
-            match self.pg_ctl_start(port, options).await {
-                Ok(()) => {
-                    self.port = port;
-                    self.running.store(true, Ordering::SeqCst);
-                    return Ok(());
-                }
-                // A free port can be taken between choosing and binding it: choose again.
-                Err(ServerError::PortInUse { .. }) if options.port.is_none() => {
-                    warn!(
-                        port,
-                        "port was taken before the server bound it; trying another"
-                    );
-                    last_error = Some(ServerError::PortInUse { port });
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Err(last_error.unwrap_or(ServerError::PortInUse { port: 0 }))
-    }
-
-    async fn pg_ctl_start(&self, port: u16, options: &ServerOptions) -> Result<(), ServerError> {
-        let log_path = self.home.join("postgresql.log");
-        let log_offset = std::fs::metadata(&log_path).map_or(0, |metadata| metadata.len());
-        let mut settings = BTreeMap::from([
-            ("listen_addresses".to_owned(), "127.0.0.1".to_owned()),
-            (
-                "unix_socket_directories".to_owned(),
-                self.socket_dir
-                    .as_ref()
-                    .map_or_else(String::new, |directory| directory.display().to_string()),
-            ),
-            // For the connection screen's slowest statements.
-            (
-                "shared_preload_libraries".to_owned(),
-                "pg_stat_statements".to_owned(),
-            ),
-        ]);
-        if !options.durable {
-            for key in ["fsync", "synchronous_commit", "full_page_writes"] {
-                settings.insert(key.to_owned(), "off".to_owned());
-            }
-        }
-        settings.extend(options.configuration.clone());
-        let mut server_options = vec![format!("-p {port}")];
-        server_options.extend(
-            settings
-                .iter()
-                .map(|(key, value)| format!("-c {key}='{}'", value.replace('\'', "''"))),
-        );
-        let start = Instant::now();
-        let builder = PgCtlBuilder::new()
-            .program_dir(self.binaries.bin_dir())
-            .env("PGDATABASE", "")
-            .mode(Mode::Start)
-            .pgdata(self.home.join("pgdata"))
-            .log(&log_path)
-            .options(&server_options)
-            .wait()
-            .timeout(COMMAND_TIMEOUT.as_secs());
-        if let Err(error) = run(&self.privilege, builder, "pg_ctl start").await {
-            let new_log = read_from(&log_path, log_offset);
-            if new_log.contains("Address already in use") {
-                return Err(ServerError::PortInUse { port });
-            }
-            return Err(match error {
-                ServerError::Command {
-                    command, source, ..
-                } => ServerError::Command {
-                    command,
-                    source,
-                    server_log: Some(format!("server log ({}):\n{new_log}", log_path.display())),
-                },
-                other => other,
-            });
-        }
-        info!(port, elapsed_ms = start.elapsed().as_millis(), data = %self.home.display(), "embedded PostgreSQL started");
-        Ok(())
     }
 
     /// Creates the application database if it does not exist yet.
@@ -609,198 +304,6 @@ impl EmbeddedServer {
         process::postmaster_pid(&self.data_dir()).is_some_and(process::is_postgres)
     }
 
-    /// Why the server is down while it should run, until it has been restarted.
-    #[must_use]
-    pub fn outage(&self) -> Option<String> {
-        self.outage
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// How many times the server exited unexpectedly, and how many times it was started again
-    /// after that, since this handle was made.
-    #[must_use]
-    pub fn crashes_and_recoveries(&self) -> (u64, u64) {
-        (
-            self.crashes.load(Ordering::SeqCst),
-            self.recoveries.load(Ordering::SeqCst),
-        )
-    }
-
-    fn set_outage(&self, cause: Option<String>) {
-        *self.outage.lock().unwrap_or_else(PoisonError::into_inner) = cause;
-    }
-
-    /// How many times this process took the server over from an owner that stopped.
-    #[must_use]
-    pub fn takeovers(&self) -> u64 {
-        self.takeovers.load(Ordering::SeqCst)
-    }
-
-    /// Watches the server until this value is dropped. Owned: if its postmaster exits
-    /// unexpectedly (killed, out of memory), logs it and starts it again on the same data and
-    /// port. Attached: when the owner stops (cleanly or killed), takes the data directory over
-    /// and runs the server itself.
-    pub fn supervise(self: &Arc<Self>) {
-        let server = Arc::downgrade(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(SUPERVISION_INTERVAL).await;
-                let Some(server) = Weak::upgrade(&server) else {
-                    return;
-                };
-                if server.owner_pid().is_some() {
-                    server.take_over_if_owner_left().await;
-                } else {
-                    server.recover_if_crashed().await;
-                }
-            }
-        });
-    }
-
-    /// Attached: once no process holds the data directory's lock, its owner is gone; this one
-    /// takes the lock and runs the server (the one a killed owner left running, or a new start
-    /// on the same port). Another process that took over first becomes the owner named.
-    async fn take_over_if_owner_left(&self) {
-        if !self.running.load(Ordering::SeqCst) {
-            return;
-        }
-        let Ok(_guard) = self.control.try_lock() else {
-            return;
-        };
-        let Some(previous_owner) = self.owner_pid() else {
-            return;
-        };
-        let lock = match try_lock_home(&self.home) {
-            Ok(Some(lock)) => lock,
-            Ok(None) => {
-                if let Some(state) = read_state(&self.home)
-                    && state.owner_pid != previous_owner
-                    && state.port == self.port
-                {
-                    *self.role.lock().unwrap_or_else(PoisonError::into_inner) = Role::Attached {
-                        owner_pid: state.owner_pid,
-                    };
-                }
-                return;
-            }
-            Err(error) => {
-                warn!(%error, "cannot tell whether the embedded server's owner is still running");
-                return;
-            }
-        };
-        let cause = format!(
-            "the pgharness that ran the embedded server (pid {previous_owner}) stopped; this one \
-             is taking the server over"
-        );
-        if self.outage().is_none() {
-            warn!("{cause}");
-        }
-        self.set_outage(Some(cause));
-        let started = if self.postmaster_alive() {
-            // Left running by an owner that was killed: keep serving it as it is.
-            Ok(())
-        } else {
-            self.start_on_same_port().await
-        };
-        let result = started.and_then(|()| {
-            *self.role.lock().unwrap_or_else(PoisonError::into_inner) = Role::Owner { lock };
-            self.write_state()
-        });
-        match result {
-            Ok(()) => {
-                info!(
-                    port = self.port,
-                    previous_owner, "took over the embedded server from a pgharness that stopped"
-                );
-                self.takeovers.fetch_add(1, Ordering::SeqCst);
-                self.set_outage(None);
-            }
-            Err(failure) => {
-                // The lock is released with `lock` (or kept as owner, who retries as after a
-                // crash): the next check tries again.
-                self.set_outage(Some(format!(
-                    "the pgharness that ran the embedded server (pid {previous_owner}) stopped, \
-                     and the server does not start here: {failure}"
-                )));
-            }
-        }
-    }
-
-    async fn recover_if_crashed(&self) {
-        // Busy: a stop, start or restart is under way, and the postmaster may be gone on purpose.
-        let Ok(_guard) = self.control.try_lock() else {
-            return;
-        };
-        if !self.running.load(Ordering::SeqCst) || self.postmaster_alive() {
-            return;
-        }
-        let previous = self.outage();
-        if previous.is_none() {
-            // A crash leaves its reason at the end of the server log; a SIGKILL leaves nothing.
-            let log_path = self.home.join("postgresql.log");
-            let tail_offset = std::fs::metadata(&log_path)
-                .map_or(0, |metadata| metadata.len().saturating_sub(4096));
-            let log = read_from(&log_path, tail_offset);
-            let last_lines: Vec<&str> = log.lines().rev().take(5).collect();
-            error!(
-                data = %self.home.display(),
-                server_log_tail = %last_lines.into_iter().rev().collect::<Vec<_>>().join("\n"),
-                "the embedded PostgreSQL server exited unexpectedly (killed, or out of memory?); restarting it on the same data"
-            );
-            self.crashes.fetch_add(1, Ordering::SeqCst);
-            self.set_outage(Some(
-                "the embedded PostgreSQL server exited unexpectedly; restarting it".to_owned(),
-            ));
-        }
-        match self.start_on_same_port().await {
-            Ok(()) => {
-                info!(
-                    port = self.port,
-                    "the embedded PostgreSQL server is running again"
-                );
-                self.recoveries.fetch_add(1, Ordering::SeqCst);
-                self.set_outage(None);
-                *self
-                    .restart_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = None;
-            }
-            Err(failure) => {
-                // Tried again every check; said once per cause.
-                let failure = failure.to_string();
-                let mut last = self
-                    .restart_failure
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
-                if last.as_deref() != Some(failure.as_str()) {
-                    error!(%failure, "cannot restart the embedded PostgreSQL server; trying again");
-                    *last = Some(failure);
-                }
-                self.set_outage(Some(
-                    "the embedded PostgreSQL server exited unexpectedly and does not start \
-                     again; pgharness's log says why"
-                        .to_owned(),
-                ));
-            }
-        }
-    }
-
-    /// Starts the server on its port, waiting out a crashed server's leftovers.
-    async fn start_on_same_port(&self) -> Result<(), ServerError> {
-        let deadline = Instant::now() + RESTART_PATIENCE;
-        loop {
-            cluster::reap_orphan(&self.binaries, &self.privilege, &self.data_dir()).await?;
-            match self.pg_ctl_start(self.port, &self.options).await {
-                Err(ServerError::Command { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                result => return result,
-            }
-        }
-    }
-
     /// Stops the server for good (fast shutdown: clients are disconnected, committed data is
     /// kept). An attached process leaves the server to its owner.
     ///
@@ -838,7 +341,7 @@ impl EmbeddedServer {
         if !self.postmaster_alive() {
             // It died on its own: stopped already.
             self.running.store(false, Ordering::SeqCst);
-            self.set_outage(None);
+            self.incidents.set_outage(None);
             return Ok(());
         }
         run(&self.privilege, self.stop_builder(), "pg_ctl stop").await?;
@@ -863,7 +366,7 @@ impl EmbeddedServer {
         }
         self.start_on_same_port().await?;
         self.running.store(true, Ordering::SeqCst);
-        self.set_outage(None);
+        self.incidents.set_outage(None);
         Ok(())
     }
 
@@ -873,30 +376,10 @@ impl EmbeddedServer {
         self.running.store(false, Ordering::SeqCst);
     }
 
-    /// The command that stops this server, run as this process's privilege needs.
-    #[must_use]
-    pub fn stop_command(&self) -> std::process::Command {
-        let (program, args) = self.stop_program();
-        self.privilege
-            .command(&program, &args, &self.stop_builder().get_envs())
-    }
-
-    /// The program and arguments that stop this server, for a process that runs them later
-    /// as [`EmbeddedServer::privilege`] says (the test server's watchdog).
-    #[must_use]
-    pub fn stop_program(&self) -> (PathBuf, Vec<std::ffi::OsString>) {
-        let builder = self.stop_builder();
-        (builder.get_program_file(), builder.get_args())
-    }
-
     /// How PostgreSQL's commands run here (as root: as which account).
     #[must_use]
     pub fn privilege(&self) -> &Privilege {
         &self.privilege
-    }
-
-    fn stop_builder(&self) -> PgCtlBuilder {
-        stop_builder(&self.binaries, &self.home.join("pgdata"))
     }
 }
 
@@ -911,147 +394,12 @@ impl Drop for EmbeddedServer {
     }
 }
 
-fn stop_builder(binaries: &Binaries, pgdata: &Path) -> PgCtlBuilder {
-    PgCtlBuilder::new()
-        .program_dir(binaries.bin_dir())
-        .mode(Mode::Stop)
-        .pgdata(pgdata)
-        .shutdown_mode(ShutdownMode::Fast)
-        .wait()
-        .timeout(COMMAND_TIMEOUT.as_secs())
-}
-
-/// Runs a PostgreSQL command through `privilege`, with a timeout; the error holds its output.
-async fn run(
-    privilege: &Privilege,
-    builder: impl CommandBuilder,
-    name: &'static str,
-) -> Result<String, ServerError> {
-    let program = builder.get_program_file();
-    let mut command = tokio::process::Command::from(privilege.command(
-        &program,
-        &builder.get_args(),
-        &builder.get_envs(),
-    ));
-    command
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    debug!(?command, "running");
-    let failed = |source| ServerError::Command {
-        command: name,
-        source,
-        server_log: None,
-    };
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
-        .await
-        .map_err(|_| failed(CommandError::TimedOut(COMMAND_TIMEOUT.as_secs())))?
-        .map_err(|source| {
-            failed(CommandError::CannotRun {
-                program: program.clone(),
-                source,
-            })
-        })?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    if output.status.success() {
-        Ok(stdout)
-    } else {
-        Err(failed(CommandError::Failed {
-            program,
-            status: output.status,
-            output: format!(
-                "{}{}",
-                stdout.trim(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        }))
-    }
-}
-
-fn free_port() -> Result<u16, ServerError> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|source| io_error("cannot find a free port on", Path::new("127.0.0.1"), source))?;
-    listener
-        .local_addr()
-        .map(|address| address.port())
-        .map_err(|source| io_error("cannot find a free port on", Path::new("127.0.0.1"), source))
-}
-
 fn read_password(path: &Path) -> Option<SecretString> {
     std::fs::read_to_string(path)
         .ok()
         .map(|text| text.trim().to_owned())
         .filter(|text| !text.is_empty())
         .map(SecretString::from)
-}
-
-fn read_from(path: &Path, offset: u64) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let start = usize::try_from(offset).unwrap_or(0).min(text.len());
-    String::from_utf8_lossy(&text[start..]).into_owned()
-}
-
-/// As root, the data directory's default is [`ROOT_DATA_DIR`](crate::config::ROOT_DATA_DIR)
-/// (the server's account cannot enter root's home). A cluster left at the default in root's
-/// home (`~/.local/share/pgharness`) is moved there once, whole, when that is still empty.
-///
-/// # Errors
-///
-/// [`ServerError::Io`] when the move fails; nothing is lost (a rename moves all or nothing).
-pub fn adopt_data_dir_from_roots_home(data_dir: &Path) -> Result<(), ServerError> {
-    if !crate::platform::privilege::is_root()
-        || data_dir != Path::new(crate::config::ROOT_DATA_DIR)
-        || data_dir.join("pgdata").exists()
-    {
-        return Ok(());
-    }
-    let Some(previous) = dirs::data_dir().map(|dir| dir.join("pgharness")) else {
-        return Ok(());
-    };
-    if !previous.join("pgdata/PG_VERSION").exists() {
-        return Ok(());
-    }
-    if let Some(parent) = data_dir.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|source| io_error("cannot create", parent, source))?;
-    }
-    // An empty directory left by an earlier start is replaced; anything else stays.
-    let _ = std::fs::remove_dir(data_dir);
-    std::fs::rename(&previous, data_dir).map_err(|source| {
-        io_error(
-            "cannot move the data directory from root's home to",
-            data_dir,
-            source,
-        )
-    })?;
-    tracing::info!(
-        from = %previous.display(),
-        to = %data_dir.display(),
-        "moved the data directory out of root's home, where PostgreSQL's account cannot reach it"
-    );
-    Ok(())
-}
-
-/// The data directory's lock (`harness.lock`), when no other process holds it.
-fn try_lock_home(home: &Path) -> Result<Option<File>, ServerError> {
-    let lock_path = home.join("harness.lock");
-    let lock = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|source| io_error("cannot open", &lock_path, source))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(Some(lock)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(source)) => {
-            Err(io_error("cannot lock", &lock_path, source))
-        }
-    }
-}
-
-/// `server.json`, when a server has been reported ready.
-fn read_state(home: &Path) -> Option<ServerState> {
-    serde_json::from_slice(&std::fs::read(home.join("server.json")).ok()?).ok()
 }
 
 fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> ServerError {

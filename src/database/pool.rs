@@ -1,26 +1,18 @@
-//! The connection pool with the guide's semantics, the `get_db` unit of work, pool statistics,
-//! and connection failures classified into the guide's troubleshooting cases.
-//!
-//! Requests take connections from a bb8 pool of sqlx `PgConnection`s (each keeps its prepared
-//! statements). Unlike sqlx's own pool it sends nothing when a connection is given back, and a
-//! connection is checked with a round trip only when it was idle longer than
-//! [`VALIDATE_IDLE_AFTER`] or after another connection was found dead: a read by id is one
-//! round trip. A connection that died anyway (a restart a moment ago) fails its first statement
-//! with a connection error; [`Database::run`] then retries the work once on a live connection.
-//! Migrations and other maintenance use a small sqlx pool beside it
-//! ([`Database::maintenance_pool`]).
+//! The connection pool: a bb8 pool of sqlx connections checked only when they may have died,
+//! requests served first come first served, a down server noticed within about a second, and
+//! the small maintenance pool beside it.
 
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::{ConnectOptions as _, Connection as _};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{debug, warn};
+use tracing::warn;
 
+use super::{ConnectionFailure, DatabaseError, PoolStats, connect_options};
 use crate::config::{DatabaseUrl, PoolSettings};
 
 /// Idle connections are closed after this long (and the pool refilled to its size), so that
@@ -49,21 +41,6 @@ const SERVER_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// and `too_many_connections` (often a connection just closed and not yet noticed).
 const WAIT_FOR_CODES: [&str; 2] = ["57P03", "53300"];
 
-/// Connection options: `DATABASE_ECHO` logs every statement; slow ones are always warned about.
-#[must_use]
-pub fn connect_options(url: &DatabaseUrl, settings: &PoolSettings) -> PgConnectOptions {
-    let echo_level = if settings.echo {
-        tracing::log::LevelFilter::Info
-    } else {
-        tracing::log::LevelFilter::Debug
-    };
-    // Named, so that the Database screen and `pg_stat_activity` tell its sessions apart.
-    url.connect_options()
-        .application_name("pgharness")
-        .log_statements(echo_level)
-        .log_slow_statements(tracing::log::LevelFilter::Warn, settings.slow_statement)
-}
-
 /// The maintenance pool: migrations, their status, the drift check. Small and closed when idle;
 /// requests never use it.
 fn maintenance_pool_options() -> PgPoolOptions {
@@ -72,25 +49,6 @@ fn maintenance_pool_options() -> PgPoolOptions {
         .max_connections(MAINTENANCE_CONNECTIONS)
         .idle_timeout(Duration::from_secs(10))
         .test_before_acquire(true)
-}
-
-/// Whether `error` says the connection is gone rather than that the statement failed: a broken
-/// socket, or the server shutting down or restarting (SQLSTATE class 08, 57P01 admin shutdown,
-/// 57P02 crash shutdown, 57P03 cannot connect now).
-#[must_use]
-pub fn is_connection_lost(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-        }),
-        _ => false,
-    }
 }
 
 /// A connection as the pool keeps it.
@@ -107,10 +65,10 @@ struct PooledConnection {
 
 /// What the pool knows about its connections' health, shared with its manager.
 #[derive(Debug, Default)]
-struct Liveness {
+pub(super) struct Liveness {
     /// Bumped each time a connection is found dead: every other connection is then checked once
     /// before use, as a restart kills them all.
-    dead_seen: AtomicU64,
+    pub(super) dead_seen: AtomicU64,
     /// Whether any connection has been lent out since the pool opened its connections.
     lent: AtomicBool,
 }
@@ -161,7 +119,7 @@ pub struct Connection {
     /// This request's place among those holding or taking a connection.
     _turn: OwnedSemaphorePermit,
     /// Taken from the idle connections (it may have died there), not opened for this request.
-    reused: bool,
+    pub(super) reused: bool,
 }
 
 impl std::ops::Deref for Connection {
@@ -189,57 +147,9 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// Closes it instead of giving it back.
-    fn discard(&mut self) {
+    pub(super) fn discard(&mut self) {
         self.inner.discard = true;
     }
-}
-
-/// Why the pool gave no connection or a statement failed.
-#[derive(Debug, thiserror::Error)]
-pub enum DatabaseError {
-    /// Every connection is busy and none came free within `DATABASE_POOL_TIMEOUT`.
-    #[error(
-        "connection pool exhausted: {size} + {overflow} overflow connections busy, waited {} s. \
-         Increase DATABASE_MAX_OVERFLOW (or DATABASE_POOL_SIZE), investigate slow queries \
-         holding connections, make sure transactions and connections are released, or add \
-         application instances",
-        waited.as_secs_f64().round()
-    )]
-    PoolExhausted {
-        /// The pool's size.
-        size: u32,
-        /// Its overflow.
-        overflow: u32,
-        /// How long the request waited.
-        waited: Duration,
-    },
-    /// No connection could be opened.
-    #[error("cannot connect to the database: {0}")]
-    Connection(ConnectionFailure),
-    /// A statement failed.
-    #[error(transparent)]
-    Query(#[from] sqlx::Error),
-}
-
-/// Pool usage for the API and UI.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PoolStats {
-    /// Open connections.
-    pub size: u32,
-    /// Connections open and idle.
-    pub idle: u32,
-    /// Connections lent out.
-    pub in_use: u32,
-    /// Pool size + max overflow.
-    pub max: u32,
-    /// Acquisitions that had to wait for a connection.
-    pub waited: u64,
-    /// Total time spent waiting, in milliseconds.
-    pub wait_ms: u64,
-    /// Failed attempts to get a connection (exhaustion included).
-    pub connection_errors: u64,
-    /// Acquisitions refused because every connection stayed busy for the pool timeout.
-    pub exhausted: u64,
 }
 
 #[derive(Debug, Default)]
@@ -257,7 +167,7 @@ pub struct Database {
     maintenance: PgPool,
     /// Shared: a `Database` is cloned into every request's state.
     options: Arc<PgConnectOptions>,
-    liveness: Arc<Liveness>,
+    pub(super) liveness: Arc<Liveness>,
     /// One permit per connection the pool may open, handed out first come, first served.
     /// bb8 alone lets a newcomer take a connection just given back while the request woken
     /// for it is still on its way, and that request then queues again at the back: under
@@ -266,7 +176,7 @@ pub struct Database {
     turns: Arc<Semaphore>,
     /// Direct connection attempts under way ([`Database::unreachable_server`]).
     probing: Arc<AtomicU32>,
-    settings: PoolSettings,
+    pub(super) settings: PoolSettings,
     counters: Arc<Counters>,
 }
 
@@ -412,46 +322,6 @@ impl Database {
         Ok((connection, turn))
     }
 
-    /// Runs `work` (reads, or a single statement that commits by itself) on a pooled
-    /// connection. When a connection taken from the idle ones turns out dead on its first
-    /// statement (the server restarted or dropped it), nothing of the work ran: it is
-    /// discarded, every other idle connection is checked before its next use, and `work` runs
-    /// once more on a live one. Errors other than a lost connection are returned as they are.
-    ///
-    /// # Errors
-    ///
-    /// As [`Database::acquire`], or the statement's error ([`DatabaseError::Query`]).
-    pub async fn run<T>(
-        &self,
-        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, sqlx::Error> + Clone,
-    ) -> Result<T, DatabaseError> {
-        let mut connection = self.acquire().await?;
-        // A copy for the retry (closures capturing references are copied for free).
-        match work.clone()(&mut connection).await {
-            Err(error) if connection.reused && is_connection_lost(&error) => {
-                debug!(%error, "a pooled connection was dead; retrying on a live one");
-                connection.discard();
-                self.liveness.dead_seen.fetch_add(1, Ordering::Relaxed);
-                drop(connection);
-                let mut connection = self.acquire().await?;
-                let result = work(&mut connection).await;
-                if let Err(error) = &result
-                    && is_connection_lost(error)
-                {
-                    connection.discard();
-                }
-                Ok(result?)
-            }
-            Err(error) => {
-                if is_connection_lost(&error) {
-                    connection.discard();
-                }
-                Err(DatabaseError::Query(error))
-            }
-            Ok(value) => Ok(value),
-        }
-    }
-
     /// Resolves only once the server turns out to be down: while an acquisition waits with the
     /// pool below its maximum (so not because every connection is busy), connects directly
     /// every [`SERVER_CHECK_EVERY`] when the pool has room for one more attempt
@@ -505,44 +375,6 @@ impl Database {
         Some(ProbeSlot(&self.probing))
     }
 
-    /// Starts a unit of work: see [`UnitOfWork`].
-    ///
-    /// # Errors
-    ///
-    /// As [`Database::acquire`], or [`DatabaseError::Query`] when `BEGIN` fails.
-    pub async fn begin(&self) -> Result<UnitOfWork, DatabaseError> {
-        let mut connection = self.acquire().await?;
-        let begun = sqlx::raw_sql("BEGIN").execute(&mut *connection).await;
-        if let Err(error) = begun {
-            if is_connection_lost(&error) {
-                connection.discard();
-            }
-            return Err(error.into());
-        }
-        Ok(UnitOfWork {
-            connection,
-            finished: false,
-        })
-    }
-
-    /// Runs `work` in a transaction, the guide's `get_db`: committed when it returns `Ok`,
-    /// rolled back when it returns `Err` or panics.
-    ///
-    /// # Errors
-    ///
-    /// The error of `work`, or a [`DatabaseError`] (converted into `E`) from the database.
-    pub async fn transaction<T, E>(
-        &self,
-        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
-    ) -> Result<T, E>
-    where
-        E: From<DatabaseError>,
-    {
-        let mut unit = self.begin().await?;
-        let result = work(unit.connection()).await;
-        unit.finish(result).await
-    }
-
     /// Current pool usage.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
@@ -558,18 +390,6 @@ impl Database {
             connection_errors: self.counters.connection_errors.load(Ordering::Relaxed),
             exhausted: self.counters.exhausted.load(Ordering::Relaxed),
         }
-    }
-
-    /// The guide's sizing rule: pool size + overflow must fit in the server's
-    /// `max_connections` minus its reserved connections. `Some(warning)` when it does not.
-    ///
-    /// # Errors
-    ///
-    /// [`DatabaseError`] when the server cannot be asked.
-    pub async fn sizing_warning(&self) -> Result<Option<String>, DatabaseError> {
-        let mut connection = self.acquire().await?;
-        let limits = ServerLimits::query(&mut connection).await?;
-        Ok(limits.warning(&self.settings))
     }
 
     /// Closes the connections: the idle ones at once, lent ones when given back; no new
@@ -592,224 +412,5 @@ struct ProbeSlot<'a>(&'a AtomicU32);
 impl Drop for ProbeSlot<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The server's connection limits.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// The server's `max_connections`.
-    pub max_connections: u32,
-    /// Connections reserved for superusers.
-    pub reserved: u32,
-}
-
-impl ServerLimits {
-    /// Reads `max_connections`, `superuser_reserved_connections` and `reserved_connections`.
-    ///
-    /// # Errors
-    ///
-    /// [`sqlx::Error`] from the query.
-    pub async fn query(connection: &mut PgConnection) -> Result<Self, sqlx::Error> {
-        let (max_connections, reserved): (i32, i32) = sqlx::query_as(
-            "SELECT current_setting('max_connections')::int, \
-                    current_setting('superuser_reserved_connections')::int \
-                    + coalesce(current_setting('reserved_connections', true)::int, 0)",
-        )
-        .fetch_one(connection)
-        .await?;
-        Ok(Self {
-            max_connections: u32::try_from(max_connections).unwrap_or(0),
-            reserved: u32::try_from(reserved).unwrap_or(0),
-        })
-    }
-
-    /// A warning when `settings` could open more connections than the server allows.
-    #[must_use]
-    pub fn warning(&self, settings: &PoolSettings) -> Option<String> {
-        let available = self.max_connections.saturating_sub(self.reserved);
-        (settings.max_connections() > available).then(|| {
-            format!(
-                "pool size + overflow ({} + {} = {}) exceeds the server's max_connections ({}) minus \
-                 its reserved connections ({}): under load, connections will be refused. Lower \
-                 DATABASE_POOL_SIZE / DATABASE_MAX_OVERFLOW or raise max_connections{}",
-                settings.size,
-                settings.max_overflow,
-                settings.max_connections(),
-                self.max_connections,
-                self.reserved,
-                " (embedded server: PGHARNESS_PG_CONF=\"max_connections=200\")"
-            )
-        })
-    }
-}
-
-/// A transaction with the guide's `get_db` semantics, usable anywhere: [`UnitOfWork::finish`]
-/// commits an `Ok` result and rolls back an `Err`; dropped unfinished (an early return, a panic),
-/// its connection is closed, which rolls it back.
-#[derive(Debug)]
-pub struct UnitOfWork {
-    connection: Connection,
-    finished: bool,
-}
-
-impl Drop for UnitOfWork {
-    fn drop(&mut self) {
-        if !self.finished {
-            self.connection.discard();
-        }
-    }
-}
-
-impl UnitOfWork {
-    /// The connection to run statements on.
-    pub fn connection(&mut self) -> &mut PgConnection {
-        &mut self.connection
-    }
-
-    /// Commits when `result` is `Ok`, rolls back when it is `Err`; returns `result`.
-    ///
-    /// # Errors
-    ///
-    /// The `Err` of `result`, or the commit's failure converted into `E`.
-    pub async fn finish<T, E>(mut self, result: Result<T, E>) -> Result<T, E>
-    where
-        E: From<DatabaseError>,
-    {
-        let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = sqlx::raw_sql(end).execute(&mut *self.connection).await;
-        // Only a connection whose transaction ended goes back to the pool.
-        self.finished = ended.is_ok();
-        match (result, ended) {
-            (Ok(value), Ok(_)) => Ok(value),
-            (Ok(_), Err(error)) => Err(E::from(DatabaseError::Query(error))),
-            (Err(error), Ok(_)) => Err(error),
-            (Err(error), Err(rollback)) => {
-                warn!(%rollback, "rollback failed; the connection is discarded");
-                Err(error)
-            }
-        }
-    }
-}
-
-/// The guide's troubleshooting cases.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureKind {
-    /// Nothing listens at the host and port.
-    ConnectionRefused,
-    /// Wrong user or password.
-    AuthenticationFailed,
-    /// The database does not exist.
-    DatabaseDoesNotExist,
-    /// No answer in time.
-    Timeout,
-    /// The TLS negotiation failed.
-    Tls,
-    /// Anything else.
-    Other,
-}
-
-impl FailureKind {
-    /// Sorts a connection error into a troubleshooting case.
-    #[must_use]
-    pub fn of(error: &sqlx::Error) -> Self {
-        match error {
-            // A Unix socket's file is gone while its server is down.
-            sqlx::Error::Io(io)
-                if matches!(
-                    io.kind(),
-                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
-                ) =>
-            {
-                Self::ConnectionRefused
-            }
-            sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => Self::Timeout,
-            sqlx::Error::PoolTimedOut => Self::Timeout,
-            sqlx::Error::Tls(_) => Self::Tls,
-            sqlx::Error::Database(database) => match database.code().as_deref() {
-                Some("28P01" | "28000") => Self::AuthenticationFailed,
-                Some("3D000") => Self::DatabaseDoesNotExist,
-                _ => Self::Other,
-            },
-            _ => Self::Other,
-        }
-    }
-
-    /// The cause in the guide's words (`connection refused`, …).
-    #[must_use]
-    pub fn cause(self) -> &'static str {
-        match self {
-            Self::ConnectionRefused => "connection refused",
-            Self::AuthenticationFailed => "authentication failed",
-            Self::DatabaseDoesNotExist => "database does not exist",
-            Self::Timeout => "timeout",
-            Self::Tls => "TLS error",
-            Self::Other => "connection error",
-        }
-    }
-
-    /// The guide's troubleshooting steps for this case.
-    #[must_use]
-    pub fn remedies(self, url: &DatabaseUrl) -> Vec<String> {
-        let (host, port, user, database) = (&url.host, url.port, &url.username, &url.database);
-        match self {
-            Self::ConnectionRefused => vec![
-                format!(
-                    "Ensure PostgreSQL is running on {host}:{port}: `pg_ctl status`, or `sudo systemctl status postgresql`"
-                ),
-                format!("Check the PostgreSQL port: `ss -ltnp | grep {port}`"),
-                format!("Verify PostgreSQL accepts connections: `psql -h {host} -p {port} -U {user} -d {database}`"),
-                "Or unset DATABASE_URL to use the embedded PostgreSQL server".to_owned(),
-            ],
-            Self::AuthenticationFailed => vec![
-                format!("Verify the credentials of user \"{user}\" in DATABASE_URL (.env or the environment)"),
-                "Check the server's pg_hba.conf allows password authentication from this host".to_owned(),
-                "Reload PostgreSQL configuration: `sudo systemctl reload postgresql`".to_owned(),
-            ],
-            Self::DatabaseDoesNotExist => vec![
-                format!("Create the database: `psql -h {host} -p {port} -U {user} -c 'CREATE DATABASE {database};'`"),
-                format!("Or using createdb: `createdb -h {host} -p {port} -U {user} {database}`"),
-                "Or fix the database name at the end of DATABASE_URL".to_owned(),
-            ],
-            Self::Timeout => vec![
-                format!("Check that {host}:{port} is reachable from this machine (firewall, security groups)"),
-                "Investigate slow queries or a busy server blocking connections".to_owned(),
-                "Increase DATABASE_POOL_TIMEOUT if the server is known to be slow".to_owned(),
-            ],
-            Self::Tls => vec![
-                "Check the TLS mode in DATABASE_URL (`?sslmode=require`, `?ssl=require` or `?sslmode=disable`)".to_owned(),
-                "Check the server has TLS enabled and a certificate this machine trusts".to_owned(),
-            ],
-            Self::Other => vec![
-                "Read the error above and the PostgreSQL server log".to_owned(),
-                "Run `pgharness check` again with RUST_LOG=debug for details".to_owned(),
-            ],
-        }
-    }
-}
-
-/// A failed connection attempt, classified, with a message that holds no password.
-#[derive(Debug)]
-pub struct ConnectionFailure {
-    /// The kind of failure.
-    pub kind: FailureKind,
-    /// The driver's message.
-    pub message: String,
-}
-
-impl ConnectionFailure {
-    /// Classifies a connection error.
-    #[must_use]
-    pub fn new(error: &sqlx::Error) -> Self {
-        Self {
-            kind: FailureKind::of(error),
-            message: error.to_string(),
-        }
-    }
-}
-
-impl fmt::Display for ConnectionFailure {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{}: {}", self.kind.cause(), self.message)
     }
 }
