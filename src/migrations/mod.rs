@@ -585,7 +585,7 @@ impl Migrations {
                 MigrationError::Failed {
                     file,
                     line,
-                    message: database.message().to_owned(),
+                    message: with_extension_hint(database.message()),
                 }
             }
             MigrateError::VersionMismatch(version) => MigrationError::Modified {
@@ -598,6 +598,29 @@ impl Migrations {
             MigrateError::Execute(error) => MigrationError::Database(error),
             other => MigrationError::Migrate(other),
         }
+    }
+}
+
+/// The server's message, and for an extension it lacks that `PGHARNESS_EXTENSIONS` can provide,
+/// the setting that does.
+fn with_extension_hint(message: &str) -> String {
+    use crate::binaries::extensions::Extension;
+    // `extension "vector" is not available` (recent 16.x), or the control file's path (older).
+    let missing = message
+        .strip_prefix("extension \"")
+        .and_then(|rest| rest.strip_suffix("\" is not available"))
+        .or_else(|| {
+            message
+                .strip_prefix("could not open extension control file \"")
+                .and_then(|rest| rest.split_once(".control\""))
+                .and_then(|(path, _)| path.rsplit(['/', '\\']).next())
+        });
+    match missing.and_then(|name| name.parse::<Extension>().ok()) {
+        Some(extension) => format!(
+            "{message} (the embedded server has {extension} with \
+             PGHARNESS_EXTENSIONS={extension}; a server named by DATABASE_URL needs it installed)"
+        ),
+        None => message.to_owned(),
     }
 }
 
