@@ -617,8 +617,8 @@ fn with_extension_hint(message: &str) -> String {
         });
     match missing.and_then(|name| name.parse::<Extension>().ok()) {
         Some(extension) => format!(
-            "{message} (the embedded server has {extension} with \
-             PGHARNESS_EXTENSIONS={extension}; a server named by DATABASE_URL needs it installed)"
+            "{message} (set PGHARNESS_EXTENSIONS={extension} for the embedded server to have \
+             it; a server named by DATABASE_URL needs it installed there)"
         ),
         None => message.to_owned(),
     }

@@ -184,8 +184,8 @@ async fn a_migration_needing_vector_without_it_names_the_setting() {
     );
 }
 
-/// `pgharness::testing` databases get pgvector from the setting: a test server of its own,
-/// started by a process with the setting.
+/// `pgharness::testing` databases get pgvector from the setting, also from a test server
+/// already started by a process without it (a test server of their own).
 #[tokio::test]
 async fn test_databases_get_vector_with_the_setting() {
     if !pip_reaches_its_index() {
@@ -193,18 +193,22 @@ async fn test_databases_get_vector_with_the_setting() {
     }
     let scratch = scratch_with_bare_cache().await;
     let run_dir = scratch.dir.path().join("test-run");
+    let server = [
+        ("PGHARNESS_CACHE_DIR", scratch.cache.to_str().unwrap()),
+        ("PGHARNESS_TEST_DIR", run_dir.to_str().unwrap()),
+    ];
+    let without = helpers::helper_process("testing::helper_report_the_shared_server", &server);
+    assert!(without.wait_with_output().unwrap().status.success());
+    let with = [
+        ("PGHARNESS_EXTENSIONS", "vector"),
+        (
+            "PGHARNESS_HELPER_MIGRATIONS",
+            scratch.migrations.to_str().unwrap(),
+        ),
+    ];
     let helper = helpers::helper_process(
         "extensions::helper_nearest_item",
-        &[
-            ("PGHARNESS_EXTENSIONS", "vector"),
-            ("PGHARNESS_CACHE_DIR", scratch.cache.to_str().unwrap()),
-            ("PGHARNESS_TEST_DIR", run_dir.to_str().unwrap()),
-            ("PGHARNESS_TEST_IDLE_SECONDS", "1"),
-            (
-                "PGHARNESS_HELPER_MIGRATIONS",
-                scratch.migrations.to_str().unwrap(),
-            ),
-        ],
+        &[server.as_slice(), with.as_slice()].concat(),
     );
     let output = helper.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
