@@ -62,19 +62,43 @@ impl Platform {
         }
     }
 
+    /// The installation's share directory (`pg_config --sharedir`), relative to it: Windows
+    /// builds keep `share/` flat; the others nest it in `postgresql/`.
+    #[must_use]
+    pub fn share_dir(self) -> &'static str {
+        match self {
+            Self::WindowsX64 => "share",
+            _ => "share/postgresql",
+        }
+    }
+
+    /// The directory of loadable modules (`pg_config --pkglibdir`), relative to the
+    /// installation; laid out as [`Self::share_dir`].
+    #[must_use]
+    pub fn module_dir(self) -> &'static str {
+        match self {
+            Self::WindowsX64 => "lib",
+            _ => "lib/postgresql",
+        }
+    }
+
+    /// The file name ending of a loadable module: `dll`, `dylib` or `so`.
+    #[must_use]
+    pub fn module_extension(self) -> &'static str {
+        match self {
+            Self::WindowsX64 => "dll",
+            Self::DarwinX64 | Self::DarwinArm64 => "dylib",
+            Self::LinuxX64 | Self::LinuxArm64 => "so",
+        }
+    }
+
     /// The files an installation must have for `initdb` and the server to work: the three
     /// executables, the catalog `initdb` loads, the configuration sample, and PL/pgSQL (which
-    /// every database gets). Windows builds keep `share/` and `lib/` flat; the others nest
-    /// them in `postgresql/`.
+    /// every database gets).
     #[must_use]
     pub fn required_files(self) -> Vec<PathBuf> {
-        let (exe, share, lib, library) = match self {
-            Self::WindowsX64 => (".exe", "share", "lib", "dll"),
-            Self::DarwinX64 | Self::DarwinArm64 => {
-                ("", "share/postgresql", "lib/postgresql", "dylib")
-            }
-            Self::LinuxX64 | Self::LinuxArm64 => ("", "share/postgresql", "lib/postgresql", "so"),
-        };
+        let exe = if self == Self::WindowsX64 { ".exe" } else { "" };
+        let (share, lib, library) = (self.share_dir(), self.module_dir(), self.module_extension());
         let mut files: Vec<PathBuf> = ["postgres", "initdb", "pg_ctl"]
             .iter()
             .map(|executable| PathBuf::from(format!("bin/{executable}{exe}")))

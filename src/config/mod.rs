@@ -176,6 +176,8 @@ pub struct EmbeddedSettings {
     pub configuration: BTreeMap<String, String>,
     /// `PGHARNESS_RUN_AS`: the account PostgreSQL runs as when this is root.
     pub root: RootSettings,
+    /// `PGHARNESS_EXTENSIONS`: extensions put into the binaries' installation.
+    pub extensions: Vec<crate::binaries::extensions::Extension>,
 }
 
 /// The whole configuration.
@@ -502,7 +504,35 @@ fn embedded_settings(
         database,
         configuration,
         root: root_settings(var),
+        extensions: extensions(var)?,
     })
+}
+
+/// `PGHARNESS_EXTENSIONS=vector`: known names, separated by commas.
+fn extensions(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<Vec<crate::binaries::extensions::Extension>, ConfigError> {
+    use crate::binaries::extensions::Extension;
+    let text = var("PGHARNESS_EXTENSIONS").unwrap_or_default();
+    let mut extensions = Vec::new();
+    for name in text
+        .split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+    {
+        let extension = name
+            .parse::<Extension>()
+            .map_err(|()| ConfigError::Invalid {
+                variable: "PGHARNESS_EXTENSIONS",
+                value: text.clone(),
+                reason: format!("{name:?} is not an extension the harness can provide"),
+                allowed: format!("a comma-separated list of: {}", Extension::known()),
+            })?;
+        if !extensions.contains(&extension) {
+            extensions.push(extension);
+        }
+    }
+    Ok(extensions)
 }
 
 fn root_settings(var: &impl Fn(&str) -> Option<String>) -> RootSettings {

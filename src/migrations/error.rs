@@ -132,7 +132,7 @@ impl Migrations {
                 MigrationError::Failed {
                     file,
                     line,
-                    message: database.message().to_owned(),
+                    message: with_extension_hint(database.message()),
                 }
             }
             MigrateError::VersionMismatch(version) => MigrationError::Modified {
@@ -164,4 +164,27 @@ pub(crate) fn error_line(sql: &str, error: &dyn sqlx::error::DatabaseError) -> O
             .count()
             + 1,
     )
+}
+
+/// The server's message, and for an extension it lacks that `PGHARNESS_EXTENSIONS` can provide,
+/// the setting that does.
+fn with_extension_hint(message: &str) -> String {
+    use crate::binaries::extensions::Extension;
+    // `extension "vector" is not available` (recent 16.x), or the control file's path (older).
+    let missing = message
+        .strip_prefix("extension \"")
+        .and_then(|rest| rest.strip_suffix("\" is not available"))
+        .or_else(|| {
+            message
+                .strip_prefix("could not open extension control file \"")
+                .and_then(|rest| rest.split_once(".control\""))
+                .and_then(|(path, _)| path.rsplit(['/', '\\']).next())
+        });
+    match missing.and_then(|name| name.parse::<Extension>().ok()) {
+        Some(extension) => format!(
+            "{message} (set PGHARNESS_EXTENSIONS={extension} for the embedded server to have \
+             it; a server named by DATABASE_URL needs it installed there)"
+        ),
+        None => message.to_owned(),
+    }
 }

@@ -120,11 +120,12 @@ pub async fn attach() -> Result<Attached, TestServerError> {
     let running = running_server(dir).await;
     let _ = shared.unlock();
     if let Some(attached) = running {
+        ensure_extensions().await?;
         return Ok(attached);
     }
     let exclusive = lock_start(dir, Hold::Exclusive).await?;
     let attached = match running_server(dir).await {
-        Some(attached) => Ok(attached),
+        Some(attached) => ensure_extensions().await.map(|()| attached),
         None => start_and_connect(dir).await,
     };
     let _ = exclusive.unlock();
@@ -204,6 +205,16 @@ async fn running_server(dir: &Path) -> Option<Attached> {
     .ok()?
     .ok()?;
     Some(Attached { admin, connection })
+}
+
+/// The running server was started by a process that may not have asked for the extensions this
+/// one asks for: they go into the same installation, where `CREATE EXTENSION` reads them.
+async fn ensure_extensions() -> Result<(), TestServerError> {
+    let config = Config::from_process_env()?;
+    if !config.embedded.extensions.is_empty() {
+        binaries::provision(&(&config.embedded).into(), &crate::progress::quiet()).await?;
+    }
+    Ok(())
 }
 
 async fn start_and_connect(dir: &Path) -> Result<Attached, TestServerError> {

@@ -12,6 +12,7 @@ async fn a_bin_dir_that_is_not_postgresql_16_is_refused_not_replaced() {
         bin_dir: Some(bin.clone()),
         cache_dir: directory.path().join("cache"),
         offline: false,
+        extensions: Vec::new(),
     };
     let error = binaries::provision(&sources, &quiet()).await.unwrap_err();
     assert!(matches!(error, BinariesError::BadBinDir { .. }));
@@ -32,6 +33,7 @@ async fn the_bin_dir_variable_takes_any_postgresql_16_installation() {
             .path()
             .join("unused"),
         offline: true,
+        extensions: Vec::new(),
     };
     let found = binaries::provision(&sources, &quiet()).await.unwrap();
     assert_eq!(found, installed);
@@ -45,6 +47,7 @@ async fn with_no_source_left_the_error_lists_each_and_the_fix() {
         bin_dir: None,
         cache_dir: directory.path().join("empty-cache"),
         offline: true,
+        extensions: Vec::new(),
     };
     let text = binaries::provision(&sources, &quiet())
         .await
@@ -64,6 +67,7 @@ async fn concurrent_first_downloads_share_one_intact_cache() {
         bin_dir: None,
         cache_dir: cache.path().to_owned(),
         offline: false,
+        extensions: Vec::new(),
     };
     let progress = quiet();
     let (first, second) = tokio::join!(

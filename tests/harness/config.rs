@@ -84,6 +84,11 @@ fn explicit_variables_override_the_preset() {
 #[case("DATABASE_ECHO", "maybe", "not a boolean")]
 #[case("PGHARNESS_PG_PORT", "70000", "too large")]
 #[case("APP_ENV", "prod-eu", "unknown environment")]
+#[case(
+    "PGHARNESS_EXTENSIONS",
+    "vector,postgis",
+    "\"postgis\" is not an extension the harness can provide"
+)]
 fn bad_values_are_named_with_what_is_allowed(
     #[case] variable: &str,
     #[case] value: &str,
@@ -157,6 +162,19 @@ fn display_and_debug_never_show_the_password() {
     assert!(
         shown.contains("db.example.com:5432/app_production"),
         "{shown}"
+    );
+}
+
+#[test]
+fn extensions_are_a_comma_separated_list_of_known_names() {
+    let config = config_from(&[("PGHARNESS_EXTENSIONS", " Vector, vector ,")]).unwrap();
+    assert_eq!(
+        config.embedded.extensions,
+        vec![pgharness::binaries::extensions::Extension::Vector]
+    );
+    assert!(
+        error_text(&[("PGHARNESS_EXTENSIONS", "postgis")])
+            .contains("Allowed: a comma-separated list of: vector")
     );
 }
 

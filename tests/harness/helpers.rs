@@ -395,3 +395,20 @@ impl Client for pgharness::testing::TestApp {
         self.database.maintenance_pool()
     }
 }
+
+/// This test binary running only the ignored test `path` (`module::name`), with `variables`
+/// added to its environment, its standard output piped: a test that needs a process of its own.
+pub fn helper_process(path: &str, variables: &[(&str, &str)]) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            path,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .envs(variables.iter().copied())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}

@@ -7,6 +7,7 @@ mod api;
 mod binaries;
 mod check;
 mod config;
+mod extensions;
 mod helpers;
 mod migrate;
 mod pool;

@@ -1,7 +1,7 @@
 //! `pgharness::testing`, used the way a project's tests use it.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Command, Stdio};
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -261,18 +261,7 @@ async fn the_app_fixture_serves_the_api_on_the_tests_database(app: TestApp) {
 
 /// Runs one helper test (below, `#[ignore]`d) of this binary in a process of its own.
 fn helper_process(name: &str, variables: &[(&str, &str)]) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            &format!("testing::{name}"),
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .envs(variables.iter().copied())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
+    crate::helpers::helper_process(&format!("testing::{name}"), variables)
 }
 
 /// The first line the helper printed that starts with `prefix`, without it.
