@@ -8,6 +8,7 @@ mod binaries;
 mod check;
 mod config;
 mod helpers;
+mod integresql;
 mod migrate;
 mod pool;
 mod proxy;

@@ -149,6 +149,9 @@ pub struct Service {
     changed: Notify,
     /// A test database was taken or freed (the refiller looks again).
     refill: Notify,
+    /// The refiller and the initializers' watch, stopped at shutdown.
+    background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 fn quote(name: &str) -> String {
@@ -193,6 +196,8 @@ impl Service {
             generation: std::sync::atomic::AtomicU64::new(0),
             changed: Notify::new(),
             refill: Notify::new(),
+            background: Mutex::new(Vec::new()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         service
             .drop_leftovers(|prefix| {
@@ -203,21 +208,50 @@ impl Service {
                     .is_none_or(|pid| !process::is_alive(pid))
             })
             .await?;
-        tokio::spawn(Arc::clone(&service).watch_initializers());
-        tokio::spawn(Arc::clone(&service).keep_ready());
+        let background = [
+            tokio::spawn(Arc::clone(&service).watch_initializers()),
+            tokio::spawn(Arc::clone(&service).keep_ready()),
+        ];
+        service
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend(background);
         Ok(service)
     }
 
-    /// Drops every database and role this process made (at shutdown).
+    /// Stops the background work, then drops every database and role this process made.
     ///
     /// # Errors
     ///
     /// [`sqlx::Error`] when the server cannot be asked.
     pub async fn shutdown(&self) -> Result<(), sqlx::Error> {
+        let background = std::mem::take(
+            &mut *self
+                .background
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        // Each ends after its current step: a clone cut off half-way would outlive the drops.
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.refill.notify_one();
+        for task in background {
+            let _ = task.await;
+        }
+        self.forget_all().await
+    }
+
+    /// Forgets every template and drops every database and role this process made.
+    async fn forget_all(&self) -> Result<(), sqlx::Error> {
         self.lock().clear();
         self.changed.notify_waiters();
         let own = self.prefix.clone();
         self.drop_leftovers(|name| name.starts_with(&own)).await
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Template>> {
@@ -232,8 +266,11 @@ impl Service {
             .served("SELECT datname FROM pg_database WHERE datname LIKE $1")
             .await?
         {
-            if doomed(&name) {
-                self.drop_database(&name).await;
+            let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(&name));
+            if doomed(&name)
+                && let Err(error) = execute(&self.pool, statement).await
+            {
+                warn!(database = name, %error, "could not drop a served test database");
             }
         }
         for name in self
@@ -260,13 +297,17 @@ impl Service {
 
     /// Drops a database and its role (same name); failures are only logged.
     async fn drop_database(&self, name: &str) {
-        for statement in [
-            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(name)),
-            format!("DROP ROLE IF EXISTS {}", quote(name)),
-        ] {
-            if let Err(error) = execute(&self.pool, statement).await {
-                warn!(database = name, %error, "could not drop a served test database");
-            }
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(name));
+        if let Err(error) = execute(&self.pool, statement).await {
+            warn!(database = name, %error, "could not drop a served test database");
+        }
+        let statement = format!("DROP ROLE IF EXISTS {}", quote(name));
+        match execute(&self.pool, statement).await {
+            Ok(()) => {}
+            // A template's role still owns the objects of a clone being made (dependent
+            // objects, 2BP01): dropped with the rest at shutdown.
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("2BP01") => {}
+            Err(error) => warn!(role = name, %error, "could not drop a served test role"),
         }
     }
 
@@ -458,7 +499,7 @@ impl Service {
     ///
     /// 500 when the server fails.
     pub async fn reset(&self) -> Result<(), Refusal> {
-        self.shutdown().await?;
+        self.forget_all().await?;
         Ok(())
     }
 
@@ -476,10 +517,7 @@ impl Service {
                 let total: usize = templates.values().map(Template::count).sum();
                 let template = templates.get_mut(hash).ok_or_else(|| unknown(hash))?;
                 if let Status::Discarded(reason) = &template.status {
-                    return Err(refuse(
-                        410,
-                        format!("template {hash} was discarded ({reason})"),
-                    ));
+                    return Err(gone(hash, reason));
                 }
                 if let Some(id) = template.ready.pop_front() {
                     template.handed.insert(id, Instant::now());
@@ -496,11 +534,22 @@ impl Service {
             match reserved {
                 Some(id) => {
                     let config = self.make_test_database(hash, id).await?;
-                    let mut templates = self.lock();
-                    let template = templates.get_mut(hash).ok_or_else(|| unknown(hash))?;
-                    template.creating -= 1;
-                    template.handed.insert(id, Instant::now());
-                    drop(templates);
+                    let discarded = {
+                        let mut templates = self.lock();
+                        let template = templates.get_mut(hash).ok_or_else(|| unknown(hash))?;
+                        template.creating -= 1;
+                        match &template.status {
+                            Status::Discarded(reason) => Some(gone(hash, reason)),
+                            _ => {
+                                template.handed.insert(id, Instant::now());
+                                None
+                            }
+                        }
+                    };
+                    if let Some(refusal) = discarded {
+                        self.drop_database(&config.database).await;
+                        return Err(refusal);
+                    }
                     self.refill.notify_one();
                     return Ok((id, config));
                 }
@@ -531,10 +580,7 @@ impl Service {
                 match &template.status {
                     Status::Finalized => return Ok(()),
                     Status::Discarded(reason) => {
-                        return Err(refuse(
-                            410,
-                            format!("template {hash} was discarded ({reason})"),
-                        ));
+                        return Err(gone(hash, reason));
                     }
                     Status::Initializing(_) => {}
                 }
@@ -746,7 +792,7 @@ impl Service {
 
     /// Keeps `ready_per_template` test databases ready per finalized template, one at a time.
     async fn keep_ready(self: Arc<Self>) {
-        loop {
+        while !self.stopping() {
             let wanted = {
                 let mut templates = self.lock();
                 let total: usize = templates.values().map(Template::count).sum();
@@ -768,8 +814,15 @@ impl Service {
                 Some((hash, id, name)) => match self.make_test_database(&hash, id).await {
                     Ok(_) => self.made_ready(&hash, id, &name).await,
                     Err(refusal) => {
-                        warn!(detail = refusal.detail, "could not prepare a test database");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        // A template discarded meanwhile fails its clone: nothing to report.
+                        let still_served = self
+                            .lock()
+                            .get(&hash)
+                            .is_some_and(|template| matches!(template.status, Status::Finalized));
+                        if still_served {
+                            warn!(detail = refusal.detail, "could not prepare a test database");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
                     }
                 },
                 None => self.refill.notified().await,
@@ -781,7 +834,7 @@ impl Service {
     /// come and gone, and discards one whose initializer went away without finalizing it.
     async fn watch_initializers(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
-        loop {
+        while !self.stopping() {
             tick.tick().await;
             let initializing: Vec<String> = self
                 .lock()
@@ -953,6 +1006,10 @@ fn unknown(hash: &str) -> Refusal {
         404,
         format!("template {hash} not found: initialize it first with POST /api/v1/templates"),
     )
+}
+
+fn gone(hash: &str, reason: &str) -> Refusal {
+    refuse(410, format!("template {hash} was discarded ({reason})"))
 }
 
 fn not_handed_out(hash: &str, id: u32) -> Refusal {
