@@ -28,8 +28,8 @@ run_python() {
 }
 
 run_node() {
-  (cd "$here/node" && npm ci --silent --no-audit --no-fund &&
-    "$PGHARNESS" testdb run -- node --test --test-concurrency=4 tests/)
+  (cd "$here/node" && npm install --silent --no-audit --no-fund &&
+    "$PGHARNESS" testdb run -- node --test --test-concurrency=4 --test-reporter=spec tests/)
 }
 
 languages=("$@")
