@@ -97,6 +97,8 @@ struct Initializing {
     connected: bool,
     /// When a session on the template was last seen.
     last_seen: Instant,
+    /// Being finalized now (by a finalize request or the watch, never both).
+    finalizing: bool,
 }
 
 #[derive(Debug)]
@@ -210,6 +212,9 @@ impl Service {
             .await?;
         let background = [
             tokio::spawn(Arc::clone(&service).watch_initializers()),
+            // Two at a time: the server copies one clone's files while the other's role and
+            // ownership are set up.
+            tokio::spawn(Arc::clone(&service).keep_ready()),
             tokio::spawn(Arc::clone(&service).keep_ready()),
         ];
         service
@@ -235,7 +240,7 @@ impl Service {
         // Each ends after its current step: a clone cut off half-way would outlive the drops.
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.refill.notify_one();
+        self.refill.notify_waiters();
         for task in background {
             let _ = task.await;
         }
@@ -361,6 +366,7 @@ impl Service {
                         finalize_requested: None,
                         connected: false,
                         last_seen: Instant::now(),
+                        finalizing: false,
                     }),
                     next_id: 0,
                     ready: VecDeque::new(),
@@ -526,7 +532,7 @@ impl Service {
                         template.passwords.get(&id).map_or("", String::as_str),
                     );
                     drop(templates);
-                    self.refill.notify_one();
+                    self.refill.notify_waiters();
                     return Ok((id, config));
                 }
                 (total < self.settings.max_databases).then(|| reserve(template))
@@ -550,7 +556,7 @@ impl Service {
                         self.drop_database(&config.database).await;
                         return Err(refusal);
                     }
-                    self.refill.notify_one();
+                    self.refill.notify_waiters();
                     return Ok((id, config));
                 }
                 None => {
@@ -790,9 +796,14 @@ impl Service {
         }
     }
 
-    /// Keeps `ready_per_template` test databases ready per finalized template, one at a time.
+    /// Keeps `ready_per_template` test databases ready per finalized template (one of the two
+    /// workers doing so).
     async fn keep_ready(self: Arc<Self>) {
         while !self.stopping() {
+            // Listening before looking: a take between the two still wakes this.
+            let refill = self.refill.notified();
+            tokio::pin!(refill);
+            refill.as_mut().enable();
             let wanted = {
                 let mut templates = self.lock();
                 let total: usize = templates.values().map(Template::count).sum();
@@ -825,7 +836,7 @@ impl Service {
                         }
                     }
                 },
-                None => self.refill.notified().await,
+                None => refill.await,
             }
         }
     }
@@ -881,6 +892,9 @@ impl Service {
             let Status::Initializing(state) = &mut template.status else {
                 return Ok(());
             };
+            if state.finalizing {
+                return Ok(());
+            }
             if open > 0 {
                 state.connected = true;
                 state.last_seen = Instant::now();
@@ -888,7 +902,7 @@ impl Service {
                 state.connected = true;
             }
             let abandon = self.settings.abandon_after;
-            match state.finalize_requested {
+            let verdict = match state.finalize_requested {
                 Some(requested)
                     if open == 0 && (state.connected || requested.elapsed() > abandon) =>
                 {
@@ -913,7 +927,9 @@ impl Service {
                     ))
                 }
                 None => Verdict::Wait,
-            }
+            };
+            state.finalizing = matches!(verdict, Verdict::Finalize { .. });
+            verdict
         };
         match verdict {
             Verdict::Wait => Ok(()),
@@ -942,16 +958,26 @@ impl Service {
                     quote(&self.admin.username)
                 ));
                 statements.push(format!("ALTER DATABASE {role} ALLOW_CONNECTIONS false"));
+                let mut finalized = Ok(());
                 for statement in statements {
-                    execute(&self.pool, statement).await?;
+                    finalized = execute(&self.pool, statement).await;
+                    if finalized.is_err() {
+                        break;
+                    }
                 }
                 if let Some(template) = self.lock().get_mut(hash)
-                    && matches!(template.status, Status::Initializing(_))
+                    && let Status::Initializing(state) = &mut template.status
                 {
-                    template.status = Status::Finalized;
+                    if finalized.is_ok() {
+                        template.status = Status::Finalized;
+                    } else {
+                        // Tried again on the next look.
+                        state.finalizing = false;
+                    }
                 }
+                finalized?;
                 self.changed.notify_waiters();
-                self.refill.notify_one();
+                self.refill.notify_waiters();
                 Ok(())
             }
         }
