@@ -60,7 +60,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TestdbAction {
-    /// List the kept databases, newest first, with a URL psql opens.
+    /// List the kept databases, newest first, with a URL psql opens (and the templates
+    /// `testdb serve` holds).
     List,
     /// Drop one kept database, or all of them.
     Drop {
@@ -300,7 +301,10 @@ async fn testdb(action: &TestdbAction) -> ExitCode {
         }
     };
     match action {
-        TestdbAction::List => list_kept(&admin, &kept),
+        TestdbAction::List => {
+            list_served(&admin).await;
+            list_kept(&admin, &kept)
+        }
         TestdbAction::Drop { name, all } => drop_kept(&admin, &kept, name.as_deref(), *all).await,
         TestdbAction::Psql { name } => open_kept(&admin, &kept, name),
         TestdbAction::Serve { .. } | TestdbAction::Run { .. } => ExitCode::SUCCESS,
@@ -385,6 +389,32 @@ async fn run_with_testdbs(arguments: &ServeArgs, command: &[String]) -> ExitCode
             eprintln!("✗ {program} failed: {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The templates `testdb serve` processes hold, if any.
+async fn list_served(admin: &DatabaseUrl) {
+    use sqlx::Connection as _;
+    let served = match sqlx::PgConnection::connect_with(&admin.connect_options()).await {
+        Ok(mut connection) => {
+            pgharness::test_server::integresql::served_templates(&mut connection).await
+        }
+        Err(error) => Err(error),
+    };
+    match served {
+        Ok(served) => {
+            for template in served {
+                println!(
+                    "served by testdb serve (pid {}): template {}  {} test database(s), {:.1} MB  ({})",
+                    template.pid,
+                    template.hash,
+                    template.test_databases,
+                    template.bytes as f64 / 1e6,
+                    template.database
+                );
+            }
+        }
+        Err(error) => eprintln!("✗ cannot list the served templates: {error}"),
     }
 }
 

@@ -498,3 +498,38 @@ async fn helper_initialize_through_the_environment() {
         template["database"]["config"]["database"].as_str().unwrap()
     );
 }
+
+// What is served shows on the server's page and in `pgharness testdb list`.
+#[tokio::test]
+async fn served_templates_show_on_the_page_and_in_testdb_list() {
+    let served = Served::start(&[]);
+    let hash = unique_hash(40);
+    ready_template(&served, &hash).await;
+    let (status, _) = served.take(&hash).await;
+    assert_eq!(status, StatusCode::OK);
+    let root = served.api.trim_end_matches("/api/v1");
+    let page = served
+        .client
+        .get(root)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains(&hash) && page.contains("finalized"), "{page}");
+
+    let listed = crate::helpers::pgharness(&std::env::temp_dir())
+        .args(["testdb", "list"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let line = listed
+        .lines()
+        .find(|line| line.contains(&hash))
+        .unwrap_or_else(|| panic!("{hash} not listed:\n{listed}"));
+    assert!(
+        line.contains(&format!("pid {}", served.child.id())),
+        "{line}"
+    );
+}

@@ -24,7 +24,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 pub use self::pool::{
-    DatabaseConfig, PoolSettings, Refusal, SERVED_PREFIX, Service, TemplateSummary,
+    DatabaseConfig, PoolSettings, Refusal, SERVED_PREFIX, ServedTemplate, Service, TemplateSummary,
+    served_templates,
 };
 use super::{TestServerError, attach};
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use serde_json::json;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Connection as _, PgConnection};
 use tokio::sync::Notify;
@@ -18,6 +19,70 @@ use crate::platform::{process, random};
 
 /// Databases of `testdb serve` are named `<prefix><pid>_…`.
 pub const SERVED_PREFIX: &str = "pgh_i_";
+/// The key of a template's hash in its database comment.
+const HASH_MARK: &str = "integresql_hash";
+
+/// A template a running `testdb serve` holds, as the server shows it.
+#[derive(Debug, Clone)]
+pub struct ServedTemplate {
+    /// The `testdb serve` process.
+    pub pid: u32,
+    /// The client's hash.
+    pub hash: String,
+    /// The template database.
+    pub database: String,
+    /// Its test databases (ready or handed out).
+    pub test_databases: usize,
+    /// Bytes on disk, template and test databases.
+    pub bytes: i64,
+}
+
+/// The templates of every `testdb serve` on the shared server, by hash.
+///
+/// # Errors
+///
+/// [`sqlx::Error`] when the server cannot be asked.
+pub async fn served_templates(
+    connection: &mut PgConnection,
+) -> Result<Vec<ServedTemplate>, sqlx::Error> {
+    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
+        "SELECT datname, shobj_description(oid, 'pg_database'), pg_database_size(oid)
+           FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
+    )
+    .bind(SERVED_PREFIX)
+    .fetch_all(connection)
+    .await?;
+    let mut templates: Vec<ServedTemplate> = rows
+        .iter()
+        .filter_map(|(name, comment, bytes)| {
+            let comment: serde_json::Value = serde_json::from_str(comment.as_deref()?).ok()?;
+            Some(ServedTemplate {
+                pid: name
+                    .strip_prefix(SERVED_PREFIX)?
+                    .split('_')
+                    .next()?
+                    .parse()
+                    .ok()?,
+                hash: comment.get(HASH_MARK)?.as_str()?.to_owned(),
+                database: name.clone(),
+                test_databases: 0,
+                bytes: *bytes,
+            })
+        })
+        .collect();
+    for template in &mut templates {
+        let clones = rows.iter().filter(|(name, ..)| {
+            name.strip_prefix(template.database.as_str())
+                .and_then(|rest| rest.strip_prefix('_'))
+                .is_some_and(|id| id.parse::<u32>().is_ok())
+        });
+        for (_, _, bytes) in clones {
+            template.test_databases += 1;
+            template.bytes += bytes;
+        }
+    }
+    Ok(templates)
+}
 
 /// How the service hands databases out.
 #[derive(Debug, Clone)]
@@ -382,7 +447,7 @@ impl Service {
             .get(hash)
             .map(|template| template.password.clone())
             .unwrap_or_default();
-        let made = self.create_template(&name, &password).await;
+        let made = self.create_template(hash, &name, &password).await;
         if let Err(error) = made {
             self.lock().remove(hash);
             self.drop_database(&name).await;
@@ -405,9 +470,25 @@ impl Service {
         format!("{}{generation}_{hex}", self.prefix)
     }
 
-    async fn create_template(&self, name: &str, password: &str) -> Result<(), sqlx::Error> {
+    /// The template database, its hash in its comment (for `pgharness testdb list`).
+    async fn create_template(
+        &self,
+        hash: &str,
+        name: &str,
+        password: &str,
+    ) -> Result<(), sqlx::Error> {
         self.create_owned(name, password, "TEMPLATE template0")
-            .await
+            .await?;
+        let comment = serde_json::to_string(&json!({ HASH_MARK: hash })).unwrap_or_default();
+        execute(
+            &self.pool,
+            format!(
+                "COMMENT ON DATABASE {} IS {}",
+                quote(name),
+                literal(&comment)
+            ),
+        )
+        .await
     }
 
     /// A database and a login role of the same name that owns it, which no other role may
