@@ -208,7 +208,7 @@ async fn routes_answer_with_integresqls_statuses_and_details_naming_the_hash() {
     assert_eq!(notes(&mut connection).await, ["mine"]);
     assert!(notes(&mut connect(&second).await.unwrap()).await.is_empty());
 
-    // Given back while connected: refused; once closed, handed out again, unchanged.
+    // Given back while connected: refused; right after it closed, handed out again, unchanged.
     let first_id = first["id"].as_u64().unwrap();
     let unlock = format!("/templates/{long_hash}/tests/{first_id}/unlock");
     let (status, body) = served.call(Method::POST, &unlock, None).await;
@@ -225,8 +225,7 @@ async fn routes_answer_with_integresqls_statuses_and_details_naming_the_hash() {
     assert_eq!(again["id"], first["id"]);
     assert_eq!(notes(&mut connect(&again).await.unwrap()).await, ["mine"]);
 
-    // The deprecated return, and recreate; both wait for the connection to be gone.
-    wait_for_no_sessions(&again).await;
+    // The deprecated return, right after the test's connection closed; and recreate.
     let deprecated = format!("/templates/{long_hash}/tests/{first_id}");
     assert_eq!(
         served.call(Method::DELETE, &deprecated, None).await.0,
@@ -532,4 +531,47 @@ async fn served_templates_show_on_the_page_and_in_testdb_list() {
         line.contains(&format!("pid {}", served.child.id())),
         "{line}"
     );
+}
+
+// Stopping answers the requests still waiting for a template instead of holding the stop.
+#[tokio::test]
+async fn stopping_answers_the_requests_waiting_for_a_template() {
+    let mut served = Served::start(&[]);
+    let hash = unique_hash(40);
+    assert_eq!(served.initialize(&hash).await.0, StatusCode::OK);
+    let waiting = {
+        let (client, url) = (
+            served.client.clone(),
+            format!("{}/templates/{hash}/tests", served.api),
+        );
+        tokio::spawn(async move { client.get(url).send().await.unwrap() })
+    };
+    // Stopped once the request waits (the page counts it).
+    let root = served.api.trim_end_matches("/api/v1").to_owned();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let page = served
+            .client
+            .get(&root)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if page.contains("<span id=\"waiting\">1</span>") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the request never waited:\n{page}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    kill_process(Pid::from_child(&served.child), Signal::TERM).unwrap();
+    let answer = waiting.await.unwrap();
+    assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = answer.json().await.unwrap();
+    assert!(detail(&body).contains("stopping"), "{body}");
+    assert!(served.child.wait().unwrap().success());
 }

@@ -56,6 +56,14 @@ pub enum ServeError {
         /// What the system said.
         source: std::io::Error,
     },
+    /// Serving failed.
+    #[error("serving on {address} failed: {source}")]
+    Serve {
+        /// The address.
+        address: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// A statement on the test server failed.
     #[error("the shared test server: {0}")]
     Database(#[from] sqlx::Error),
@@ -116,12 +124,16 @@ impl Listening {
         stop: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let service = Arc::clone(&self.service);
+        let stopping = Arc::clone(&self.service);
         let served = axum::serve(self.listener, router(Arc::clone(&self.service)))
-            .with_graceful_shutdown(stop)
+            .with_graceful_shutdown(async move {
+                stop.await;
+                // Requests waiting for a template would hold the shutdown: they are answered.
+                stopping.stop();
+            })
             .await;
-        // Requests still waiting for a template would hold the shutdown: none is left open.
         service.shutdown().await?;
-        served.map_err(|source| ServeError::Listen {
+        served.map_err(|source| ServeError::Serve {
             address: self.address.to_string(),
             source,
         })
@@ -260,6 +272,7 @@ async fn overview(State(service): State<Arc<Service>>) -> Html<String> {
         |_| "unknown".to_owned(),
         |bytes| format!("{:.1} MB", bytes as f64 / 1e6),
     );
+    let waiting = service.waiting();
     let rows: String = service
         .summary()
         .iter()
@@ -278,7 +291,7 @@ async fn overview(State(service): State<Arc<Service>>) -> Html<String> {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgharness test databases</title>\
          <meta http-equiv=\"refresh\" content=\"5\"></head><body>\
          <h1>Test databases (IntegreSQL API)</h1>\
-         <p>Clients: <code>INTEGRESQL_CLIENT_BASE_URL=&lt;this address&gt;/api</code>. Disk used: {disk}.</p>\
+         <p>Clients: <code>INTEGRESQL_CLIENT_BASE_URL=&lt;this address&gt;/api</code>. Disk used: {disk}. Requests waiting for a template: <span id=\"waiting\">{waiting}</span>.</p>\
          <table border=\"1\" cellpadding=\"4\"><tr><th>Hash</th><th>Template database</th><th>State</th>\
          <th>Ready</th><th>Handed out</th></tr>{rows}</table></body></html>"
     ))

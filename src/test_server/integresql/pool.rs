@@ -219,6 +219,8 @@ pub struct Service {
     /// The refiller and the initializers' watch, stopped at shutdown.
     background: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     stopping: std::sync::atomic::AtomicBool,
+    /// Requests waiting in `GET …/tests` for a template to be finalized.
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 fn quote(name: &str) -> String {
@@ -265,6 +267,7 @@ impl Service {
             refill: Notify::new(),
             background: Mutex::new(Vec::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         });
         service
             .drop_leftovers(|prefix| {
@@ -290,6 +293,15 @@ impl Service {
         Ok(service)
     }
 
+    /// Answers the requests waiting for a template (503) and stops the background work after
+    /// its current step: what a stopping server does first.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.changed.notify_waiters();
+        self.refill.notify_waiters();
+    }
+
     /// Stops the background work, then drops every database and role this process made.
     ///
     /// # Errors
@@ -303,9 +315,7 @@ impl Service {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         // Each ends after its current step: a clone cut off half-way would outlive the drops.
-        self.stopping
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.refill.notify_waiters();
+        self.stop();
         for task in background {
             let _ = task.await;
         }
@@ -658,9 +668,21 @@ impl Service {
     }
 
     async fn wait_finalized(&self, hash: &str) -> Result<(), Refusal> {
+        self.waiting
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let waited = self.wait_finalized_counted(hash).await;
+        self.waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        waited
+    }
+
+    async fn wait_finalized_counted(&self, hash: &str) -> Result<(), Refusal> {
         let deadline = tokio::time::Instant::now() + self.settings.finalize_wait;
         loop {
             let changed = self.changed.notified();
+            if self.stopping() {
+                return Err(refuse(503, "testdb serve is stopping"));
+            }
             {
                 let templates = self.lock();
                 let template = templates.get(hash).ok_or_else(|| unknown(hash))?;
@@ -837,22 +859,30 @@ impl Service {
         }
     }
 
+    /// 423 while connections are open on `name`. A client that has just closed its last one
+    /// is given a moment: the server ends a session a little after the client hangs up.
     async fn refuse_if_connected(&self, name: &str, hash: &str, id: u32) -> Result<(), Refusal> {
-        let sessions: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
-                .bind(name)
-                .fetch_one(&self.pool)
-                .await?;
-        if sessions > 0 {
-            return Err(refuse(
-                423,
-                format!(
-                    "test database {id} of template {hash} still has {sessions} open \
-                     connection(s): close them first"
-                ),
-            ));
+        let grace = Instant::now() + Duration::from_secs(2);
+        loop {
+            let sessions: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+                    .bind(name)
+                    .fetch_one(&self.pool)
+                    .await?;
+            if sessions == 0 {
+                return Ok(());
+            }
+            if Instant::now() > grace {
+                return Err(refuse(
+                    423,
+                    format!(
+                        "test database {id} of template {hash} still has {sessions} open \
+                         connection(s): close them first"
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Ok(())
     }
 
     /// A database made in the background joins the ready ones, unless its template has gone.
@@ -1084,6 +1114,12 @@ impl Service {
             .collect();
         summary.sort_by(|a, b| a.hash.cmp(&b.hash));
         summary
+    }
+
+    /// Requests waiting for a template to be finalized.
+    #[must_use]
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes on disk of this process's databases.
