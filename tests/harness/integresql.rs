@@ -72,6 +72,13 @@ impl Served {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The overview page at the server's root.
+    async fn page(&self) -> String {
+        let root = self.api.trim_end_matches("/api/v1");
+        let response = self.client.get(root).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     async fn finalize(&self, hash: &str) -> StatusCode {
         self.call(Method::PUT, &format!("/templates/{hash}"), None)
             .await
@@ -506,16 +513,7 @@ async fn served_templates_show_on_the_page_and_in_testdb_list() {
     ready_template(&served, &hash).await;
     let (status, _) = served.take(&hash).await;
     assert_eq!(status, StatusCode::OK);
-    let root = served.api.trim_end_matches("/api/v1");
-    let page = served
-        .client
-        .get(root)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = served.page().await;
     assert!(page.contains(&hash) && page.contains("finalized"), "{page}");
 
     let listed = crate::helpers::pgharness(&std::env::temp_dir())
@@ -547,18 +545,9 @@ async fn stopping_answers_the_requests_waiting_for_a_template() {
         tokio::spawn(async move { client.get(url).send().await.unwrap() })
     };
     // Stopped once the request waits (the page counts it).
-    let root = served.api.trim_end_matches("/api/v1").to_owned();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let page = served
-            .client
-            .get(&root)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = served.page().await;
         if page.contains("<span id=\"waiting\">1</span>") {
             break;
         }
