@@ -50,8 +50,9 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Test databases kept after failed tests (`pgharness::testing`), on the shared test server
-    /// (started again if it has stopped since).
+    /// Test databases on the shared test server (started again if it has stopped since): those
+    /// kept after failed tests (`pgharness::testing`), and test databases for any language
+    /// through IntegreSQL's API (`serve`, `run`).
     Testdb {
         #[command(subcommand)]
         action: TestdbAction,
