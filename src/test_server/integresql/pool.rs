@@ -19,6 +19,8 @@ use crate::platform::{process, random};
 
 /// Databases of `testdb serve` are named `<prefix><pid>_…`.
 pub const SERVED_PREFIX: &str = "pgh_i_";
+/// How long a template's initializer must have been gone before a finalize takes effect.
+const SETTLE: Duration = Duration::from_millis(500);
 /// The key of a template's hash in its database comment.
 const HASH_MARK: &str = "integresql_hash";
 
@@ -980,14 +982,17 @@ impl Service {
         let Some(name) = self.lock().get(hash).map(|template| template.name.clone()) else {
             return Ok(());
         };
-        // Sessions now, those of them inside a statement or transaction, and every session the
-        // database has had (counted when one ends): a short one between two looks still counts.
+        // Sessions now, those of them busy (in a statement or transaction, or idle only
+        // briefly), and every session the database has had (counted when one ends): a short one
+        // between two looks still counts.
         let (open, busy, ended): (i64, i64, i64) = sqlx::query_as(
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = $1),
-                    (SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle'),
+                    (SELECT count(*) FROM pg_stat_activity WHERE datname = $1
+                        AND (state <> 'idle' OR state_change > now() - make_interval(secs => $2))),
                     coalesce((SELECT sessions FROM pg_stat_database WHERE datname = $1), 0)",
         )
         .bind(&name)
+        .bind(self.settings.abandon_after.as_secs_f64())
         .fetch_one(&self.pool)
         .await?;
         enum Verdict {
@@ -1014,14 +1019,19 @@ impl Service {
             }
             let abandon = self.settings.abandon_after;
             let verdict = match state.finalize_requested {
+                // A finalize may come from a caller that got 423 while the initializer works
+                // (the Python client's `with` block): it takes effect once the initializer has
+                // been connected and gone for a moment (not between two of its connections).
                 Some(requested)
-                    if open == 0 && (state.connected || requested.elapsed() > abandon) =>
+                    if open == 0
+                        && ((state.connected && state.last_seen.elapsed() >= SETTLE)
+                            || requested.elapsed() > abandon) =>
                 {
                     Verdict::Finalize { terminate: false }
                 }
-                // Finished but still connected (a pool kept its connection): its idle sessions
-                // would block every clone.
-                Some(requested) if busy == 0 && requested.elapsed() > Duration::from_secs(2) => {
+                // Finished but still connected (a pool kept its connection), idle that long:
+                // its sessions would block every clone.
+                Some(requested) if open > 0 && busy == 0 && requested.elapsed() > abandon => {
                     Verdict::Finalize { terminate: true }
                 }
                 Some(_) => Verdict::Wait,
