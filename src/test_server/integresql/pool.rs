@@ -172,7 +172,6 @@ struct Initializing {
 struct Template {
     /// The template database's name, and its initializer's role.
     name: String,
-    password: String,
     status: Status,
     next_id: u32,
     ready: VecDeque<u32>,
@@ -409,7 +408,7 @@ impl Service {
     ///
     /// 423 when the hash is initialized or being initialized; 500 when the server fails.
     pub async fn initialize(&self, hash: &str) -> Result<DatabaseConfig, Refusal> {
-        let name = {
+        let (name, password) = {
             let mut templates = self.lock();
             if let Some(template) = templates.get(hash) {
                 match &template.status {
@@ -437,7 +436,6 @@ impl Service {
                 hash.to_owned(),
                 Template {
                     name: name.clone(),
-                    password,
                     status: Status::Initializing(Initializing {
                         since: Instant::now(),
                         finalize_requested: None,
@@ -452,13 +450,8 @@ impl Service {
                     passwords: HashMap::new(),
                 },
             );
-            name
+            (name, password)
         };
-        let password = self
-            .lock()
-            .get(hash)
-            .map(|template| template.password.clone())
-            .unwrap_or_default();
         let made = self.create_template(hash, &name, &password).await;
         if let Err(error) = made {
             self.lock().remove(hash);
