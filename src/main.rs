@@ -50,8 +50,9 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Test databases kept after failed tests (`pgharness::testing`), on the shared test server
-    /// (started again if it has stopped since).
+    /// Test databases on the shared test server (started again if it has stopped since): those
+    /// kept after failed tests (`pgharness::testing`), and test databases for any language
+    /// through IntegreSQL's API (`serve`, `run`).
     Testdb {
         #[command(subcommand)]
         action: TestdbAction,
@@ -60,7 +61,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum TestdbAction {
-    /// List the kept databases, newest first, with a URL psql opens.
+    /// List the kept databases, newest first, with a URL psql opens (and the templates
+    /// `testdb serve` holds).
     List,
     /// Drop one kept database, or all of them.
     Drop {
@@ -70,6 +72,58 @@ enum TestdbAction {
     },
     /// Open a kept database in psql.
     Psql { name: String },
+    /// Serve test databases to any language through IntegreSQL's HTTP API (v1, at the root;
+    /// clients: INTEGRESQL_CLIENT_BASE_URL=<printed address>/api), until Ctrl-C.
+    Serve {
+        #[command(flatten)]
+        options: ServeArgs,
+    },
+    /// Run a command (a test suite) with `testdb serve` on a free port, its address in
+    /// INTEGRESQL_CLIENT_BASE_URL (…/api) and INTEGRESQL_URL (the root); exits with its status.
+    Run {
+        #[command(flatten)]
+        options: ServeArgs,
+        /// The command and its arguments (after `--`).
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on, 0 for any free one (`testdb run` always takes a free one).
+    #[arg(long, default_value_t = 5000)]
+    port: u16,
+    /// Test databases kept ready per finalized template.
+    #[arg(long, default_value_t = 3)]
+    ready: usize,
+    /// Test databases at most, across templates; beyond, handed-out ones nobody is connected
+    /// to are dropped, else the request is refused (507).
+    #[arg(long, default_value_t = 100)]
+    max_databases: usize,
+    /// Seconds after which a template whose initializer disconnected without finalizing it is
+    /// discarded (ten times as long if it never connected).
+    #[arg(long, default_value_t = 10)]
+    abandon_after: u64,
+}
+
+impl ServeArgs {
+    fn options(&self, port: u16) -> pgharness::test_server::integresql::ServeOptions {
+        use pgharness::test_server::integresql::{PoolSettings, ServeOptions};
+        ServeOptions {
+            host: self.host.clone(),
+            port,
+            pool: PoolSettings {
+                ready_per_template: self.ready,
+                max_databases: self.max_databases.max(1),
+                abandon_after: std::time::Duration::from_secs(self.abandon_after.max(1)),
+                ..PoolSettings::default()
+            },
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -226,6 +280,11 @@ async fn print_binaries(config: &Config) -> ExitCode {
 
 async fn testdb(action: &TestdbAction) -> ExitCode {
     use pgharness::test_server;
+    match action {
+        TestdbAction::Serve { options } => return serve_testdbs(options).await,
+        TestdbAction::Run { options, command } => return run_with_testdbs(options, command).await,
+        TestdbAction::List | TestdbAction::Drop { .. } | TestdbAction::Psql { .. } => {}
+    }
     // Started again if it has stopped since the tests ended (the kept databases are in it),
     // and held while this command (and its psql) runs.
     let admin = match test_server::attach().await {
@@ -243,9 +302,125 @@ async fn testdb(action: &TestdbAction) -> ExitCode {
         }
     };
     match action {
-        TestdbAction::List => list_kept(&admin, &kept),
+        TestdbAction::List => {
+            list_served(&admin).await;
+            list_kept(&admin, &kept)
+        }
         TestdbAction::Drop { name, all } => drop_kept(&admin, &kept, name.as_deref(), *all).await,
         TestdbAction::Psql { name } => open_kept(&admin, &kept, name),
+        TestdbAction::Serve { .. } | TestdbAction::Run { .. } => ExitCode::SUCCESS,
+    }
+}
+
+/// `testdb serve`: the IntegreSQL API until Ctrl-C or SIGTERM.
+async fn serve_testdbs(arguments: &ServeArgs) -> ExitCode {
+    use pgharness::test_server::integresql::Listening;
+    let shutdown = match pgharness::platform::signals::shutdown_requested() {
+        Ok(shutdown) => shutdown,
+        Err(error) => {
+            eprintln!("✗ cannot install signal handlers: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listening = match Listening::bind(&arguments.options(arguments.port)).await {
+        Ok(listening) => listening,
+        Err(error) => {
+            eprintln!("✗ {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = listening.url();
+    println!("Test databases (IntegreSQL API) at {url}");
+    println!("  Python, Go, Java: INTEGRESQL_CLIENT_BASE_URL={url}/api");
+    println!("  Node: new IntegreSQLClient({{ url: '{url}' }})");
+    println!("Press Ctrl-C to stop.");
+    match listening.run_until(shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("✗ {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `testdb run -- COMMAND…`: the API on a free port while the command runs; its exit status.
+async fn run_with_testdbs(arguments: &ServeArgs, command: &[String]) -> ExitCode {
+    use pgharness::test_server::integresql::{Listening, client_environment};
+    let Some((program, rest)) = command.split_first() else {
+        eprintln!("✗ name the command to run after `--`");
+        return ExitCode::FAILURE;
+    };
+    // Ctrl-C reaches the command too (same process group): this process outlives it, to drop
+    // the databases it made once the command has ended.
+    let _outlive_interrupts = pgharness::platform::signals::shutdown_requested();
+    let listening = match Listening::bind(&arguments.options(0)).await {
+        Ok(listening) => listening,
+        Err(error) => {
+            eprintln!("✗ {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let url = listening.url();
+    // On stderr: the command's output stays its own.
+    eprintln!(
+        "pgharness: test databases at {url} (INTEGRESQL_CLIENT_BASE_URL={url}/api, \
+         INTEGRESQL_URL={url}; Node: new IntegreSQLClient({{ url: process.env.INTEGRESQL_URL }}))"
+    );
+    let mut child = match tokio::process::Command::new(program)
+        .args(rest)
+        .envs(client_environment(&url))
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(error) => {
+            eprintln!("✗ cannot run {program}: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let serving = tokio::spawn(listening.run_until(async {
+        let _ = done.await;
+    }));
+    let status = child.wait().await;
+    let _ = finished.send(());
+    if let Ok(Err(error)) = serving.await {
+        eprintln!("✗ {error}");
+    }
+    match status {
+        Ok(status) => status
+            .code()
+            .and_then(|code| u8::try_from(code).ok())
+            .map_or(ExitCode::FAILURE, ExitCode::from),
+        Err(error) => {
+            eprintln!("✗ {program} failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The templates `testdb serve` processes hold, if any.
+async fn list_served(admin: &DatabaseUrl) {
+    use sqlx::Connection as _;
+    let served = match sqlx::PgConnection::connect_with(&admin.connect_options()).await {
+        Ok(mut connection) => {
+            pgharness::test_server::integresql::served_templates(&mut connection).await
+        }
+        Err(error) => Err(error),
+    };
+    match served {
+        Ok(served) => {
+            for template in served {
+                println!(
+                    "served by testdb serve (pid {}): template {}  {} test database(s), {:.1} MB  ({})",
+                    template.pid,
+                    template.hash,
+                    template.test_databases,
+                    template.bytes as f64 / 1e6,
+                    template.database
+                );
+            }
+        }
+        Err(error) => eprintln!("✗ cannot list the served templates: {error}"),
     }
 }
 

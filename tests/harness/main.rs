@@ -9,6 +9,7 @@ mod check;
 mod config;
 mod extensions;
 mod helpers;
+mod integresql;
 mod migrate;
 mod pool;
 mod proxy;

@@ -1,0 +1,1 @@
+require('../lib/isolation')('a', 3)

@@ -1,0 +1,1 @@
+require('../lib/isolation')('c', 3)

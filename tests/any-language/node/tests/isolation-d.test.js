@@ -1,0 +1,1 @@
+require('../lib/isolation')('d', 3)
