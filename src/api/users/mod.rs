@@ -1,7 +1,8 @@
 //! `/users`: the guide's user endpoints, plus list, batch, update and delete.
 //!
 //! A single-row write is one statement that commits by itself before the answer, or fails and
-//! leaves nothing (the guide's `get_db` in one round trip); a batch runs in a [`UnitOfWork`]:
+//! leaves nothing (the guide's `get_db` in one round trip); a batch runs in a
+//! [`UnitOfWork`](crate::database::UnitOfWork):
 //! committed when the handler succeeds, rolled back when it fails. Reads and single statements
 //! go through [`crate::database::Database::run`], which retries once on a live connection when
 //! a pooled one turns out dead. SQL is written inline, with bound parameters.
