@@ -298,8 +298,11 @@ impl Stack {
             "Starting the API".to_owned(),
         ));
         let context = harness.api_context();
+        context
+            .monitor
+            .start_sampling(harness.database.clone(), harness.server.as_ref());
         context.monitor.record(
-            crate::api::EventKind::Started,
+            crate::monitor::EventKind::Started,
             format!(
                 "API started on the {} database {}",
                 if harness.server.is_some() {
@@ -312,7 +315,7 @@ impl Stack {
         );
         if !applied.is_empty() {
             context.monitor.record(
-                crate::api::EventKind::MigrationsApplied,
+                crate::monitor::EventKind::MigrationsApplied,
                 format!(
                     "{} migration(s) applied: {}",
                     applied.len(),

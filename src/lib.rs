@@ -11,6 +11,8 @@
 //! - [`dev_data`]: the dev database reset and seeded (feature `server`);
 //! - [`migrations`]: schema migrations, and the drift check (feature `server`);
 //! - [`fixtures`]: SQL fixture files, for test databases and the dev database;
+//! - [`monitor`]: health over time and the events timeline, sampled in the background (feature
+//!   `server`);
 //! - [`api`]: the HTTP API (feature `server`);
 #![cfg_attr(
     feature = "testing",
@@ -45,6 +47,8 @@ pub mod fixtures;
 #[cfg(feature = "server")]
 pub mod harness;
 pub mod migrations;
+#[cfg(feature = "server")]
+pub mod monitor;
 pub mod platform;
 pub mod progress;
 #[cfg(feature = "server")]

@@ -12,11 +12,11 @@ use serde::Serialize;
 use super::ApiContext;
 use super::access::AdminGranted;
 use super::error::ApiError;
-use super::monitor::EventKind;
 use crate::config::PoolSettings;
 use crate::database::PoolStats;
 use crate::embedded::{EmbeddedServer, ServerError};
 use crate::migrations::MigrationEntry;
+use crate::monitor::EventKind;
 
 /// Live facts are skipped, not waited for, when the database does not answer within this.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -11,10 +11,10 @@ use serde::Serialize;
 use super::ApiContext;
 use super::access::AdminGranted;
 use super::error::{ApiError, ErrorBody};
-use super::monitor::EventKind;
 use crate::dev_data::DevDataError;
 use crate::fixtures::FixtureError;
 use crate::migrations::MigrationEntry;
+use crate::monitor::EventKind;
 
 pub fn router() -> Router<ApiContext> {
     Router::new()

@@ -1,7 +1,5 @@
 //! `GET /health` (the guide's report), `/health/live` and `/health/ready` for orchestrators.
 
-use std::time::{Duration, Instant};
-
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse as _, Response};
@@ -11,11 +9,8 @@ use serde::Serialize;
 
 use super::ApiContext;
 use super::error::RETRY_AFTER_SECONDS;
-use crate::database::{Database, DatabaseError, PoolStats};
-use crate::embedded::EmbeddedServer;
-
-/// A database that does not answer within this is reported down: health never hangs.
-const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::database::PoolStats;
+use crate::monitor::{DatabaseCheck, probe_database};
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
@@ -28,15 +23,6 @@ pub fn router() -> Router<ApiContext> {
 pub struct Checks {
     /// `healthy` or `unhealthy`.
     database: &'static str,
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct DatabaseCheck {
-    /// Round trip of `SELECT 1`, when it answered.
-    pub(super) latency_ms: Option<f64>,
-    /// Why it is unhealthy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) reason: Option<String>,
 }
 
 /// The guide's health body, plus the database check's latency and the pool's usage.
@@ -55,41 +41,6 @@ pub struct Health {
 /// `SELECT 1` through the pool: its latency, or why it failed.
 async fn check_database(context: &ApiContext) -> DatabaseCheck {
     probe_database(&context.database, context.server.as_deref()).await
-}
-
-/// `SELECT 1` through `database`'s pool; a failure's reason completed by what the embedded
-/// `server`'s supervisor knows.
-pub(super) async fn probe_database(
-    database: &Database,
-    server: Option<&EmbeddedServer>,
-) -> DatabaseCheck {
-    let started = Instant::now();
-    let probe = database.run(async |connection| {
-        sqlx::query("SELECT 1")
-            .execute(connection)
-            .await
-            .map(|_| ())
-    });
-    let reason = match tokio::time::timeout(CHECK_TIMEOUT, probe).await {
-        Ok(Ok(())) => {
-            return DatabaseCheck {
-                latency_ms: Some(started.elapsed().as_secs_f64() * 1000.0),
-                reason: None,
-            };
-        }
-        Ok(Err(DatabaseError::Connection(failure))) => failure.kind.cause().to_owned(),
-        Ok(Err(error)) => error.to_string(),
-        Err(_) => format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
-    };
-    // What the server's supervisor knows says more than the refused connection.
-    let reason = match server.and_then(EmbeddedServer::outage) {
-        Some(outage) => format!("{reason}: {outage}"),
-        None => reason,
-    };
-    DatabaseCheck {
-        latency_ms: None,
-        reason: Some(reason),
-    }
 }
 
 /// The guide's health report: 200 when the database answers, 503 when it does not.

@@ -33,7 +33,6 @@ use tracing::{Span, info, info_span};
 
 pub use self::access::{AccessPolicy, AdminGranted, admin_token, load_or_create_admin_token};
 pub use self::error::{ApiError, ApiJson, FieldError};
-pub use self::monitor::{EventKind, HISTORY, Monitor, SAMPLE_INTERVAL};
 pub use self::openapi::openapi;
 pub use self::serve::{Application, BindError, HEADER_READ_TIMEOUT};
 pub use self::users::{BATCH_LIMIT, EMAIL_PATTERN, NewUser, USERNAME_PATTERN, User};
@@ -42,6 +41,7 @@ use crate::database::Database;
 use crate::dev_data::DevData;
 use crate::embedded::EmbeddedServer;
 use crate::migrations::Migrations;
+use crate::monitor::Monitor;
 
 /// Request bodies larger than this are refused with 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -98,8 +98,6 @@ impl ApiContext {
         dev_data: DevData,
         access: AccessPolicy,
     ) -> Self {
-        let monitor = Arc::new(Monitor::default());
-        monitor.start_sampling(database.clone(), server.as_ref());
         Self(Arc::new(Context {
             metrics: metrics::Metrics::new(database.clone()),
             database,
@@ -109,7 +107,7 @@ impl ApiContext {
             migrations,
             access,
             dev_data,
-            monitor,
+            monitor: Arc::new(Monitor::default()),
         }))
     }
 }
