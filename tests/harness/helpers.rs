@@ -213,12 +213,25 @@ pub fn kill_hard(pid: u32) {
     kill_process(pid, Signal::KILL).unwrap();
 }
 
-/// Waits until `condition` holds, or panics after `limit`.
-pub fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
+/// How long a test waits for something that takes a moment, whatever it is: a ceiling against
+/// hanging forever, far above the time it takes even on a loaded machine, not a claim of speed.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until `condition` holds, or panics after [`PATIENCE`].
+pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// As [`wait_until`], for a condition that awaits.
+pub async fn wait_for<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,5 +1,4 @@
 use std::os::unix::fs::PermissionsExt as _;
-use std::time::Duration;
 
 use pgharness::embedded::{EmbeddedServer, ServerError};
 use rustix::process::Signal;
@@ -41,9 +40,7 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
     connection.close().await.unwrap();
     let postmaster = postmaster_pid(&home).unwrap();
     second.signal(Signal::TERM);
-    wait_until(Duration::from_secs(10), "postgres to stop", || {
-        !is_postgres(postmaster)
-    });
+    wait_until("postgres to stop", || !is_postgres(postmaster));
     assert!(!is_postgres(killed_postmaster));
 }
 
