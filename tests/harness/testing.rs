@@ -65,6 +65,22 @@ async fn a_test_database_is_migrated_and_has_its_own_name_and_connection(db: Tes
     connection.close().await.unwrap();
 }
 
+/// A plain `#[test]`: the database and its pool are had outside any runtime; the queries run in
+/// a runtime of the test's own.
+#[test]
+fn a_plain_test_takes_the_pool_outside_a_runtime_and_queries_in_its_own() {
+    let db = TestDb::new_blocking().unwrap();
+    let pool = db.pool();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let count: i64 = runtime
+        .block_on(sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(pool))
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
 #[rstest]
 #[tokio::test]
 async fn fixtures_are_applied_by_name(#[with(&["users"])] db: TestDb) {
