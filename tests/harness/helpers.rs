@@ -68,6 +68,27 @@ pub fn pgharness_with_file_limit(workdir: &Path, limit: u32) -> Command {
     isolated(command, workdir)
 }
 
+/// The `pgharness` binary without root's power over files, as a user's own account runs it: in
+/// a user namespace of its own (`unshare`, util-linux), where the permission bits of root's
+/// files apply to it. `None` (and why) where this system allows no user namespace.
+pub fn pgharness_without_root(workdir: &Path) -> Result<Command, String> {
+    let probe = Command::new("unshare")
+        .args(["--user", "--", "true"])
+        .output()
+        .map_err(|error| format!("cannot run unshare: {error}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "no user namespace here: {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        ));
+    }
+    let mut command = Command::new("unshare");
+    command
+        .args(["--user", "--"])
+        .arg(env!("CARGO_BIN_EXE_pgharness"));
+    Ok(isolated(command, workdir))
+}
+
 fn isolated(mut command: Command, workdir: &Path) -> Command {
     for variable in [
         "DATABASE_URL",
