@@ -67,6 +67,22 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(
+        "{action} {}: {source}. {variable} chooses the data directory: point it at a directory \
+         this user can create and write",
+        path.display()
+    )]
+    /// The data directory a variable chose cannot be made or used.
+    DataDir {
+        /// What was being done ("cannot create").
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The variable that chose the directory.
+        variable: &'static str,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    #[error(
         "port {port} on 127.0.0.1 is already in use. Stop the program using it \
          (e.g. `ss -ltnp 'sport = :{port}'`), or unset PGHARNESS_PG_PORT to use a free port"
     )]
@@ -169,6 +185,8 @@ pub struct ServerOptions {
     pub configuration: BTreeMap<String, String>,
     /// How PostgreSQL runs when this process is root.
     pub root: RootSettings,
+    /// The variable that chose `home`, named when it cannot be made or used.
+    pub home_variable: Option<&'static str>,
 }
 
 impl ServerOptions {
@@ -182,6 +200,7 @@ impl ServerOptions {
             durable: true,
             configuration: settings.configuration.clone(),
             root: settings.root.clone(),
+            home_variable: Some("PGHARNESS_DATA_DIR"),
         }
     }
 
@@ -196,6 +215,7 @@ impl ServerOptions {
             durable: false,
             configuration: BTreeMap::new(),
             root: RootSettings::default(),
+            home_variable: None,
         }
     }
 }
@@ -272,7 +292,17 @@ impl EmbeddedServer {
     pub async fn start(binaries: &Binaries, options: &ServerOptions) -> Result<Self, ServerError> {
         let privilege = Privilege::detect(&options.root)?;
         let home = &options.home;
-        create_private_dir(home)?;
+        let home_error = |action, path: &Path, source| match options.home_variable {
+            Some(variable) => ServerError::DataDir {
+                action,
+                path: path.to_owned(),
+                variable,
+                source,
+            },
+            None => io_error(action, path, source),
+        };
+        files::create_private_dir(home)
+            .map_err(|source| home_error("cannot create", home, source))?;
         privilege.hand_over(home)?;
         let lock_path = home.join("harness.lock");
         let lock = File::options()
@@ -280,7 +310,7 @@ impl EmbeddedServer {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|source| io_error("cannot open", &lock_path, source))?;
+            .map_err(|source| home_error("cannot open", &lock_path, source))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -866,10 +896,6 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Server
         path: path.to_owned(),
         source,
     }
-}
-
-fn create_private_dir(path: &Path) -> Result<(), ServerError> {
-    files::create_private_dir(path).map_err(|source| io_error("cannot create", path, source))
 }
 
 /// Writes a file readable by its owner only, replacing it atomically.

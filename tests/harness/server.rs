@@ -298,3 +298,59 @@ async fn serve_answers_http_and_logs_each_request_to_rolling_files() {
     assert_eq!(request["fields"]["status"], 200);
     assert!(request["fields"]["latency_ms"].as_f64().is_some());
 }
+
+/// A port in use is reported before PostgreSQL is set up and migrations run, not after.
+#[test]
+fn serve_on_a_port_in_use_stops_before_starting_postgresql() {
+    let workdir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let home = workdir.path().join("data");
+    let mut command = pgharness(workdir.path());
+    command
+        .arg("serve")
+        .env("PGHARNESS_DATA_DIR", &home)
+        .env("APP_HOST", "127.0.0.1")
+        .env("APP_PORT", &port);
+    let output = run(command);
+    assert!(!output.success, "{}", output.stdout);
+    assert!(
+        output.stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: the port is already in use"
+        )),
+        "{}",
+        output.stderr
+    );
+    assert!(output.stderr.contains("APP_PORT"), "{}", output.stderr);
+    assert!(!home.exists(), "the data directory was set up first");
+    assert!(
+        !output.stdout.contains("Applied migration"),
+        "{}",
+        output.stdout
+    );
+}
+
+#[test]
+fn a_data_directory_that_is_a_file_is_named_with_its_variable() {
+    let workdir = tempfile::tempdir().unwrap();
+    let home = workdir.path().join("data");
+    std::fs::write(&home, "not a directory").unwrap();
+    let mut command = pgharness(workdir.path());
+    command.arg("check").env("PGHARNESS_DATA_DIR", &home);
+    let output = run(command);
+    assert!(!output.success, "{}", output.stdout);
+    assert!(
+        output
+            .stderr
+            .contains(&format!("cannot create {}", home.display())),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output
+            .stderr
+            .contains("PGHARNESS_DATA_DIR chooses the data directory"),
+        "{}",
+        output.stderr
+    );
+}
