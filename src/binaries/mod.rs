@@ -372,7 +372,9 @@ async fn from_bin_dir(dir: &Path) -> Result<Binaries, SourceError> {
     install::validate(installation_dir).await
 }
 
-#[cfg(all(test, feature = "server"))]
+#[cfg(test)]
+// The log is read through tracing-subscriber, which only the server feature brings.
+#[cfg(feature = "server")]
 mod tests {
     use std::io::{Read as _, Seek as _};
     use std::sync::Arc;

@@ -26,6 +26,18 @@ impl Answer {
     }
 }
 
+/// `POST /users` of `username` (at example.com).
+fn post_user(serve: &Serve, username: &str) -> Answer {
+    let body = format!(r#"{{"username": "{username}", "email": "{username}@example.com"}}"#);
+    send(
+        serve,
+        "POST",
+        "/users",
+        &[("content-type", "application/json")],
+        &body,
+    )
+}
+
 /// `host:port` of a serve.
 fn address(serve: &Serve) -> String {
     serve.api.trim_start_matches("http://").to_owned()
@@ -378,13 +390,7 @@ fn with_few_file_descriptors_excess_connections_get_503_and_the_server_recovers(
 #[test]
 fn a_killed_postmaster_is_restarted_on_the_same_data_without_restarting_the_api() {
     let (_workdir, serve) = serve_with(&[]);
-    let created = send(
-        &serve,
-        "POST",
-        "/users",
-        &[("content-type", "application/json")],
-        r#"{"username": "survivor", "email": "survivor@example.com"}"#,
-    );
+    let created = post_user(&serve, "survivor");
     assert_eq!(created.status, 201, "{}", created.body);
     let postmaster = postmaster_pid(&serve.home).unwrap();
 
@@ -473,4 +479,85 @@ fn while_a_crashed_server_cannot_start_again_health_says_why_and_it_recovers_lat
         send(&serve, "GET", "/health", &[], "").status == 200
     });
     assert_ne!(postmaster_pid(&serve.home), Some(postmaster));
+}
+
+/// Writes on a full disk: 503 naming the disk, not 500; `/health` degraded (200), the timeline
+/// tells; once there is room again, writes work and health is back.
+#[test]
+fn a_full_disk_answers_503_naming_it_and_health_turns_degraded_until_a_write_succeeds() {
+    let workdir = tempfile::tempdir().unwrap();
+    let disk = workdir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    // A small disk of its own (tmpfs): needs the right to mount.
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256m", "tmpfs"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    if !mounted.status.success() {
+        println!(
+            "skipped: cannot mount a tmpfs here: {}",
+            String::from_utf8_lossy(&mounted.stderr).trim()
+        );
+        return;
+    }
+    let unmount = UnmountOnDrop(disk.clone());
+    let serve = Serve::start(workdir.path(), &disk.join("data"));
+    fill(&disk.join("filler"));
+
+    let refused = post_user(&serve, "spaceless");
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.has_header("retry-after: 1"), "{}", refused.head);
+    assert!(
+        refused
+            .body
+            .contains("the disk holding the database's data directory is full"),
+        "{}",
+        refused.body
+    );
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert_eq!(health.status, 200, "{}", health.body);
+    assert!(
+        health.body.contains(r#""status":"degraded""#),
+        "{}",
+        health.body
+    );
+    assert!(health.body.contains("disk"), "{}", health.body);
+    let events = send(&serve, "GET", "/api/health/events", &[], "");
+    assert!(
+        events.body.contains(r#""kind":"disk_full""#),
+        "{}",
+        events.body
+    );
+
+    std::fs::remove_file(disk.join("filler")).unwrap();
+    let created = post_user(&serve, "roomy");
+    assert_eq!(created.status, 201, "{}", created.body);
+    let health = send(&serve, "GET", "/health", &[], "");
+    assert!(
+        health.body.contains(r#""status":"healthy""#),
+        "{}",
+        health.body
+    );
+    drop(serve);
+    drop(unmount);
+}
+
+/// Writes zeros to `path` until its file system has no space left.
+fn fill(path: &std::path::Path) {
+    let mut file = std::fs::File::create(path).unwrap();
+    for chunk in [1 << 20, 4096] {
+        let zeros = vec![0_u8; chunk];
+        while file.write_all(&zeros).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+/// Unmounts a file system when dropped, after the server on it has stopped.
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
 }
