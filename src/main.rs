@@ -20,8 +20,20 @@ use secrecy::ExposeSecret as _;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// The variables most people set; `--help` ends with them.
+const ENVIRONMENT_HELP: &str = "\
+Environment (read from the environment, then from .env in the current directory):
+  PGHARNESS_DATA_DIR  where the embedded PostgreSQL keeps its data (default: the user's data
+                      directory, e.g. ~/.local/share/pgharness)
+  APP_PORT            the API's port (default 8000; 0 picks a free one)
+  APP_HOST            the API's address (default 127.0.0.1)
+  DATABASE_URL        a PostgreSQL server to use instead of the embedded one
+  APP_ENV             development (default), testing, staging or production: the pool's
+                      presets (production needs DATABASE_URL)
+Every variable: docs/configuration.md";
+
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, after_help = ENVIRONMENT_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -669,6 +681,10 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(error) = api_port_free(&config.api.host, config.api.port) {
+        eprintln!("✗ {error}");
+        return ExitCode::FAILURE;
+    }
     let external_url = match &config.database {
         DatabaseTarget::External(url) => Some(url.clone()),
         DatabaseTarget::Embedded => None,
@@ -714,6 +730,20 @@ async fn serve(config: Config) -> ExitCode {
             eprintln!("✗ {error}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Binds the API's address once and lets it go, so that a port in use is reported before
+/// PostgreSQL starts and migrations run rather than after.
+fn api_port_free(host: &str, port: u16) -> Result<(), pgharness::api::BindError> {
+    use pgharness::api::BindError;
+    let address = format!("{host}:{port}");
+    match std::net::TcpListener::bind(&address) {
+        Ok(_) => Ok(()),
+        Err(source) if source.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(BindError::InUse { address })
+        }
+        Err(source) => Err(BindError::Other { address, source }),
     }
 }
 

@@ -95,7 +95,7 @@ async function refreshHealth() {
   const health = reply.data || {};
   const badge = $("health-status");
   badge.dataset.state = health.status || "unknown";
-  badge.textContent = health.status === "healthy" ? "Healthy" : "Unhealthy";
+  badge.textContent = { healthy: "Healthy", degraded: "Degraded" }[health.status] ?? "Unhealthy";
   text("health-environment", health.environment);
   text("health-version", health.version);
   const database = health.checks ? health.checks.database : null;

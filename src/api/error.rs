@@ -92,6 +92,13 @@ pub enum ApiError {
     /// 503 with `Retry-After`: the database is down or every connection is busy.
     #[error("{0}")]
     Unavailable(String),
+    /// 503 with `Retry-After`: a write failed because the disk holding the database's data
+    /// directory is full (SQLSTATE 53100); reads still work. `/health` reports it as degraded.
+    #[error(
+        "the disk holding the database's data directory is full: free space on it and try \
+         again (reads still work)"
+    )]
+    DiskFull,
     /// 500: logged in full with its causes, sent as a bare message.
     #[error("{0}")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -122,7 +129,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MisdirectedRequest(_) => StatusCode::MISDIRECTED_REQUEST,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable(_) | Self::DiskFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,10 +139,13 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let extra_header = match &self {
-            Self::Unavailable(_) => Some((header::RETRY_AFTER, RETRY_AFTER_SECONDS)),
+            Self::Unavailable(_) | Self::DiskFull => {
+                Some((header::RETRY_AFTER, RETRY_AFTER_SECONDS))
+            }
             Self::Unauthorized(_) => Some((header::WWW_AUTHENTICATE, "Bearer")),
             _ => None,
         };
+        let disk_full = matches!(self, Self::DiskFull);
         let detail = match self {
             Self::Conflict(fields) | Self::Validation(fields) => ErrorDetail::Fields(fields),
             Self::Internal(source) => {
@@ -156,9 +166,17 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(name, axum::http::HeaderValue::from_static(value));
         }
+        if disk_full {
+            // For the monitor (`metrics::track`), which tells `/health`.
+            response.extensions_mut().insert(DiskFull);
+        }
         response
     }
 }
+
+/// Marks a response to a write that failed for lack of disk space.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DiskFull;
 
 impl From<DatabaseError> for ApiError {
     fn from(error: DatabaseError) -> Self {
@@ -176,6 +194,29 @@ impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if is_connection_lost(&error) {
             return Self::Unavailable(format!("database unavailable: {error}"));
+        }
+        // SQLSTATE class 53, insufficient resources: the server cannot do it now, though the
+        // request is sound.
+        match error
+            .as_database_error()
+            .and_then(|database| database.code())
+            .as_deref()
+        {
+            Some("53100") => return Self::DiskFull,
+            Some("53200") => {
+                return Self::Unavailable(
+                    "the database server is out of memory: try again shortly".to_owned(),
+                );
+            }
+            Some("53000") => {
+                return Self::Unavailable(format!(
+                    "the database server lacks the resources for this now: {}",
+                    error
+                        .as_database_error()
+                        .map_or_else(String::new, |database| database.message().to_owned())
+                ));
+            }
+            _ => {}
         }
         Self::Internal(Box::new(error))
     }

@@ -28,7 +28,8 @@ pub struct Checks {
 /// The guide's health body, plus the database check's latency and the pool's usage.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
-    /// `healthy` or `unhealthy`.
+    /// `healthy`; `degraded` (200) when the database answers but writes fail for lack of disk
+    /// space (`database.reason` says so); `unhealthy` (503) when it does not answer.
     status: &'static str,
     environment: String,
     version: &'static str,
@@ -43,16 +44,25 @@ async fn check_database(context: &ApiContext) -> DatabaseCheck {
     probe_database(&context.database, context.server.as_deref()).await
 }
 
-/// The guide's health report: 200 when the database answers, 503 when it does not.
+/// The guide's health report: 200 when the database answers (degraded when writes fail for lack
+/// of disk space), 503 when it does not.
 #[utoipa::path(get, path = "/health", tag = "health", responses(
-    (status = 200, description = "Healthy", body = Health),
+    (status = 200, description = "Healthy, or degraded: the disk holding the data directory is full", body = Health),
     (status = 503, description = "The database is down or does not answer within 2 s", body = Health),
 ))]
 pub async fn health(State(context): State<ApiContext>) -> Response {
-    let database = check_database(&context).await;
+    let mut database = check_database(&context).await;
     let healthy = database.latency_ms.is_some();
+    let degraded = healthy && context.monitor.disk_full_lately();
+    if degraded {
+        database.reason = Some(super::ApiError::DiskFull.to_string());
+    }
     let body = Health {
-        status: if healthy { "healthy" } else { "unhealthy" },
+        status: match (healthy, degraded) {
+            (false, _) => "unhealthy",
+            (true, true) => "degraded",
+            (true, false) => "healthy",
+        },
         environment: context.environment.to_string(),
         version: env!("CARGO_PKG_VERSION"),
         checks: Checks {

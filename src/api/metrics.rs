@@ -16,6 +16,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::ApiContext;
+use super::error::DiskFull;
 use crate::database::Database;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -110,7 +111,16 @@ pub async fn track(State(context): State<ApiContext>, request: Request, next: Ne
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
     // The request's span (`super::router`) is made before routing.
     tracing::Span::current().record("route", route.as_str());
+    let write = !matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS
+    );
     let response = next.run(request).await;
+    if response.extensions().get::<DiskFull>().is_some() {
+        context.monitor.disk_full();
+    } else if write && response.status().is_success() {
+        context.monitor.write_succeeded();
+    }
     context
         .monitor
         .count_request(response.status().is_server_error());

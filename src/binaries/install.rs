@@ -137,8 +137,13 @@ pub async fn validate(installation_dir: &Path) -> Result<Binaries, SourceError> 
     let bin = installation_dir.join("bin");
     for executable in ["postgres", "initdb", "pg_ctl"] {
         let path = bin.join(format!("{executable}{}", std::env::consts::EXE_SUFFIX));
-        if !path.is_file() {
-            return Err(SourceError::Missing(path));
+        match std::fs::metadata(&path) {
+            Ok(metadata) if metadata.is_file() => {}
+            // There, but out of this user's reach: not the same fix as a missing file.
+            Err(source) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(SourceError::Unreadable { path, source });
+            }
+            _ => return Err(SourceError::Missing(path)),
         }
     }
     let program = bin.join("postgres");
@@ -177,8 +182,20 @@ fn parse_postgres_version(text: &str) -> Option<Version> {
 
 /// The newest usable 16.x installation in the cache.
 pub(super) async fn cached(cache_dir: &Path) -> Result<Binaries, SourceError> {
-    let entries =
-        std::fs::read_dir(cache_dir).map_err(SourceError::io("cannot read", cache_dir))?;
+    let entries = std::fs::read_dir(cache_dir).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            SourceError::Unreadable {
+                path: cache_dir.to_owned(),
+                source,
+            }
+        } else {
+            SourceError::Io {
+                action: "cannot read",
+                path: cache_dir.to_owned(),
+                source,
+            }
+        }
+    })?;
     let mut versions: Vec<(Version, PathBuf)> = entries
         .filter_map(Result::ok)
         .filter_map(|entry| {

@@ -90,6 +90,14 @@ pub enum SourceError {
     /// A file the installation needs is missing.
     #[error("{} is missing", .0.display())]
     Missing(PathBuf),
+    /// A file or directory is there, but this user may not read it.
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        /// What could not be read.
+        path: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
     /// An executable cannot be started.
     #[error("cannot run {} --version: {source}", program.display())]
     CannotRun {
@@ -206,6 +214,24 @@ pub enum SourceError {
 }
 
 impl SourceError {
+    /// The cache entry (or the cache itself) this user may not read, when that is why a cached
+    /// installation was unusable.
+    fn unreadable_entry(&self) -> Option<&Path> {
+        match self {
+            Self::Unreadable { path, .. } => Some(path),
+            Self::CachedUnusable(entries) => entries
+                .iter()
+                .find(|(_, reason)| matches!(reason, Self::Unreadable { .. }))
+                .map(|(dir, _)| dir.as_path()),
+            _ => None,
+        }
+    }
+
+    /// The source's host cannot be reached: the usual case offline, not a fault of the source.
+    fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable { .. } | Self::NoAnswer { .. })
+    }
+
     /// An I/O error of `action` on `path`, for `map_err`.
     pub(crate) fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.to_owned();
@@ -244,6 +270,21 @@ pub enum BinariesError {
     /// An extension of `PGHARNESS_EXTENSIONS` cannot be had.
     #[error(transparent)]
     Extension(#[from] extensions::ExtensionError),
+    #[error(
+        "the cached PostgreSQL binaries in {} cannot be read by this user ({reason}). Fix the \
+         permissions: `chmod -R u+rwX {}` (or `chown -R` it to this user if another user \
+         created it), or remove it so that the binaries are downloaded again; \
+         PGHARNESS_CACHE_DIR chooses another cache",
+        entry.display(),
+        entry.display()
+    )]
+    /// The cache holds binaries this user may not read: a download would not fix that.
+    CacheUnreadable {
+        /// The cache entry (or the cache) that cannot be read.
+        entry: PathBuf,
+        /// What could not be read, and why.
+        reason: SourceError,
+    },
 }
 
 fn list(failures: &[SourceFailure]) -> String {
@@ -287,6 +328,12 @@ async fn find(sources: &BinarySources, progress: &ProgressSink) -> Result<Binari
             return Ok(binaries);
         }
         Err(reason) => {
+            if let Some(entry) = reason.unreadable_entry() {
+                return Err(BinariesError::CacheUnreadable {
+                    entry: entry.to_owned(),
+                    reason,
+                });
+            }
             info!(cache = %sources.cache_dir.display(), %reason, "no cached PostgreSQL 16 binaries");
             failures.push(SourceFailure {
                 source: format!("cache {}", sources.cache_dir.display()),
@@ -322,7 +369,12 @@ fn installed(source: &str, binaries: Binaries, progress: &ProgressSink) -> Binar
 }
 
 fn failed(source: &str, reason: SourceError) -> SourceFailure {
-    warn!(source, %reason, "could not get PostgreSQL binaries");
+    if reason.is_unreachable() {
+        // Offline, or a host this network blocks: the next source is tried, nothing is wrong yet.
+        info!(source, %reason, "skipping a source of PostgreSQL binaries");
+    } else {
+        warn!(source, %reason, "could not get PostgreSQL binaries");
+    }
     SourceFailure {
         source: source.to_owned(),
         reason,
@@ -335,4 +387,48 @@ async fn from_bin_dir(dir: &Path) -> Result<Binaries, SourceError> {
     }
     let installation_dir = dir.parent().ok_or(SourceError::NotBinDir)?;
     install::validate(installation_dir).await
+}
+
+#[cfg(test)]
+// The log is read through tracing-subscriber, which only the server feature brings.
+#[cfg(feature = "server")]
+mod tests {
+    use std::io::{Read as _, Seek as _};
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// What `failed` logs at warning level and above.
+    fn warnings_of(reason: SourceError) -> String {
+        let log = Arc::new(tempfile::tempfile().unwrap());
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(Arc::clone(&log))
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || failed("a source", reason));
+        let mut text = String::new();
+        (&*log).rewind().unwrap();
+        (&*log).read_to_string(&mut text).unwrap();
+        text
+    }
+
+    #[test]
+    fn an_unreachable_source_is_no_warning_but_a_failing_one_is() {
+        let unreachable = SourceError::Unreachable {
+            host: "downloads.example".to_owned(),
+            source: std::io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(warnings_of(unreachable), "");
+        let silent = SourceError::NoAnswer {
+            host: "downloads.example".to_owned(),
+            seconds: 3,
+        };
+        assert_eq!(warnings_of(silent), "");
+        let logged = warnings_of(SourceError::IntegrityMismatch);
+        assert!(
+            logged.contains("WARN") && logged.contains("integrity"),
+            "{logged}"
+        );
+    }
 }

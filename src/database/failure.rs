@@ -89,7 +89,7 @@ impl FailureKind {
                 format!(
                     "Ensure PostgreSQL is running on {host}:{port}: `pg_ctl status`, or `sudo systemctl status postgresql`"
                 ),
-                format!("Check the PostgreSQL port: `ss -ltnp | grep {port}`"),
+                format!("Check what listens on the PostgreSQL port: `ss -ltnp 'sport = :{port}'`"),
                 format!("Verify PostgreSQL accepts connections: `psql -h {host} -p {port} -U {user} -d {database}`"),
                 "Or unset DATABASE_URL to use the embedded PostgreSQL server".to_owned(),
             ],

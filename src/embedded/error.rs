@@ -22,6 +22,22 @@ pub enum ServerError {
         source: std::io::Error,
     },
     #[error(
+        "{action} {}: {source}. {variable} chooses the data directory: point it at a directory \
+         this user can create and write",
+        path.display()
+    )]
+    /// The data directory a variable chose cannot be made or used.
+    DataDir {
+        /// What was being done ("cannot create").
+        action: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The variable that chose the directory.
+        variable: &'static str,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    #[error(
         "port {port} on 127.0.0.1 is already in use. Stop the program using it \
          (e.g. `ss -ltnp 'sport = :{port}'`), or unset PGHARNESS_PG_PORT to use a free port"
     )]

@@ -61,6 +61,8 @@ pub struct ServerOptions {
     pub configuration: BTreeMap<String, String>,
     /// How PostgreSQL runs when this process is root.
     pub root: RootSettings,
+    /// The variable that chose `home`, named when it cannot be made or used.
+    pub home_variable: Option<&'static str>,
 }
 
 impl ServerOptions {
@@ -74,6 +76,7 @@ impl ServerOptions {
             durable: true,
             configuration: settings.configuration.clone(),
             root: settings.root.clone(),
+            home_variable: Some("PGHARNESS_DATA_DIR"),
         }
     }
 
@@ -88,6 +91,7 @@ impl ServerOptions {
             durable: false,
             configuration: BTreeMap::new(),
             root: RootSettings::default(),
+            home_variable: None,
         }
     }
 }
@@ -152,7 +156,15 @@ impl EmbeddedServer {
             crate::config::ROOT_CACHE_DIR,
         )?;
         privilege.ensure_reachable(home, "PGHARNESS_DATA_DIR", crate::config::ROOT_DATA_DIR)?;
-        create_private_dir(home)?;
+        files::create_private_dir(home).map_err(|source| match options.home_variable {
+            Some(variable) => ServerError::DataDir {
+                action: "cannot create",
+                path: home.clone(),
+                variable,
+                source,
+            },
+            None => io_error("cannot create", home, source),
+        })?;
         // The home, the cluster and its log are the server's; the password and the lock stay
         // this process's. A cluster made by root is handed over here, its data kept.
         privilege.hand_over_one(home)?;
@@ -408,10 +420,6 @@ fn io_error(action: &'static str, path: &Path, source: std::io::Error) -> Server
         path: path.to_owned(),
         source,
     }
-}
-
-fn create_private_dir(path: &Path) -> Result<(), ServerError> {
-    files::create_private_dir(path).map_err(|source| io_error("cannot create", path, source))
 }
 
 /// Writes a file readable by its owner only, replacing it atomically.

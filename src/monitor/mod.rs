@@ -14,7 +14,7 @@ pub use self::statements::{SlowQuery, slowest};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -30,6 +30,9 @@ pub const HISTORY: Duration = Duration::from_secs(15 * 60);
 const EVENTS_KEPT: usize = 500;
 /// Slow statements are looked for every this many samples (a `pg_stat_statements` read).
 const SLOW_STATEMENT_EVERY: u64 = 5;
+/// How long `/health` reports a full disk after the last write that failed for it, unless a
+/// write succeeds sooner.
+const DISK_FULL_REMEMBERED: Duration = Duration::from_secs(60);
 
 /// One sample.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -82,6 +85,8 @@ pub enum EventKind {
     DatabaseReset,
     /// A fixture was loaded.
     FixtureLoaded,
+    /// A write failed because the disk holding the database's data directory is full.
+    DiskFull,
 }
 
 /// One entry of the timeline.
@@ -99,9 +104,44 @@ pub struct Monitor {
     events: Mutex<VecDeque<Event>>,
     requests: AtomicU64,
     server_errors: AtomicU64,
+    /// When a write last failed for lack of disk space; cleared when a write succeeds.
+    last_disk_full: Mutex<Option<Instant>>,
 }
 
 impl Monitor {
+    /// A write failed for lack of disk space: `/health` turns degraded, and the timeline tells
+    /// (once per episode).
+    pub fn disk_full(&self) {
+        let previous = self
+            .last_disk_full
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .replace(Instant::now());
+        if previous.is_none_or(|at| at.elapsed() >= DISK_FULL_REMEMBERED) {
+            self.record(
+                EventKind::DiskFull,
+                "A write failed: the disk holding the database's data directory is full",
+            );
+        }
+    }
+
+    /// A write succeeded: the disk has room again.
+    pub fn write_succeeded(&self) {
+        *self
+            .last_disk_full
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Whether a write failed for lack of disk space lately, and none succeeded since.
+    #[must_use]
+    pub fn disk_full_lately(&self) -> bool {
+        self.last_disk_full
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < DISK_FULL_REMEMBERED)
+    }
+
     /// Counts a finished request, and whether it failed on the server's side.
     pub fn count_request(&self, server_error: bool) {
         self.requests.fetch_add(1, Ordering::Relaxed);

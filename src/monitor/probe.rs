@@ -16,7 +16,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct DatabaseCheck {
     /// Round trip of `SELECT 1`, when it answered.
     pub latency_ms: Option<f64>,
-    /// Why it is unhealthy.
+    /// Why it is unhealthy or degraded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }

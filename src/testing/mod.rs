@@ -305,11 +305,16 @@ impl TestDb {
         TestDbBuilder::default()
     }
 
-    /// A pool on this database (connects on first use; needs a Tokio runtime).
+    /// A pool on this database. It connects on first use, in the runtime that uses it: the
+    /// getter itself works in any context, in a runtime or not.
     pub fn pool(&self) -> &PgPool {
         self.pool.get_or_init(|| {
+            // No idle or lifetime limit: sqlx would spawn the task enforcing them here, which
+            // needs a runtime; a test's pool lives no longer than its test anyway.
             PgPoolOptions::new()
                 .max_connections(5)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_lazy_with(self.url.connect_options())
         })
     }

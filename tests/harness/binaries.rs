@@ -1,7 +1,7 @@
 use pgharness::binaries::{self, BinariesError, BinarySources, Platform};
 use pgharness::progress::quiet;
 
-use crate::helpers::binaries as cached_binaries;
+use crate::helpers::{binaries as cached_binaries, pgharness_without_root, run};
 
 #[tokio::test]
 async fn a_bin_dir_that_is_not_postgresql_16_is_refused_not_replaced() {
@@ -129,4 +129,51 @@ async fn the_packages_of_every_other_platform_unpack_to_the_layout_the_harness_u
         };
         assert!(dir.join(executable).is_file(), "{platform:?}");
     }
+}
+
+/// A cache entry this user may not read (made by another user, or `chmod 000`) is named with
+/// the fix, not taken for missing binaries and downloaded again.
+#[test]
+fn an_unreadable_cache_is_named_with_the_permissions_fix_not_downloaded_again() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let workdir = tempfile::tempdir().unwrap();
+    let mut command = match pgharness_without_root(workdir.path()) {
+        Ok(command) => command,
+        Err(reason) => {
+            println!("skipped: {reason}");
+            return;
+        }
+    };
+    let cache = workdir.path().join("cache");
+    let entry = cache.join("16.4.0");
+    std::fs::create_dir_all(entry.join("bin")).unwrap();
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o000)).unwrap();
+    command
+        .arg("binaries")
+        .env("PGHARNESS_CACHE_DIR", &cache)
+        .env_remove("PGHARNESS_PG_BIN_DIR");
+    let output = run(command);
+    std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(!output.success, "{}", output.stdout);
+    let error = output.stderr;
+    assert!(
+        error.contains(&format!(
+            "cannot read {}",
+            entry.join("bin/postgres").display()
+        )),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!("chmod -R u+rwX {}", entry.display())),
+        "{error}"
+    );
+    assert!(
+        !error.contains("is missing") && !error.contains("npm"),
+        "{error}"
+    );
+    let entries: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, ["16.4.0"], "nothing is downloaded");
 }

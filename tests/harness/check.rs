@@ -86,6 +86,8 @@ fn check_against_a_closed_port_says_connection_refused() {
             .stdout
             .contains(&format!("  Database URL: 127.0.0.1:{port}/app_db"))
     );
+    // What listens on this port exactly, not every line that holds its digits.
+    output.assert_shows(&format!("`ss -ltnp 'sport = :{port}'`"));
 }
 
 #[test]
@@ -116,4 +118,23 @@ fn a_bad_variable_stops_the_cli_with_its_name() {
         "{}",
         output.stderr
     );
+}
+
+#[test]
+fn help_names_the_variables_most_people_set_and_where_all_are_listed() {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let mut command = pgharness(workdir.path());
+    command.arg("--help");
+    let output = run(command);
+    assert!(output.success, "{}", output.stderr);
+    for variable in [
+        "PGHARNESS_DATA_DIR",
+        "APP_PORT",
+        "APP_HOST",
+        "DATABASE_URL",
+        "APP_ENV",
+        "docs/configuration.md",
+    ] {
+        output.assert_shows(variable);
+    }
 }

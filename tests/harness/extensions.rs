@@ -4,7 +4,6 @@
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use pgharness::binaries::extensions::{self, Extension, Layout, VECTOR_BUILDS};
 use pgharness::binaries::{self, BinariesError, BinarySources, Platform};
@@ -216,9 +215,7 @@ async fn test_databases_get_vector_with_the_setting() {
     assert!(stdout.contains("nearest=1 version=0.8.5"), "{stdout}");
     // Its watchdog stops that server once the helper is gone; the scratch directory goes after.
     let postmaster = run_dir.join("server/pgdata/postmaster.pid");
-    wait_until(Duration::from_secs(60), "the test server to stop", || {
-        !postmaster.exists()
-    });
+    wait_until("the test server to stop", || !postmaster.exists());
 }
 
 #[tokio::test]

@@ -69,6 +69,27 @@ pub fn pgharness_with_file_limit(workdir: &Path, limit: u32) -> Command {
     isolated(command, workdir)
 }
 
+/// The `pgharness` binary without root's power over files, as a user's own account runs it: in
+/// a user namespace of its own (`unshare`, util-linux), where the permission bits of root's
+/// files apply to it. `None` (and why) where this system allows no user namespace.
+pub fn pgharness_without_root(workdir: &Path) -> Result<Command, String> {
+    let probe = Command::new("unshare")
+        .args(["--user", "--", "true"])
+        .output()
+        .map_err(|error| format!("cannot run unshare: {error}"))?;
+    if !probe.status.success() {
+        return Err(format!(
+            "no user namespace here: {}",
+            String::from_utf8_lossy(&probe.stderr).trim()
+        ));
+    }
+    let mut command = Command::new("unshare");
+    command
+        .args(["--user", "--"])
+        .arg(env!("CARGO_BIN_EXE_pgharness"));
+    Ok(isolated(command, workdir))
+}
+
 fn isolated(mut command: Command, workdir: &Path) -> Command {
     for variable in [
         "DATABASE_URL",
@@ -217,12 +238,25 @@ pub fn kill_hard(pid: u32) {
     kill_process(pid, Signal::KILL).unwrap();
 }
 
-/// Waits until `condition` holds, or panics after `limit`.
-pub fn wait_until(limit: Duration, what: &str, condition: impl Fn() -> bool) {
-    let deadline = Instant::now() + limit;
+/// How long a test waits for something that takes a moment, whatever it is: a ceiling against
+/// hanging forever, far above the time it takes even on a loaded machine, not a claim of speed.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until `condition` holds, or panics after [`PATIENCE`].
+pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
     while !condition() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// As [`wait_until`], for a condition that awaits.
+pub async fn wait_for<F: Future<Output = bool>>(what: &str, mut condition: impl FnMut() -> F) {
+    let deadline = Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -7,7 +7,7 @@ use pgharness::config::{Config, PoolSettings};
 use pgharness::database::{Database, DatabaseError};
 use sqlx::{Connection as _, PgConnection};
 
-use crate::helpers::{binaries, options, temporary_server};
+use crate::helpers::{binaries, options, temporary_server, wait_for};
 use pgharness::embedded::EmbeddedServer;
 
 fn pool_settings(pairs: &[(&str, &str)]) -> PoolSettings {
@@ -51,15 +51,10 @@ async fn database_with_notes(server: &EmbeddedServer, settings: &PoolSettings) -
 
 /// Waits until the pool has opened `count` idle connections by itself.
 async fn wait_for_idle(database: &Database, count: u32) {
-    let started = Instant::now();
-    while database.stats().idle < count {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            database.stats()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for("the pool's idle connections", || async move {
+        database.stats().idle >= count
+    })
+    .await;
 }
 
 /// The server process behind the connection the pool lends for one piece of work.

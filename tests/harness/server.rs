@@ -1,5 +1,4 @@
 use std::os::unix::fs::PermissionsExt as _;
-use std::time::Duration;
 
 use pgharness::embedded::{EmbeddedServer, ServerError};
 use rustix::process::Signal;
@@ -8,7 +7,8 @@ use sqlx::Connection as _;
 use pgharness::platform::process::is_postgres;
 
 use crate::helpers::{
-    Serve, binaries, options, pgharness, postmaster_pid, run, temporary_server, wait_until,
+    Serve, binaries, options, pgharness, postmaster_pid, run, temporary_server, wait_for,
+    wait_until,
 };
 
 /// A committed row in `serve`'s database: a `notes` table holding 'kept'.
@@ -50,9 +50,7 @@ async fn committed_rows_survive_kill_9_and_no_server_is_left_behind() {
     assert_eq!(read_note(&second).await, "kept");
     let postmaster = postmaster_pid(&home).unwrap();
     second.signal(Signal::TERM);
-    wait_until(Duration::from_secs(10), "postgres to stop", || {
-        !is_postgres(postmaster)
-    });
+    wait_until("postgres to stop", || !is_postgres(postmaster));
     assert!(!is_postgres(killed_postmaster));
 }
 
@@ -436,22 +434,17 @@ async fn get(serve: &Serve, path: &str) -> (u16, String) {
     }
 }
 
-/// Waits (up to a minute: takeover runs within seconds, slower on a loaded machine) until
-/// `serve` answers /health 200 and its timeline says it took the server over.
+/// Waits until `serve` answers /health 200 and its timeline says it took the server over.
 async fn wait_for_takeover(serve: &Serve) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, _) = get(serve, "/health").await;
-        let (_, events) = get(serve, "/api/health/events").await;
-        if status == 200 && events.contains(r#""kind":"server_taken_over""#) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no takeover: /health {status}, events {events}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for(
+        "the takeover on the timeline and a healthy database",
+        async || {
+            let (status, _) = get(serve, "/health").await;
+            let (_, events) = get(serve, "/api/health/events").await;
+            status == 200 && events.contains(r#""kind":"server_taken_over""#)
+        },
+    )
+    .await;
 }
 
 /// A second `serve` attached to the first one's server takes it over when the first stops,
@@ -498,11 +491,9 @@ async fn an_attached_serve_takes_the_server_over_when_its_owner_stops(#[case] si
     );
     let postmaster = postmaster_pid(&home).unwrap();
     drop(second);
-    wait_until(
-        Duration::from_secs(30),
-        "the new owner to stop its server",
-        || !is_postgres(postmaster),
-    );
+    wait_until("the new owner to stop its server", || {
+        !is_postgres(postmaster)
+    });
 }
 
 /// A `serve` started while the owner shuts down waits for it, then runs the server itself.
@@ -520,14 +511,10 @@ async fn a_serve_started_during_the_owners_shutdown_comes_up_all_the_same() {
     first.signal(Signal::TERM);
     drop(first);
     let second = starting.join().expect("the racing serve did not come up");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while get(&second, "/health").await.0 != 200 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the racing serve never became healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for("the racing serve to be healthy", async || {
+        get(&second, "/health").await.0 == 200
+    })
+    .await;
     assert_eq!(read_note(&second).await, "kept");
 }
 
@@ -556,4 +543,60 @@ fn log_files_and_their_folder_are_private_even_if_they_were_not() {
     }
     assert_eq!(mode(&home.join("postgresql.log")), 0o600);
     drop(serve);
+}
+
+/// A port in use is reported before PostgreSQL is set up and migrations run, not after.
+#[test]
+fn serve_on_a_port_in_use_stops_before_starting_postgresql() {
+    let workdir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let home = workdir.path().join("data");
+    let mut command = pgharness(workdir.path());
+    command
+        .arg("serve")
+        .env("PGHARNESS_DATA_DIR", &home)
+        .env("APP_HOST", "127.0.0.1")
+        .env("APP_PORT", &port);
+    let output = run(command);
+    assert!(!output.success, "{}", output.stdout);
+    assert!(
+        output.stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: the port is already in use"
+        )),
+        "{}",
+        output.stderr
+    );
+    assert!(output.stderr.contains("APP_PORT"), "{}", output.stderr);
+    assert!(!home.exists(), "the data directory was set up first");
+    assert!(
+        !output.stdout.contains("Applied migration"),
+        "{}",
+        output.stdout
+    );
+}
+
+#[test]
+fn a_data_directory_that_is_a_file_is_named_with_its_variable() {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let home = workdir.path().join("data");
+    std::fs::write(&home, "not a directory").unwrap();
+    let mut command = pgharness(workdir.path());
+    command.arg("check").env("PGHARNESS_DATA_DIR", &home);
+    let output = run(command);
+    assert!(!output.success, "{}", output.stdout);
+    assert!(
+        output
+            .stderr
+            .contains(&format!("cannot create {}", home.display())),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output
+            .stderr
+            .contains("PGHARNESS_DATA_DIR chooses the data directory"),
+        "{}",
+        output.stderr
+    );
 }

@@ -65,6 +65,22 @@ async fn a_test_database_is_migrated_and_has_its_own_name_and_connection(db: Tes
     connection.close().await.unwrap();
 }
 
+/// A plain `#[test]`: the database and its pool are had outside any runtime; the queries run in
+/// a runtime of the test's own.
+#[test]
+fn a_plain_test_takes_the_pool_outside_a_runtime_and_queries_in_its_own() {
+    let db = TestDb::new_blocking().unwrap();
+    let pool = db.pool();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let count: i64 = runtime
+        .block_on(sqlx::query_scalar("SELECT count(*) FROM users").fetch_one(pool))
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
 #[rstest]
 #[tokio::test]
 async fn fixtures_are_applied_by_name(#[with(&["users"])] db: TestDb) {
@@ -117,18 +133,14 @@ fn a_test_that_ends_right_after_a_query_leaves_no_warning_in_its_log() {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let _context = runtime.enter();
             let admin = sqlx::PgPool::connect_lazy_with(admin.connect_options());
-            wait_until(
-                Duration::from_secs(10),
-                "the database to be dropped",
-                || {
-                    let gone = sqlx::query_scalar::<_, bool>(
-                        "SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = $1)",
-                    )
-                    .bind(&name)
-                    .fetch_one(&admin);
-                    runtime.block_on(gone).unwrap()
-                },
-            );
+            wait_until("the database to be dropped", || {
+                let gone = sqlx::query_scalar::<_, bool>(
+                    "SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = $1)",
+                )
+                .bind(&name)
+                .fetch_one(&admin);
+                runtime.block_on(gone).unwrap()
+            });
         })
         .join()
         .unwrap();
@@ -382,13 +394,14 @@ async fn databases(admin: &mut sqlx::PgConnection) -> Vec<String> {
     .unwrap()
 }
 
-/// Four migration sets, one killed process and an abandoned template build: the upkeep every
+/// Four migration sets, four killed processes and an abandoned template build: the upkeep every
 /// test process runs leaves the newest templates (3 per crate), and nothing else.
 #[tokio::test]
 async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_templates() {
     let run_dir = pgharness::platform::files::scratch_dir().unwrap();
     let sets = pgharness::platform::files::scratch_dir().unwrap();
     let directory = run_dir.path().to_str().unwrap().to_owned();
+    let mut helpers = Vec::new();
     for set in 0..4 {
         let migrations = sets.path().join(set.to_string());
         std::fs::create_dir(&migrations).unwrap();
@@ -403,14 +416,23 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
         )
         .unwrap();
         let migrations = migrations.to_str().unwrap().to_owned();
+        // The helpers' own upkeep must leave this test's set-up as it is, however far it gets
+        // before they are killed: all four are alive until the last has its database (so none
+        // drops another's), they keep every template, and they prefetch nothing (each leaves
+        // exactly its test's database).
         let variables = [
             ("PGHARNESS_TEST_DIR", directory.as_str()),
             ("PGHARNESS_TEST_MIGRATIONS_DIR", migrations.as_str()),
+            ("PGHARNESS_TEST_TEMPLATES", "4"),
+            ("PGHARNESS_TEST_PREFETCH", "0"),
             ("PGHARNESS_HELPER_HOLD", "1"),
         ];
         let mut helper = helper_process("helper_report_the_shared_server", &variables);
         read_reported(&mut helper, "database=");
-        // Killed: its database is left behind, as after a crash or an interrupted run.
+        helpers.push(helper);
+    }
+    // Killed: their databases are left behind, as after a crash or an interrupted run.
+    for mut helper in helpers {
         helper.kill().unwrap();
         helper.wait().unwrap();
     }
@@ -420,13 +442,11 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
         .await
         .unwrap();
     let before = databases(&mut admin).await;
-    // Each helper's own upkeep may already have dropped its killed predecessors' databases;
-    // the last one's is certainly left.
     let left_behind = before
         .iter()
         .filter(|name| name.starts_with("pgh_t_"))
         .count();
-    assert!((1..=4).contains(&left_behind), "{before:?}");
+    assert_eq!(left_behind, 4, "{before:?}");
 
     let dropped = pgharness::test_server::tidy(&mut admin).await.unwrap();
     let after = databases(&mut admin).await;
@@ -467,9 +487,7 @@ fn a_killed_runs_server_stops_after_the_idle_timeout() {
     assert!(is_postgres(postmaster));
     killed.kill().unwrap();
     killed.wait().unwrap();
-    wait_until(Duration::from_secs(10), "the idle server to stop", || {
-        !is_postgres(postmaster)
-    });
+    wait_until("the idle server to stop", || !is_postgres(postmaster));
     assert!(!run_dir.path().join("state.json").exists());
 }
 
@@ -489,7 +507,6 @@ fn testdb_reaches_a_kept_database_after_the_idle_server_has_stopped() {
     let pgdata = run_dir.path().join("server/pgdata");
     let stopped = |postmaster| move || !is_postgres(postmaster);
     wait_until(
-        Duration::from_secs(10),
         "the idle server to stop",
         stopped(postmaster_pid(&pgdata).unwrap()),
     );
@@ -512,10 +529,6 @@ fn testdb_reaches_a_kept_database_after_the_idle_server_has_stopped() {
     assert!(!listed.contains(&database), "{listed}");
     // Before its directory goes: the server `testdb` started stops once idle.
     if let Some(postmaster) = postmaster_pid(&pgdata) {
-        wait_until(
-            Duration::from_secs(10),
-            "the idle server to stop again",
-            stopped(postmaster),
-        );
+        wait_until("the idle server to stop again", stopped(postmaster));
     }
 }
