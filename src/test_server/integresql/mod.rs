@@ -9,6 +9,10 @@
 //! away without finalizing it is discarded after `--abandon-after` seconds, so the hash is not
 //! blocked for good.
 
+mod databases;
+mod handout;
+mod initializers;
+mod listing;
 mod pool;
 
 use std::net::SocketAddr;
@@ -23,10 +27,8 @@ use axum::routing::{delete, get, post, put};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-pub use self::pool::{
-    DatabaseConfig, PoolSettings, Refusal, SERVED_PREFIX, ServedTemplate, Service, TemplateSummary,
-    served_templates,
-};
+pub use self::listing::{ServedTemplate, TemplateSummary, served_templates};
+pub use self::pool::{DatabaseConfig, PoolSettings, Refusal, SERVED_PREFIX, Service};
 use super::{TestServerError, attach};
 
 /// Where `testdb serve` listens, and how it hands databases out.
