@@ -1,8 +1,8 @@
 //! `cargo bench --bench api`: the API under load against the database's own ceiling.
 //!
-//! Starts the stack in-process (embedded PostgreSQL 16, 10,000 users, the API on a free port),
+//! Starts the stack in-process (embedded `PostgreSQL` 16, 10,000 users, the API on a free port),
 //! drives `GET /users/{random id}` with wrk (64 connections) in three rounds, each followed by
-//! the issue's reference: the same query straight against PostgreSQL with pgbench (`-M prepared`,
+//! the issue's reference: the same query straight against `PostgreSQL` with pgbench (`-M prepared`,
 //! 16 clients, TCP). The targets are judged on the medians of the rounds. Then `GET /health`,
 //! and pgbench with 8 and 64 clients for the best the database does here. Prints requests/s,
 //! p50 and p99 of each and the ratio API / ceiling.
@@ -12,10 +12,10 @@
 //! same cores, so `1 / (1 / http + 1 / ceiling)` estimates the most any HTTP API could serve here.
 //!
 //! It also drives `POST /users` (unique users, each committed before its 201), reads the CPU
-//! time the API process and the PostgreSQL processes spent per request, counts the instructions
-//! PostgreSQL retired per read of a user (with Linux `perf`, when present: the work asked of it,
+//! time the API process and the `PostgreSQL` processes spent per request, counts the instructions
+//! `PostgreSQL` retired per read of a user (with Linux `perf`, when present: the work asked of it,
 //! which CPU time mixes with the cost of sharing two cores with the API and wrk), and counts the
-//! round trips to PostgreSQL per request through a counting proxy (a separate, sequential run).
+//! round trips to `PostgreSQL` per request through a counting proxy (a separate, sequential run).
 //!
 //! Last, it restarts the database under the same load and counts the answers by status: while
 //! it is down they must be 503 with Retry-After, never 500.
@@ -57,7 +57,7 @@ struct Measurement {
     p50_ms: f64,
     p99_ms: f64,
     errors: u64,
-    /// CPU per request (µs) of the API process and of PostgreSQL, when measured.
+    /// CPU per request (µs) of the API process and of `PostgreSQL`, when measured.
     cpu_us: Option<CpuPerRequest>,
 }
 
@@ -67,7 +67,7 @@ struct CpuPerRequest {
     api: Option<f64>,
     /// The postmaster and every process it started.
     postgres: f64,
-    /// PostgreSQL's instructions per read of a user, counted by `perf` when it can.
+    /// `PostgreSQL`'s instructions per read of a user, counted by `perf` when it can.
     postgres_instructions: Option<f64>,
 }
 
@@ -93,11 +93,10 @@ impl Measurement {
 }
 
 fn require(tool: &str) {
-    if Command::new(tool).arg("--version").output().is_err() {
-        panic!(
-            "{tool} is not installed: `apt-get install wrk postgresql-15` (pgbench) and run again"
-        );
-    }
+    assert!(
+        Command::new(tool).arg("--version").output().is_ok(),
+        "{tool} is not installed: `apt-get install wrk postgresql-15` (pgbench) and run again"
+    );
 }
 
 /// `512.00us`, `2.10ms`, `1.02s` in milliseconds.
@@ -114,7 +113,7 @@ fn milliseconds(text: &str) -> f64 {
     number.parse::<f64>().unwrap() * factor
 }
 
-/// What PostgreSQL (and this process, the API) spent while a load ran.
+/// What `PostgreSQL` (and this process, the API) spent while a load ran.
 struct PostgresMeter {
     postmaster: u32,
     /// Reads `pg_stat_statements`, which counts the reads of users by the API and by pgbench.
@@ -144,7 +143,7 @@ impl PostgresMeter {
     }
 
     /// Runs `load` (which reports requests per second over `SECONDS`) and adds the CPU spent
-    /// per request: this process's when `with_api`, and PostgreSQL's, with its instructions
+    /// per request: this process's when `with_api`, and `PostgreSQL`'s, with its instructions
     /// per read of a user.
     fn during(&self, with_api: bool, load: impl FnOnce() -> Measurement) -> Measurement {
         let me = std::process::id();
@@ -154,16 +153,20 @@ impl PostgresMeter {
         let requests = measurement.requests_per_second * f64::from(SECONDS);
         let per_request = |spent: Duration| spent.as_secs_f64() * 1e6 / requests;
         measurement.cpu_us = Some(CpuPerRequest {
-            api: with_api.then(|| per_request(cpu::own(me) - api_before)),
-            postgres: per_request(cpu::postgres(self.postmaster) - postgres_before),
+            api: with_api.then(|| per_request(cpu::own(me).checked_sub(api_before).unwrap())),
+            postgres: per_request(
+                cpu::postgres(self.postmaster)
+                    .checked_sub(postgres_before)
+                    .unwrap(),
+            ),
             postgres_instructions: counting.join().unwrap(),
         });
         measurement
     }
 
-    /// Instructions PostgreSQL's processes retire per read of a user, over 5 s from 2 s into
+    /// Instructions `PostgreSQL`'s processes retire per read of a user, over 5 s from 2 s into
     /// the run (every connection open by then). Unlike CPU time, this is the work the reads
-    /// ask of PostgreSQL whatever else shares the cores. `None` without a usable `perf`.
+    /// ask of `PostgreSQL` whatever else shares the cores. `None` without a usable `perf`.
     fn count_instructions(&self) -> std::thread::JoinHandle<Option<f64>> {
         let (pool, runtime, postmaster) =
             (self.pool.clone(), self.runtime.clone(), self.postmaster);
@@ -192,7 +195,7 @@ impl PostgresMeter {
                 .next()?
                 .parse()
                 .ok()?;
-            #[allow(clippy::cast_precision_loss)]
+            #[expect(clippy::cast_precision_loss)]
             (reads > 0).then(|| instructions / reads as f64)
         })
     }
@@ -257,7 +260,7 @@ fn logged_latency_percentiles(logs: &Path) -> (f64, f64) {
         .collect();
     latencies.sort_by(f64::total_cmp);
     let percentile = |fraction: f64| {
-        #[allow(
+        #[expect(
             clippy::cast_possible_truncation,
             clippy::cast_sign_loss,
             clippy::cast_precision_loss
@@ -378,7 +381,7 @@ request = function()
 end
 "#;
 
-/// Round trips to PostgreSQL per `GET /users/{id}` and per `POST /users`, counted by a proxy
+/// Round trips to `PostgreSQL` per `GET /users/{id}` and per `POST /users`, counted by a proxy
 /// in front of the server on a second API (pool of one, statements already prepared).
 async fn round_trips_per_request(server: &EmbeddedServer) -> (f64, f64) {
     use tower::ServiceExt as _;
@@ -423,7 +426,7 @@ async fn round_trips_per_request(server: &EmbeddedServer) -> (f64, f64) {
     }
     let writes = proxy.client_flushes() - before;
     harness.database().close().await;
-    #[allow(clippy::cast_precision_loss)]
+    #[expect(clippy::cast_precision_loss)]
     (
         reads as f64 / f64::from(REQUESTS),
         writes as f64 / f64::from(REQUESTS),
@@ -431,7 +434,7 @@ async fn round_trips_per_request(server: &EmbeddedServer) -> (f64, f64) {
 }
 
 /// wrk script: random user ids, the count of each status across threads, and the 200s in each
-/// 100 ms of wall-clock time (LuaJIT's FFI reads the clock).
+/// 100 ms of wall-clock time (`LuaJIT`'s FFI reads the clock).
 const COUNT_STATUSES: &str = r#"
 local ffi = require("ffi")
 ffi.cdef[[ typedef struct { long sec; long nsec; } bench_timespec; int clock_gettime(int, bench_timespec *); ]]
@@ -481,7 +484,7 @@ struct Recovery {
 
 fn recovery(tenths: &BTreeMap<i64, u64>, stopped: i64, back: i64) -> Recovery {
     let count = |tenth: i64| tenths.get(&tenth).copied().unwrap_or(0);
-    #[allow(clippy::cast_precision_loss)]
+    #[expect(clippy::cast_precision_loss)]
     let rate =
         |from: i64, to: i64| (from..to).map(count).sum::<u64>() as f64 / (to - from).max(1) as f64;
     // Skip wrk's first half second, the tenth in which the stop began and the last, partial one.
@@ -489,7 +492,7 @@ fn recovery(tenths: &BTreeMap<i64, u64>, stopped: i64, back: i64) -> Recovery {
     let last = tenths.keys().next_back().copied().unwrap_or(back);
     let (before, at_end) = (rate(first, stopped), rate(last - 20, last));
     let full = before.min(at_end);
-    #[allow(clippy::cast_precision_loss)]
+    #[expect(clippy::cast_precision_loss)]
     let recovered = (back..last - 3)
         .find(|&tenth| (tenth..tenth + 3).map(count).sum::<u64>() as f64 >= 2.7 * full);
     Recovery {
@@ -632,7 +635,7 @@ async fn start_seeded_stack(directory: &Path) -> Stack {
 }
 
 /// Where the issue set its absolute targets: pgbench there did 80,742 tps at 17 µs of
-/// PostgreSQL CPU per transaction. Each target is also judged scaled to this run's pgbench.
+/// `PostgreSQL` CPU per transaction. Each target is also judged scaled to this run's pgbench.
 const ISSUE_PGBENCH_TPS: f64 = 80_742.0;
 const ISSUE_PGBENCH_CPU_US: f64 = 17.0;
 
@@ -650,7 +653,7 @@ enum Scaling {
     Throughput,
     /// Latency at a fixed 64 connections: in inverse proportion (Little's law).
     Latency,
-    /// CPU per request: in proportion to pgbench's PostgreSQL CPU per transaction (µs).
+    /// CPU per request: in proportion to pgbench's `PostgreSQL` CPU per transaction (µs).
     CpuPerTransaction(f64),
 }
 
@@ -747,9 +750,10 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Rounds of the API's `GET /users/{id}` run, each followed by the issue's reference.
+/// Rounds of the API's `GET /users/{id}` run, each followed by pgbench's reference.
 const ROUNDS: usize = 3;
 
+#[expect(clippy::too_many_lines, reason = "the bench's scenario, told in order")]
 fn main() {
     require("wrk");
     require("pgbench");

@@ -68,7 +68,7 @@ async fn time_start(binaries: &pgharness::binaries::Binaries, home: &std::path::
 /// The reference: raw `pg_ctl start -w` on the cluster in `home`, under the same privilege
 /// wrapper.
 fn time_raw_pg_ctl(binaries: &Binaries, home: &std::path::Path) -> Vec<Duration> {
-    let privilege = Privilege::detect(&Default::default()).unwrap();
+    let privilege = Privilege::detect(&pgharness::embedded::RootSettings::default()).unwrap();
     let pg_ctl = binaries.bin_dir().join("pg_ctl");
     let pgdata = home.join("pgdata");
     let mut raw = Vec::new();

@@ -24,6 +24,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,10 +69,10 @@ fn generated_migrations(dir: &Path, count: usize, tables_per_migration: usize, n
         let version = 20_260_103_000_000_u64 + migration as u64;
         let tables = (migration - 1) * tables_per_migration + 1..=migration * tables_per_migration;
         let up: String = tables.clone().map(entity_table).collect();
-        let down: String = tables
-            .rev()
-            .map(|index| format!("DROP TABLE entity_{index};\n"))
-            .collect();
+        let down = tables.rev().fold(String::new(), |mut down, index| {
+            let _ = writeln!(down, "DROP TABLE entity_{index};");
+            down
+        });
         std::fs::write(dir.join(format!("{version}_entities.up.sql")), up).unwrap();
         std::fs::write(dir.join(format!("{version}_entities.down.sql")), down).unwrap();
     }
@@ -185,6 +186,12 @@ fn milliseconds(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a rank among at most thousands of samples, share in 0..=1"
+)]
 fn percentile(mut samples: Vec<Duration>, share: f64) -> Duration {
     samples.sort();
     let rank = (share * samples.len() as f64).ceil() as usize;
@@ -456,6 +463,7 @@ fn disk_use_over_runs(work: &Path) {
             ],
         );
         handout_times(child);
+        #[expect(clippy::cast_precision_loss, reason = "megabytes for a report")]
         sizes.push(disk_use(&run_dir) as f64 / 1e6);
     }
     let sizes: Vec<String> = sizes.iter().map(|size| format!("{size:.0}")).collect();
@@ -485,7 +493,7 @@ fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
     let me = std::process::id();
     // CPU per test (ms): of the test process(es), of PostgreSQL.
     let per_test = |client: Duration, postgres: Duration| {
-        #[allow(clippy::cast_precision_loss)]
+        #[expect(clippy::cast_precision_loss)]
         let tests = TESTS as f64;
         (milliseconds(client) / tests, milliseconds(postgres) / tests)
     };
@@ -496,9 +504,14 @@ fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
         // Our side's time includes building the template of a new migration set, once.
         let (client, postgres) = (cpu::own(me), cpu::postgres(postmaster));
         let ours = pgharness_side(dir);
-        let our_cpu = per_test(cpu::own(me) - client, cpu::postgres(postmaster) - postgres);
+        let our_cpu = per_test(
+            cpu::own(me).checked_sub(client).unwrap(),
+            cpu::postgres(postmaster).checked_sub(postgres).unwrap(),
+        );
         let (children, postgres) = (
-            cpu::with_ended_children(me) - cpu::own(me),
+            cpu::with_ended_children(me)
+                .checked_sub(cpu::own(me))
+                .unwrap(),
             cpu::postgres(postmaster),
         );
         let child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -507,8 +520,12 @@ fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
             .output()
             .unwrap();
         let their_cpu = per_test(
-            cpu::with_ended_children(me) - cpu::own(me) - children,
-            cpu::postgres(postmaster) - postgres,
+            cpu::with_ended_children(me)
+                .checked_sub(cpu::own(me))
+                .unwrap()
+                .checked_sub(children)
+                .unwrap(),
+            cpu::postgres(postmaster).checked_sub(postgres).unwrap(),
         );
         assert!(
             child.status.success(),

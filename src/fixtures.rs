@@ -1,6 +1,6 @@
 //! SQL fixture files (`fixtures/<name>.sql`): found by name, listed, and applied statement by
 //! statement in one transaction, so that an error names the line of the statement that failed
-//! (PostgreSQL gives no position for a constraint violation, only for syntax errors). Test
+//! (`PostgreSQL` gives no position for a constraint violation, only for syntax errors). Test
 //! databases take them (`pgharness::testing`), and so does the dev database (the UI's "Load
 //! fixture").
 
@@ -99,11 +99,7 @@ pub fn digest(fixtures: &[Fixture]) -> String {
         hasher.update(fixture.sql.as_bytes());
         hasher.update([0]);
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    format!("{:x}", hasher.finalize())
 }
 
 /// `<folder>/<name>.sql`. Only a plain name is taken: no path separators, no `..`.

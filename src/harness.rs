@@ -18,7 +18,7 @@ use crate::progress::{self, ProgressSink};
 /// Why the harness cannot start or stop.
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
-    /// No PostgreSQL binaries.
+    /// No `PostgreSQL` binaries.
     #[error(transparent)]
     Binaries(#[from] BinariesError),
     /// The embedded server failed.
@@ -408,7 +408,7 @@ impl Stack {
         format!("http://{}", self.address)
     }
 
-    /// In order: the API (finishing in-flight requests), the pool, PostgreSQL.
+    /// In order: the API (finishing in-flight requests), the pool, `PostgreSQL`.
     ///
     /// # Errors
     ///

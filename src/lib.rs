@@ -1,8 +1,8 @@
-//! pgharness: the database stack of a web service — PostgreSQL 16, a pool, migrations, an API —
-//! offline, with no PostgreSQL installed.
+//! pgharness: the database stack of a web service — `PostgreSQL` 16, a pool, migrations, an API —
+//! offline, with no `PostgreSQL` installed.
 //!
 //! - [`config`]: the guide's variables and the embedded server's;
-//! - [`binaries`]: PostgreSQL 16 binaries, found or fetched;
+//! - [`binaries`]: `PostgreSQL` 16 binaries, found or fetched;
 //! - [`embedded`]: the embedded server, also as root;
 //! - [`platform`]: what differs between Linux, macOS and Windows;
 //! - [`progress`]: what a start reports while it works;

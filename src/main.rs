@@ -46,19 +46,19 @@ struct Cli {
 enum Command {
     /// Start the stack and run until Ctrl-C (the default).
     Serve {
-        /// Address to listen on (overrides APP_HOST).
+        /// Address to listen on (overrides `APP_HOST`).
         #[arg(long)]
         host: Option<String>,
-        /// Port to listen on, 0 for any free one (overrides APP_PORT).
+        /// Port to listen on, 0 for any free one (overrides `APP_PORT`).
         #[arg(long)]
         port: Option<u16>,
     },
-    /// Test the database connection, like the guide's test_db_connection.py (exit 1 on failure).
+    /// Test the database connection, like the guide's `test_db_connection.py` (exit 1 on failure).
     Check,
-    /// Find or fetch the PostgreSQL 16 binaries and print their installation directory.
+    /// Find or fetch the `PostgreSQL` 16 binaries and print their installation directory.
     Binaries,
-    /// Print the web UI's link with the admin token, as `serve` does at start (for APP_HOST
-    /// and APP_PORT; keep it private: it opens the connection string and database control).
+    /// Print the web UI's link with the admin token, as `serve` does at start (for `APP_HOST`
+    /// and `APP_PORT`; keep it private: it opens the connection string and database control).
     Url,
     /// Manage schema migrations (the guide's Alembic commands).
     Migrate {
@@ -67,7 +67,7 @@ enum Command {
     },
     /// Test databases on the shared test server (started again if it has stopped since): those
     /// kept after failed tests (`pgharness::testing`), and test databases for any language
-    /// through IntegreSQL's API (`serve`, `run`).
+    /// through `IntegreSQL`'s API (`serve`, `run`).
     Testdb {
         #[command(subcommand)]
         action: TestdbAction,
@@ -87,14 +87,14 @@ enum TestdbAction {
     },
     /// Open a kept database in psql.
     Psql { name: String },
-    /// Serve test databases to any language through IntegreSQL's HTTP API (v1, at the root;
-    /// clients: INTEGRESQL_CLIENT_BASE_URL=<printed address>/api), until Ctrl-C.
+    /// Serve test databases to any language through `IntegreSQL`'s HTTP API (v1, at the root;
+    /// clients: `INTEGRESQL_CLIENT_BASE_URL`=<printed address>/api), until Ctrl-C.
     Serve {
         #[command(flatten)]
         options: ServeArgs,
     },
     /// Run a command (a test suite) with `testdb serve` on a free port, its address in
-    /// INTEGRESQL_CLIENT_BASE_URL (…/api) and INTEGRESQL_URL (the root); exits with its status.
+    /// `INTEGRESQL_CLIENT_BASE_URL` (…/api) and `INTEGRESQL_URL` (the root); exits with its status.
     Run {
         #[command(flatten)]
         options: ServeArgs,
@@ -345,7 +345,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 /// Binds the API's address once and lets it go, so that a port in use is reported before
-/// PostgreSQL starts and migrations run rather than after.
+/// `PostgreSQL` starts and migrations run rather than after.
 fn api_port_free(host: &str, port: u16) -> Result<(), pgharness::api::BindError> {
     use pgharness::api::BindError;
     let address = format!("{host}:{port}");

@@ -17,7 +17,7 @@ fn stat_fields(pid: u32) -> Vec<u64> {
         .unwrap_or_default()
 }
 
-/// Clock ticks (USER_HZ: 100 per second on Linux) as time.
+/// Clock ticks (`USER_HZ`: 100 per second on Linux) as time.
 fn ticks(count: u64) -> Duration {
     Duration::from_millis(count * 10)
 }

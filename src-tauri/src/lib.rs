@@ -100,7 +100,7 @@ fn start_stack(app: AppHandle) {
                         startup.step = message;
                         startup.percent = None;
                     }
-                    #[allow(clippy::cast_precision_loss)] // a percentage
+                    #[expect(clippy::cast_precision_loss, reason = "a percentage")]
                     Progress::Download {
                         received,
                         total: Some(total),

@@ -1,4 +1,4 @@
-//! `GET /docs`: Swagger UI (as FastAPI serves at `/docs`) over `/openapi.json`, from assets
+//! `GET /docs`: Swagger UI (as `FastAPI` serves at `/docs`) over `/openapi.json`, from assets
 //! built into the binary, so the docs work offline.
 
 use axum::Router;

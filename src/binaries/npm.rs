@@ -26,7 +26,7 @@ pub(super) async fn download(
 }
 
 /// Looks up `platform`'s newest 16.x package in `registry`, downloads it, checks its integrity
-/// and unpacks it into `<cache_dir>/<version>` (postgresql_embedded's layout), checking the
+/// and unpacks it into `<cache_dir>/<version>` (`postgresql_embedded`'s layout), checking the
 /// files the harness needs are there. Returns the version and the installation directory.
 /// Works for any platform: nothing is run.
 ///

@@ -1,4 +1,4 @@
-//! postgresql_embedded's own source (its GitHub releases), through its archive crate.
+//! `postgresql_embedded`'s own source (its GitHub releases), through its archive crate.
 
 use std::path::Path;
 use std::time::Duration;
@@ -7,7 +7,7 @@ use super::install::{Platform, install_atomically, validate};
 use super::{Binaries, SourceError, net};
 use crate::progress::{Progress, ProgressSink};
 
-const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_mins(5);
 
 pub(super) async fn download(
     cache_dir: &Path,

@@ -104,16 +104,11 @@ async fn current(harness: &Harness) -> Result<bool, HarnessError> {
 async fn stamp(harness: &Harness, revision: &str) -> Result<bool, HarnessError> {
     let target = if revision.eq_ignore_ascii_case("head") {
         None
+    } else if let Ok(version) = revision.parse() {
+        Some(version)
     } else {
-        match revision.parse() {
-            Ok(version) => Some(version),
-            Err(_) => {
-                eprintln!(
-                    "✗ `{revision}` is not a migration version: give a version number or `head`"
-                );
-                return Ok(false);
-            }
-        }
+        eprintln!("✗ `{revision}` is not a migration version: give a version number or `head`");
+        return Ok(false);
     };
     let (migrations, pool) = (harness.migrations(), harness.database().maintenance_pool());
     migrations.stamp(pool, target).await?;

@@ -1,4 +1,4 @@
-//! `pgharness testdb`: serving test databases through IntegreSQL's API (`serve`, `run`) and the
+//! `pgharness testdb`: serving test databases through `IntegreSQL`'s API (`serve`, `run`) and the
 //! databases kept after failed tests (`list`, `drop`, `psql`).
 
 use std::process::ExitCode;
@@ -59,7 +59,7 @@ pub(super) async fn run(action: &TestdbAction) -> ExitCode {
     }
 }
 
-/// `testdb serve`: the IntegreSQL API until Ctrl-C or SIGTERM.
+/// `testdb serve`: the `IntegreSQL` API until Ctrl-C or SIGTERM.
 async fn serve_testdbs(arguments: &ServeArgs) -> ExitCode {
     use pgharness::test_server::integresql::Listening;
     let shutdown = match pgharness::platform::signals::shutdown_requested() {
@@ -157,13 +157,11 @@ async fn list_served(admin: &DatabaseUrl) {
     match served {
         Ok(served) => {
             for template in served {
+                #[expect(clippy::cast_precision_loss, reason = "megabytes to one decimal")]
+                let megabytes = template.bytes as f64 / 1e6;
                 println!(
-                    "served by testdb serve (pid {}): template {}  {} test database(s), {:.1} MB  ({})",
-                    template.pid,
-                    template.hash,
-                    template.test_databases,
-                    template.bytes as f64 / 1e6,
-                    template.database
+                    "served by testdb serve (pid {}): template {}  {} test database(s), {megabytes:.1} MB  ({})",
+                    template.pid, template.hash, template.test_databases, template.database
                 );
             }
         }

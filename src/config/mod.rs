@@ -137,7 +137,7 @@ impl PoolSettings {
             size,
             max_overflow,
             timeout: Duration::from_secs(30),
-            recycle: Duration::from_secs(3600),
+            recycle: Duration::from_hours(1),
             echo: false,
             slow_statement: Duration::from_secs(1),
         }
@@ -164,9 +164,9 @@ pub enum DatabaseTarget {
 pub struct EmbeddedSettings {
     /// `PGHARNESS_DATA_DIR`: holds the cluster, its password file and the server state.
     pub data_dir: PathBuf,
-    /// `PGHARNESS_PG_BIN_DIR`: a PostgreSQL 16 `bin` directory to use instead of a download.
+    /// `PGHARNESS_PG_BIN_DIR`: a `PostgreSQL` 16 `bin` directory to use instead of a download.
     pub bin_dir: Option<PathBuf>,
-    /// `PGHARNESS_CACHE_DIR`: where downloaded binaries are kept (postgresql_embedded's layout).
+    /// `PGHARNESS_CACHE_DIR`: where downloaded binaries are kept (`postgresql_embedded`'s layout).
     pub cache_dir: PathBuf,
     /// `PGHARNESS_PG_PORT`: `None` picks a free port.
     pub port: Option<u16>,
@@ -174,7 +174,7 @@ pub struct EmbeddedSettings {
     pub database: String,
     /// `PGHARNESS_PG_CONF`: `postgresql.conf` settings, `key=value` separated by `;`.
     pub configuration: BTreeMap<String, String>,
-    /// `PGHARNESS_RUN_AS`: the account PostgreSQL runs as when this is root.
+    /// `PGHARNESS_RUN_AS`: the account `PostgreSQL` runs as when this is root.
     pub root: RootSettings,
     /// `PGHARNESS_EXTENSIONS`: extensions put into the binaries' installation.
     pub extensions: Vec<crate::binaries::extensions::Extension>,
@@ -445,7 +445,7 @@ fn admin_token(var: &impl Fn(&str) -> Option<String>) -> Result<Option<SecretStr
     Ok(Some(SecretString::from(token.to_owned())))
 }
 
-/// Root's defaults, outside its home: PostgreSQL runs as an unprivileged account then, which
+/// Root's defaults, outside its home: `PostgreSQL` runs as an unprivileged account then, which
 /// must reach the data and the binaries (src/platform/privilege.rs).
 pub const ROOT_DATA_DIR: &str = "/var/lib/pgharness";
 /// See [`ROOT_DATA_DIR`].

@@ -1,4 +1,4 @@
-//! Reading values: numbers, booleans, PostgreSQL settings and the `.env` file, each failure an
+//! Reading values: numbers, booleans, `PostgreSQL` settings and the `.env` file, each failure an
 //! error naming the variable, the value and what is allowed.
 
 use std::collections::{BTreeMap, HashMap};

@@ -2,6 +2,7 @@
 //! `postgresql://`, with `ssl=` / `sslmode=` mapped to TLS modes.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
@@ -13,7 +14,7 @@ const VARIABLE: &str = "DATABASE_URL";
 const SCHEMES: &str = "postgresql://, postgres://, postgresql+asyncpg://";
 const DEFAULT_PORT: u16 = 5432;
 
-/// A parsed PostgreSQL connection URL. The password is kept secret: `Display` and `Debug`
+/// A parsed `PostgreSQL` connection URL. The password is kept secret: `Display` and `Debug`
 /// show the guide's masked form (`localhost:5432/app_db`).
 #[derive(Clone)]
 pub struct DatabaseUrl {
@@ -163,13 +164,14 @@ impl DatabaseUrl {
             url.push(':');
             url.push_str(&encode(password.expose_secret()));
         }
-        url.push_str(&format!(
+        let _ = write!(
+            url,
             "@{}/{}",
             self.masked()
                 .rsplit_once('/')
                 .map_or("", |(authority, _)| authority),
             encode(&self.database)
-        ));
+        );
         url
     }
 
@@ -212,7 +214,7 @@ impl fmt::Debug for DatabaseUrl {
             .field("password", &self.password.as_ref().map(|_| "********"))
             .field("ssl_mode", &self.ssl_mode)
             .field("socket_dir", &self.socket_dir)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

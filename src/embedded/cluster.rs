@@ -1,7 +1,7 @@
 //! Creating a cluster (data directory) and cleaning up after a killed owner.
 //!
 //! initdb takes 0.5–2.5 s on a 2-core machine, copying an initialised cluster about 50 ms. So
-//! the first initdb of a PostgreSQL version is kept as a pristine template (with no password:
+//! the first initdb of a `PostgreSQL` version is kept as a pristine template (with no password:
 //! no one can log in to it) and every new cluster is a copy of it, given its own password in
 //! single-user mode before the server first listens.
 

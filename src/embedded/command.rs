@@ -1,4 +1,4 @@
-//! Running PostgreSQL's commands: `pg_ctl start` on a port (a free one, or the same one after an
+//! Running `PostgreSQL`'s commands: `pg_ctl start` on a port (a free one, or the same one after an
 //! outage) and `pg_ctl stop`, through [`Privilege`] and with a timeout.
 
 use std::collections::BTreeMap;
@@ -16,11 +16,11 @@ use super::{
 use crate::binaries::Binaries;
 
 /// initdb and a start after crash recovery can take seconds on a loaded 2-core machine;
-/// postgresql_embedded's default of 5 s is too tight.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// `postgresql_embedded`'s default of 5 s is too tight.
+const COMMAND_TIMEOUT: Duration = Duration::from_mins(2);
 const PORT_ATTEMPTS: usize = 5;
 /// After a crash, the old server's backends may hold its shared memory for a moment, and
-/// PostgreSQL refuses to start until they are gone: starts are retried this long.
+/// `PostgreSQL` refuses to start until they are gone: starts are retried this long.
 const RESTART_PATIENCE: Duration = Duration::from_secs(15);
 
 impl EmbeddedServer {
@@ -158,7 +158,7 @@ pub(super) fn stop_builder(binaries: &Binaries, pgdata: &Path) -> PgCtlBuilder {
         .timeout(COMMAND_TIMEOUT.as_secs())
 }
 
-/// Runs a PostgreSQL command through `privilege`, with a timeout; the error holds its output.
+/// Runs a `PostgreSQL` command through `privilege`, with a timeout; the error holds its output.
 pub(super) async fn run(
     privilege: &Privilege,
     builder: impl CommandBuilder,

@@ -1,4 +1,4 @@
-//! Why the embedded server cannot start, stop or be reached, and why a PostgreSQL command
+//! Why the embedded server cannot start, stop or be reached, and why a `PostgreSQL` command
 //! failed.
 
 use std::path::PathBuf;
@@ -8,7 +8,7 @@ use super::PrivilegeError;
 /// Why the embedded server cannot start, stop or be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// PostgreSQL cannot be run as this user.
+    /// `PostgreSQL` cannot be run as this user.
     #[error(transparent)]
     Privilege(#[from] PrivilegeError),
     /// A file operation failed.
@@ -56,7 +56,7 @@ pub enum ServerError {
         /// The server home.
         path: PathBuf,
     },
-    /// A PostgreSQL command failed.
+    /// A `PostgreSQL` command failed.
     #[error("{command} failed: {source}{}", server_log.as_deref().map(|log| format!("\n{log}")).unwrap_or_default())]
     Command {
         /// Which (`initdb`, `pg_ctl start`, …).
@@ -98,7 +98,7 @@ pub enum ServerError {
     },
 }
 
-/// Why a PostgreSQL command (`initdb`, `pg_ctl`) failed.
+/// Why a `PostgreSQL` command (`initdb`, `pg_ctl`) failed.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// It did not finish in time (seconds).

@@ -1,4 +1,4 @@
-//! The embedded PostgreSQL 16 server: one data directory, one server.
+//! The embedded `PostgreSQL` 16 server: one data directory, one server.
 //!
 //! Layout of a server home (`PGHARNESS_DATA_DIR`):
 //! - `pgdata/`: the cluster (0700);
@@ -11,8 +11,8 @@
 //! taken and attaches to the running server instead of starting a second one. A server left
 //! behind by a killed owner is stopped (reaped) by the next owner before it starts its own.
 //!
-//! Commands are built with postgresql_embedded's command builders (`postgresql_commands`) and
-//! run through [`Privilege`], because postgresql_embedded's own `start()` cannot run as root and
+//! Commands are built with `postgresql_embedded`'s command builders (`postgresql_commands`) and
+//! run through [`Privilege`], because `postgresql_embedded`'s own `start()` cannot run as root and
 //! always passes `-F` (fsync off), which is wrong for development data.
 
 mod cluster;
@@ -59,7 +59,7 @@ pub struct ServerOptions {
     pub durable: bool,
     /// Extra `postgresql.conf` settings.
     pub configuration: BTreeMap<String, String>,
-    /// How PostgreSQL runs when this process is root.
+    /// How `PostgreSQL` runs when this process is root.
     pub root: RootSettings,
     /// The variable that chose `home`, named when it cannot be made or used.
     pub home_variable: Option<&'static str>,
@@ -388,7 +388,7 @@ impl EmbeddedServer {
         self.running.store(false, Ordering::SeqCst);
     }
 
-    /// How PostgreSQL's commands run here (as root: as which account).
+    /// How `PostgreSQL`'s commands run here (as root: as which account).
     #[must_use]
     pub fn privilege(&self) -> &Privilege {
         &self.privilege

@@ -17,7 +17,7 @@ use super::{
 use crate::binaries::Binaries;
 
 /// How long an attaching process waits for the owner to report its server ready.
-const ATTACH_TIMEOUT: Duration = Duration::from_secs(60);
+const ATTACH_TIMEOUT: Duration = Duration::from_mins(1);
 
 /// Who stops the server.
 #[derive(Debug)]

@@ -1,4 +1,4 @@
-//! Moving a data directory left in root's home to the root default, where PostgreSQL's account
+//! Moving a data directory left in root's home to the root default, where `PostgreSQL`'s account
 //! can reach it.
 
 use std::path::Path;

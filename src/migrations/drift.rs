@@ -38,7 +38,7 @@ impl fmt::Display for Difference {
 }
 
 /// User schemas only; not sqlx's bookkeeping table, nor objects of extensions (such as the
-/// embedded server's pg_stat_statements), which migrations do not create.
+/// embedded server's `pg_stat_statements`), which migrations do not create.
 const RELATIONS: &str = "SELECT c.oid, c.relkind FROM pg_class c \
     JOIN pg_namespace n ON n.oid = c.relnamespace \
     WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') \

@@ -148,7 +148,7 @@ impl Migrations {
     }
 }
 
-/// The line of `sql` that a PostgreSQL error points at, when it points at one.
+/// The line of `sql` that a `PostgreSQL` error points at, when it points at one.
 pub(crate) fn error_line(sql: &str, error: &dyn sqlx::error::DatabaseError) -> Option<usize> {
     let position = match error
         .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?

@@ -2,7 +2,7 @@
 //! `PGHARNESS_MIGRATIONS_DIR`), managed the way the guide's Alembic commands do, plus a schema
 //! drift check ([`drift`]).
 //!
-//! Each migration runs in its own transaction (PostgreSQL's DDL is transactional), so a failing
+//! Each migration runs in its own transaction (`PostgreSQL`'s DDL is transactional), so a failing
 //! one leaves the schema as it was. Concurrent runs are serialised by sqlx's advisory lock.
 
 #[cfg(feature = "server")]
@@ -108,11 +108,7 @@ impl Migrations {
             hasher.update(migration.migration_type.label().as_bytes());
             hasher.update(&*migration.checksum);
         }
-        hasher
-            .finalize()
-            .iter()
-            .map(|byte| format!("{byte:02x}"))
-            .collect()
+        format!("{:x}", hasher.finalize())
     }
 
     /// The directory new migrations are written to.

@@ -25,14 +25,14 @@ use crate::embedded::EmbeddedServer;
 /// How often a sample is taken (the UI refreshes at the same pace).
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(2);
 /// How far back samples are kept.
-pub const HISTORY: Duration = Duration::from_secs(15 * 60);
+pub const HISTORY: Duration = Duration::from_mins(15);
 /// Events kept, newest first out.
 const EVENTS_KEPT: usize = 500;
 /// Slow statements are looked for every this many samples (a `pg_stat_statements` read).
 const SLOW_STATEMENT_EVERY: u64 = 5;
 /// How long `/health` reports a full disk after the last write that failed for it, unless a
 /// write succeeds sooner.
-const DISK_FULL_REMEMBERED: Duration = Duration::from_secs(60);
+const DISK_FULL_REMEMBERED: Duration = Duration::from_mins(1);
 
 /// One sample.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -262,7 +262,7 @@ impl Sampler {
         let new_requests = requests.saturating_sub(self.previous.requests);
         let new_errors = server_errors.saturating_sub(self.previous.server_errors);
         let before = self.previous.pool.unwrap_or(pool);
-        #[allow(clippy::cast_precision_loss)] // request counts over 2 s
+        #[expect(clippy::cast_precision_loss)] // request counts over 2 s
         monitor.push(Sample {
             at: Utc::now(),
             latency_ms: check.latency_ms,

@@ -29,6 +29,11 @@ pub struct SlowQuery {
 
 /// The `limit` slowest statements by mean time on this database, optionally only those whose
 /// slowest run took at least `at_least_ms`.
+///
+/// # Errors
+///
+/// The query's [`sqlx::Error`]: `pg_stat_statements` missing or not preloaded, or the
+/// connection lost.
 pub async fn slowest(
     connection: &mut PgConnection,
     include_internal: bool,

@@ -17,7 +17,7 @@ pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
     restrict_dir(path)
 }
 
-/// A temporary directory others may pass through but not list (0711): as root, PostgreSQL runs
+/// A temporary directory others may pass through but not list (0711): as root, `PostgreSQL` runs
 /// as another account, which must reach a throwaway server's home inside it.
 ///
 /// # Errors

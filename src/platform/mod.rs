@@ -1,6 +1,6 @@
 //! What differs between Linux, macOS and Windows, each behind one small module, so that the
 //! rest of the crate is written once:
-//! - [`privilege`]: who PostgreSQL runs as (it refuses to run as root);
+//! - [`privilege`]: who `PostgreSQL` runs as (it refuses to run as root);
 //! - [`process`]: whether a process is alive, and starting one that outlives its parent;
 //! - [`files`]: files and directories only their owner may read;
 //! - [`signals`]: what asks a running server to shut down;

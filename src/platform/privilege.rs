@@ -1,7 +1,7 @@
-//! PostgreSQL refuses to run as root. What each system does about it:
+//! `PostgreSQL` refuses to run as root. What each system does about it:
 //! - Linux and macOS, as root (CI, containers): the server's commands run as an unprivileged
 //!   account (`PGHARNESS_RUN_AS`, default `nobody`) that the server's files are handed to. Never
-//!   a user namespace without a uid map: there PostgreSQL only looks unprivileged, and the kernel
+//!   a user namespace without a uid map: there `PostgreSQL` only looks unprivileged, and the kernel
 //!   still checks its files, and the programs `COPY … TO PROGRAM` starts, as uid 0. The account
 //!   must reach the binaries and the data directory, so as root they default to `/var/cache`
 //!   and `/var/lib` rather than root's home, and a path it cannot reach is an error that says so;
@@ -17,7 +17,7 @@ use tracing::info;
 /// `PGHARNESS_RUN_AS`: the account used when root.
 const DEFAULT_ACCOUNT: &str = "nobody";
 
-/// Who runs PostgreSQL when this process is root (`PGHARNESS_RUN_AS`; read by
+/// Who runs `PostgreSQL` when this process is root (`PGHARNESS_RUN_AS`; read by
 /// [`Config`](crate::config::Config)).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RootSettings {
@@ -33,7 +33,7 @@ impl Default for RootSettings {
     }
 }
 
-/// How PostgreSQL's commands are run.
+/// How `PostgreSQL`'s commands are run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Privilege {
     /// Not root: run the commands as they are.
@@ -49,7 +49,7 @@ pub enum Privilege {
     },
 }
 
-/// Why PostgreSQL cannot be run.
+/// Why `PostgreSQL` cannot be run.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivilegeError {
     #[error(
@@ -62,7 +62,7 @@ pub enum PrivilegeError {
         /// The account named.
         account: String,
     },
-    /// The account cannot reach a directory PostgreSQL needs.
+    /// The account cannot reach a directory `PostgreSQL` needs.
     #[error(
         "running as root, PostgreSQL runs as the unprivileged account {account:?}, which cannot \
          reach {}: {} is closed to it. Set {variable} to a directory outside root's home (for \
@@ -93,7 +93,7 @@ pub enum PrivilegeError {
     },
 }
 
-/// Whether this process is root (then PostgreSQL runs as another account).
+/// Whether this process is root (then `PostgreSQL` runs as another account).
 #[must_use]
 pub fn is_root() -> bool {
     os::is_root()
@@ -145,7 +145,7 @@ impl Privilege {
     }
 
     /// Checks that the account can pass through every directory leading to `path` (named by
-    /// `variable`), so that PostgreSQL's failure is not the first word on it.
+    /// `variable`), so that `PostgreSQL`'s failure is not the first word on it.
     ///
     /// # Errors
     ///

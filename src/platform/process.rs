@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 pub const NPM: &str = if cfg!(windows) { "npm.cmd" } else { "npm" };
 
 /// The postmaster's pid, while `pgdata/postmaster.pid` exists.
+#[must_use]
 pub fn postmaster_pid(pgdata: &Path) -> Option<u32> {
     std::fs::read_to_string(pgdata.join("postmaster.pid"))
         .ok()?
@@ -22,6 +23,7 @@ pub fn postmaster_pid(pgdata: &Path) -> Option<u32> {
 /// Whether `pid` is a running `postgres` process. A zombie (dead, not yet reaped by its parent,
 /// as happens under a container's init) does not count.
 #[cfg(target_os = "linux")]
+#[must_use]
 pub fn is_postgres(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         let Some((name, rest)) = stat
@@ -46,6 +48,7 @@ pub fn is_postgres(pid: u32) -> bool {
 
 /// Whether process `pid` is running (zombies do not count).
 #[cfg(target_os = "linux")]
+#[must_use]
 pub fn is_alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         stat.rsplit_once(')')

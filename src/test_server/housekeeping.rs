@@ -241,13 +241,12 @@ fn finished_test_databases(databases: &[(String, Mark)]) -> Vec<String> {
         let Some(rest) = name.strip_prefix(TEST_DATABASE_PREFIX) else {
             continue;
         };
-        match mark.kept_at {
-            Some(kept_at) => kept.push((name, kept_at)),
-            None => {
-                let owner = rest.split('_').next().and_then(|pid| pid.parse().ok());
-                if !owner.is_some_and(process::is_alive) {
-                    doomed.push(name.clone());
-                }
+        if let Some(kept_at) = mark.kept_at {
+            kept.push((name, kept_at));
+        } else {
+            let owner = rest.split('_').next().and_then(|pid| pid.parse().ok());
+            if !owner.is_some_and(process::is_alive) {
+                doomed.push(name.clone());
             }
         }
     }

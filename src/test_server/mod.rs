@@ -1,4 +1,4 @@
-//! The one embedded PostgreSQL 16 server a whole test run shares, and its upkeep: what
+//! The one embedded `PostgreSQL` 16 server a whole test run shares, and its upkeep: what
 //! `pgharness::testing` hands databases out of, and what `pgharness testdb` inspects.
 //!
 //! In the run directory (`PGHARNESS_TEST_DIR`, default `pgharness-test-<uid>` in `/dev/shm` when it
@@ -64,7 +64,7 @@ pub enum TestServerError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// No PostgreSQL binaries.
+    /// No `PostgreSQL` binaries.
     #[error(transparent)]
     Binaries(#[from] binaries::BinariesError),
     /// The server failed.

@@ -70,6 +70,7 @@ impl TestSettings {
     /// The settings of this process. Every way to a test database starts with
     /// [`attach`](super::attach), which stops at a refused value ([`TestSettings::load`]), so
     /// the defaults this falls back to are never used for a value that was refused.
+    #[must_use]
     pub fn get() -> &'static Self {
         static DEFAULTS: OnceLock<TestSettings> = OnceLock::new();
         Self::load().unwrap_or_else(|_| {

@@ -172,12 +172,20 @@ impl TestDbBuilder {
     /// migration or fixture (file and line), or a server failure.
     pub async fn build(self) -> Result<TestDb, TestDbError> {
         let settings = TestSettings::get();
-        let migrations_dir = in_crate(self.migrations_dir, &settings.migrations_dir, "migrations")?;
+        let migrations_dir = in_crate(
+            self.migrations_dir,
+            settings.migrations_dir.as_ref(),
+            "migrations",
+        )?;
         let migrations = migrations_for(&migrations_dir).await?;
         let mut fixtures = if self.fixtures.is_empty() {
             Vec::new()
         } else {
-            let folder = in_crate(self.fixtures_dir, &settings.fixtures_dir, "fixtures")?;
+            let folder = in_crate(
+                self.fixtures_dir,
+                settings.fixtures_dir.as_ref(),
+                "fixtures",
+            )?;
             self.fixtures
                 .iter()
                 .map(|name| fixtures::read(&folder, name))
@@ -234,11 +242,11 @@ impl TestDbBuilder {
 /// The explicit folder, else the variable's, else `<crate>/<leaf>`: never another crate's.
 fn in_crate(
     explicit: Option<PathBuf>,
-    variable: &Option<PathBuf>,
+    variable: Option<&PathBuf>,
     leaf: &str,
 ) -> Result<PathBuf, TestDbError> {
     explicit
-        .or_else(|| variable.clone())
+        .or_else(|| variable.cloned())
         .or_else(|| {
             TestSettings::get()
                 .crate_dir

@@ -21,8 +21,7 @@ const TEMPLATE_FORMAT: &str = "3";
 pub(super) fn template_name(fingerprint: &str, server_version: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(format!("{fingerprint}/{server_version}/{TEMPLATE_FORMAT}"));
-    let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!("{TEMPLATE_PREFIX}{}", &hex[..16])
+    format!("{TEMPLATE_PREFIX}{}", &format!("{digest:x}")[..16])
 }
 
 /// What a template holds: a migration set, or a migrated template with fixtures baked in.

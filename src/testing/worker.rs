@@ -134,7 +134,7 @@ struct Stocks {
     connection: Option<PgConnection>,
     /// `server_version_num`, part of every template's key.
     server_version: Option<String>,
-    stocks: HashMap<String, (TemplateSpec, Stock)>,
+    by_template: HashMap<String, (TemplateSpec, Stock)>,
     drops: Dropper,
     prefetch: usize,
     tidied: bool,
@@ -162,7 +162,7 @@ impl Stocks {
             Request::Take { spec, reply } => {
                 let key = spec.key();
                 let ready = self
-                    .stocks
+                    .by_template
                     .entry(key.clone())
                     .or_insert_with(|| (spec, Stock::default()))
                     .1
@@ -178,7 +178,7 @@ impl Stocks {
             Request::Flush(reply) => {
                 self.prefetch = 0;
                 let unused: Vec<String> = self
-                    .stocks
+                    .by_template
                     .values_mut()
                     .flat_map(|(_, stock)| stock.ready.drain(..))
                     .collect();
@@ -233,7 +233,7 @@ impl Stocks {
     }
 
     async fn clone_on_admin(&mut self, key: &str) -> Result<String, TestDbError> {
-        let (spec, template) = match self.stocks.get(key) {
+        let (spec, template) = match self.by_template.get(key) {
             Some((spec, stock)) => (spec.clone(), stock.template.clone()),
             None => return Err(TestDbError::UnknownMigrationSet),
         };
@@ -241,34 +241,33 @@ impl Stocks {
         self.connection().await?;
         let server_version = self.server_version.clone().unwrap_or_default();
         let connection = self.connection().await?;
-        let template = match template {
-            Some(template) => template,
-            None => {
-                let base = template_name(&spec.migrations.fingerprint(), &server_version);
-                ensure_template(
-                    connection,
-                    &admin,
-                    &Recipe::Migrated(&spec.migrations),
-                    &base,
-                )
-                .await?;
-                test_server::mark_template_used(connection, &base).await?;
-                if spec.baked.is_empty() {
-                    base
-                } else {
-                    let baked = template_name(key, &server_version);
-                    let recipe = Recipe::Baked {
-                        base: &base,
-                        fixtures: &spec.baked,
-                    };
-                    ensure_template(connection, &admin, &recipe, &baked).await?;
-                    test_server::mark_template_used(connection, &baked).await?;
-                    baked
-                }
+        let template = if let Some(template) = template {
+            template
+        } else {
+            let base = template_name(&spec.migrations.fingerprint(), &server_version);
+            ensure_template(
+                connection,
+                &admin,
+                &Recipe::Migrated(&spec.migrations),
+                &base,
+            )
+            .await?;
+            test_server::mark_template_used(connection, &base).await?;
+            if spec.baked.is_empty() {
+                base
+            } else {
+                let baked = template_name(key, &server_version);
+                let recipe = Recipe::Baked {
+                    base: &base,
+                    fixtures: &spec.baked,
+                };
+                ensure_template(connection, &admin, &recipe, &baked).await?;
+                test_server::mark_template_used(connection, &baked).await?;
+                baked
             }
         };
         let name = clone_database(connection, &template).await;
-        if let Some((_, stock)) = self.stocks.get_mut(key) {
+        if let Some((_, stock)) = self.by_template.get_mut(key) {
             stock.template = Some(template);
         }
         name
@@ -290,14 +289,14 @@ impl Stocks {
             return true;
         }
         let short = self
-            .stocks
+            .by_template
             .iter()
             .find(|(_, (_, stock))| stock.ready.len() < self.prefetch)
             .map(|(key, _)| key.clone());
         if let Some(key) = short {
             match self.clone_for(&key).await {
                 Ok(name) => {
-                    if let Some((_, stock)) = self.stocks.get_mut(&key) {
+                    if let Some((_, stock)) = self.by_template.get_mut(&key) {
                         stock.ready.push_back(name);
                     }
                 }
@@ -356,7 +355,7 @@ async fn serve_requests(
         admin,
         connection: Some(connection),
         server_version: None,
-        stocks: HashMap::new(),
+        by_template: HashMap::new(),
         drops: if TestSettings::get().process_per_test {
             Dropper::Admin
         } else {

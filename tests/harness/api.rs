@@ -735,7 +735,7 @@ fn the_username_pattern_refuses_exactly_the_invisible_and_blank_characters() {
     let invisible =
         regex::Regex::new(r"^[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Default_Ignorable_Code_Point}\x{2800}]$")
             .unwrap();
-    for character in (0..=0x10FFFF_u32).filter_map(char::from_u32) {
+    for character in (0..=0x0010_FFFF_u32).filter_map(char::from_u32) {
         let accepted = pattern.is_match(&format!("a{character}b"));
         let refused = invisible.is_match(&character.to_string());
         assert_eq!(accepted, !refused, "U+{:04X}", u32::from(character));
@@ -751,7 +751,7 @@ fn the_username_pattern_refuses_exactly_the_invisible_and_blank_characters() {
 }
 
 /// `tests/pattern-samples.json`: values the API accepts and refuses, per field, shared with
-/// the JavaScript check of the OpenAPI document's patterns.
+/// the JavaScript check of the `OpenAPI` document's patterns.
 fn pattern_samples() -> Value {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pattern-samples.json");
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -1147,7 +1147,7 @@ async fn a_fixture_is_loaded_whole_or_not_at_all_and_reset_empties_the_database(
     app.stop().await;
 }
 
-/// Round trips to PostgreSQL per request, counted by a proxy in front of the server: a read by
+/// Round trips to `PostgreSQL` per request, counted by a proxy in front of the server: a read by
 /// id is one, a single-row write one (it commits by itself), after the statement was prepared
 /// on the connection. A ping per checkout or return would make them three.
 #[tokio::test]

@@ -27,7 +27,7 @@ fn defaults_are_the_guides() {
     assert_eq!(config.pool.size, 5);
     assert_eq!(config.pool.max_overflow, 10);
     assert_eq!(config.pool.timeout, Duration::from_secs(30));
-    assert_eq!(config.pool.recycle, Duration::from_secs(3600));
+    assert_eq!(config.pool.recycle, Duration::from_hours(1));
     assert!(!config.pool.echo);
     assert!(matches!(config.database, DatabaseTarget::Embedded));
     assert_eq!(config.embedded.database, "app_db");
@@ -70,7 +70,7 @@ fn explicit_variables_override_the_preset() {
     assert_eq!(config.pool.size, 7);
     assert_eq!(config.pool.max_overflow, 0);
     assert_eq!(config.pool.timeout, Duration::from_secs(3));
-    assert_eq!(config.pool.recycle, Duration::from_secs(60));
+    assert_eq!(config.pool.recycle, Duration::from_mins(1));
     assert!(config.pool.echo);
 }
 

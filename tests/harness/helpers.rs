@@ -173,21 +173,21 @@ impl Serve {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let mut link = None;
+        let mut printed_link = None;
         let mut startup = String::new();
         let ready = lines.by_ref().any(|line| {
             let line = line.unwrap_or_default();
             startup.push_str(&line);
             startup.push('\n');
             if let Some(rest) = line.strip_prefix("API and UI at ") {
-                link = rest.split_whitespace().next().map(str::to_owned);
+                printed_link = rest.split_whitespace().next().map(str::to_owned);
             }
             line.starts_with("Press Ctrl-C")
         });
         assert!(ready, "pgharness serve did not become ready");
         // Keep reading, so that serve never writes to a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
-        let link = url::Url::parse(&link.expect("serve printed no API address")).unwrap();
+        let link = url::Url::parse(&printed_link.expect("serve printed no API address")).unwrap();
         let admin_token = link
             .query_pairs()
             .find_map(|(name, value)| (name == "token").then(|| value.into_owned()));
@@ -240,7 +240,7 @@ pub fn kill_hard(pid: u32) {
 
 /// How long a test waits for something that takes a moment, whatever it is: a ceiling against
 /// hanging forever, far above the time it takes even on a loaded machine, not a claim of speed.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+pub const PATIENCE: Duration = Duration::from_mins(1);
 
 /// Waits until `condition` holds, or panics after [`PATIENCE`].
 pub fn wait_until(what: &str, condition: impl Fn() -> bool) {
@@ -326,8 +326,6 @@ impl OwnServerApp {
 }
 
 /// Requests to an API in-process, for both `pgharness::testing::TestApp` and [`OwnServerApp`].
-// Only this test binary implements and calls it: the futures' missing `Send` bound is moot.
-#[allow(async_fn_in_trait)]
 pub trait Client {
     fn router(&self) -> &axum::Router;
     fn pool(&self) -> &sqlx::PgPool;

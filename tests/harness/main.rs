@@ -1,4 +1,4 @@
-//! Integration tests: one binary, against real PostgreSQL 16 servers started by the harness.
+//! Integration tests: one binary, against real `PostgreSQL` 16 servers started by the harness.
 
 // A failed unwrap is a failed test, with its location.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,6 +1,7 @@
 //! The local server as a hostile web page, a slow client and a crash would meet it: through
 //! the real `pgharness serve`, over real sockets.
 
+use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -55,12 +56,12 @@ fn send(serve: &Serve, method: &str, path: &str, headers: &[(&str, &str)], body:
         .iter()
         .any(|(name, _)| name.eq_ignore_ascii_case("host"))
     {
-        request.push_str(&format!("host: {address}\r\n"));
+        let _ = write!(request, "host: {address}\r\n");
     }
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        let _ = write!(request, "{name}: {value}\r\n");
     }
-    request.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    let _ = write!(request, "content-length: {}\r\n\r\n{body}", body.len());
     stream.write_all(request.as_bytes()).unwrap();
     read_answer(&mut stream)
 }

@@ -213,7 +213,7 @@ async fn a_restarted_server_keeps_its_data_and_password() {
     server.stop().await.unwrap();
 }
 
-/// As root, PostgreSQL runs as an unprivileged account, binaries and data wherever it can
+/// As root, `PostgreSQL` runs as an unprivileged account, binaries and data wherever it can
 /// reach them.
 #[tokio::test]
 async fn as_root_the_server_runs_as_an_unprivileged_account() {
@@ -341,7 +341,7 @@ async fn as_root_a_data_directory_owned_by_root_is_handed_over_with_its_rows() {
     );
 }
 
-/// A data directory the server's account cannot reach is refused before PostgreSQL starts,
+/// A data directory the server's account cannot reach is refused before `PostgreSQL` starts,
 /// naming the directory in the way and the setting to change.
 #[test]
 fn as_root_a_data_directory_the_account_cannot_reach_is_refused_with_the_fix() {
@@ -408,7 +408,10 @@ async fn serve_answers_http_and_logs_each_request_to_rolling_files() {
     assert_eq!(files.len(), 1, "{files:?}");
     let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(
-        name.starts_with("pgharness.") && name.ends_with(".log"),
+        name.starts_with("pgharness.")
+            && std::path::Path::new(&name)
+                .extension()
+                .is_some_and(|extension| extension == "log"),
         "{name}"
     );
     let text = std::fs::read_to_string(&files[0]).unwrap();
@@ -545,7 +548,7 @@ fn log_files_and_their_folder_are_private_even_if_they_were_not() {
     drop(serve);
 }
 
-/// A port in use is reported before PostgreSQL is set up and migrations run, not after.
+/// A port in use is reported before `PostgreSQL` is set up and migrations run, not after.
 #[test]
 fn serve_on_a_port_in_use_stops_before_starting_postgresql() {
     let workdir = tempfile::tempdir().unwrap();

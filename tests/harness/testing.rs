@@ -304,7 +304,7 @@ async fn helper_report_the_shared_server() {
     println!("port={port}");
     println!("database={}", db.name());
     if std::env::var("PGHARNESS_HELPER_HOLD").is_ok() {
-        tokio::time::sleep(Duration::from_secs(120)).await;
+        tokio::time::sleep(Duration::from_mins(2)).await;
     }
     if std::env::var("PGHARNESS_HELPER_AWAIT_PREFETCH").is_ok() {
         // Ends only once the background thread holds its ready clones beside this test's.

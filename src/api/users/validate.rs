@@ -1,5 +1,5 @@
 //! What a user and a listing may be: field rules (usernames and e-mail addresses, in one form
-//! the server, the OpenAPI document and JavaScript read alike), batch limits, and the listing's
+//! the server, the `OpenAPI` document and JavaScript read alike), batch limits, and the listing's
 //! query parameters.
 
 use std::sync::LazyLock;
@@ -54,8 +54,8 @@ pub(super) fn email_error(email: &str) -> Option<String> {
 }
 
 /// Code points a username or an e-mail address must not hold (inclusive ranges): Unicode's
-/// control (Cc: NUL, which PostgreSQL refuses in text, among them), format (Cf: zero-width,
-/// bidi overrides), line and paragraph separator categories, the Default_Ignorable_Code_Point
+/// control (Cc: NUL, which `PostgreSQL` refuses in text, among them), format (Cf: zero-width,
+/// bidi overrides), line and paragraph separator categories, the `Default_Ignorable_Code_Point`
 /// property (Hangul fillers, variation selectors, the combining grapheme joiner) and U+2800
 /// (a blank Braille pattern): what renders as nothing or as blank space. The patterns below
 /// are built from it; a test checks it against the Unicode tables.
@@ -89,7 +89,7 @@ const INVISIBLE: &[(u32, u32)] = &[
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 ];
-/// Unicode's White_Space: what a username must not start or end with.
+/// Unicode's `White_Space`: what a username must not start or end with.
 const WHITESPACE: &[(u32, u32)] = &[
     (0x0009, 0x000D),
     (0x0020, 0x0020),

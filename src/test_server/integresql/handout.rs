@@ -45,12 +45,11 @@ impl Service {
                         let mut templates = self.lock();
                         let template = templates.get_mut(hash).ok_or_else(|| unknown(hash))?;
                         template.creating -= 1;
-                        match &template.status {
-                            Status::Discarded(reason) => Some(gone(hash, reason)),
-                            _ => {
-                                template.handed.insert(id, Instant::now());
-                                None
-                            }
+                        if let Status::Discarded(reason) = &template.status {
+                            Some(gone(hash, reason))
+                        } else {
+                            template.handed.insert(id, Instant::now());
+                            None
                         }
                     };
                     if let Some(refusal) = discarded {

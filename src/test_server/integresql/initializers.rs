@@ -12,6 +12,13 @@ use super::pool::{Refusal, Service, Status};
 /// How long a template's initializer must have been gone before a finalize takes effect.
 const SETTLE: Duration = Duration::from_millis(500);
 
+/// What to do with a template being initialized.
+enum Verdict {
+    Wait,
+    Finalize { terminate: bool },
+    Abandon(String),
+}
+
 impl Service {
     /// Watches templates being initialized: finalizes a requested one once its initializer has
     /// come and gone, and discards one whose initializer went away without finalizing it.
@@ -37,6 +44,10 @@ impl Service {
         }
     }
 
+    #[expect(
+        clippy::too_many_lines,
+        reason = "one decision over the initializer's sessions, told in order"
+    )]
     pub(super) async fn check_initializer(&self, hash: &str) -> Result<(), Refusal> {
         let Some(name) = self.lock().get(hash).map(|template| template.name.clone()) else {
             return Ok(());
@@ -54,11 +65,6 @@ impl Service {
         .bind(self.settings.abandon_after.as_secs_f64())
         .fetch_one(&self.pool)
         .await?;
-        enum Verdict {
-            Wait,
-            Finalize { terminate: bool },
-            Abandon(String),
-        }
         let verdict = {
             let mut templates = self.lock();
             let Some(template) = templates.get_mut(hash) else {
@@ -93,7 +99,6 @@ impl Service {
                 Some(requested) if open > 0 && busy == 0 && requested.elapsed() > abandon => {
                     Verdict::Finalize { terminate: true }
                 }
-                Some(_) => Verdict::Wait,
                 None if state.connected && open == 0 && state.last_seen.elapsed() > abandon => {
                     Verdict::Abandon(format!(
                         "its initializer disconnected without finalizing it for {} s",
@@ -106,7 +111,7 @@ impl Service {
                         (abandon * 10).as_secs()
                     ))
                 }
-                None => Verdict::Wait,
+                Some(_) | None => Verdict::Wait,
             };
             state.finalizing = matches!(verdict, Verdict::Finalize { .. });
             verdict

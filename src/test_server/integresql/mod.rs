@@ -1,4 +1,4 @@
-//! `pgharness testdb serve`: test databases for any language, through IntegreSQL's HTTP API (v1,
+//! `pgharness testdb serve`: test databases for any language, through `IntegreSQL`'s HTTP API (v1,
 //! at the server's root, as its published clients call it), on the shared test server.
 //!
 //! A client initializes a template once per hash (`POST /api/v1/templates`: 200 with the
@@ -15,6 +15,7 @@ mod initializers;
 mod listing;
 mod pool;
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -71,7 +72,7 @@ pub enum ServeError {
     Database(#[from] sqlx::Error),
 }
 
-/// A listening IntegreSQL API; [`Listening::run_until`] serves it.
+/// A listening `IntegreSQL` API; [`Listening::run_until`] serves it.
 pub struct Listening {
     listener: TcpListener,
     service: Arc<Service>,
@@ -108,10 +109,13 @@ impl Listening {
     /// clients take it with `/api`.
     #[must_use]
     pub fn url(&self) -> String {
-        let host = match self.address.ip() {
-            ip if ip.is_unspecified() => "127.0.0.1".to_owned(),
-            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-            ip => ip.to_string(),
+        let ip = self.address.ip();
+        let host = if ip.is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else if ip.is_ipv6() {
+            format!("[{ip}]")
+        } else {
+            ip.to_string()
         };
         format!("http://{host}:{}", self.address.port())
     }
@@ -270,25 +274,24 @@ async fn reset(State(service): State<Arc<Service>>) -> Answer {
 
 /// A page with the served templates, their ready and handed-out counts and the disk they use.
 async fn overview(State(service): State<Arc<Service>>) -> Html<String> {
+    #[expect(clippy::cast_precision_loss, reason = "megabytes to one decimal")]
     let disk = service.disk_use().await.map_or_else(
         |_| "unknown".to_owned(),
         |bytes| format!("{:.1} MB", bytes as f64 / 1e6),
     );
     let waiting = service.waiting();
-    let rows: String = service
-        .summary()
-        .iter()
-        .map(|template| {
-            format!(
-                "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&template.hash),
-                template.database,
-                template.state,
-                template.ready,
-                template.handed_out
-            )
-        })
-        .collect();
+    let rows = service.summary().iter().fold(String::new(), |mut rows, template| {
+        let _ = write!(
+            rows,
+            "<tr><td><code>{}</code></td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&template.hash),
+            template.database,
+            template.state,
+            template.ready,
+            template.handed_out
+        );
+        rows
+    });
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgharness test databases</title>\
          <meta http-equiv=\"refresh\" content=\"5\"></head><body>\
@@ -305,7 +308,7 @@ fn escape(text: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The variables `testdb run` sets for its command: IntegreSQL's clients for Python, Go and Java
+/// The variables `testdb run` sets for its command: `IntegreSQL`'s clients for Python, Go and Java
 /// read `INTEGRESQL_CLIENT_BASE_URL`; the Node client reads none and is given the server's root,
 /// by convention from `INTEGRESQL_URL`.
 #[must_use]

@@ -1,6 +1,6 @@
 //! What `pgharness testdb serve` keeps track of, and its templates' lifecycle (initialize,
 //! finalize, discard): per template hash, its template database (and who initializes it), its
-//! test databases (ready, handed out, being made), and the limit across templates. Database names are short digests, so any hash fits PostgreSQL's 63 bytes; every
+//! test databases (ready, handed out, being made), and the limit across templates. Database names are short digests, so any hash fits `PostgreSQL`'s 63 bytes; every
 //! database has a login role of its own that owns it, so a handed-out role reaches no other.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -37,7 +37,7 @@ impl Default for PoolSettings {
             ready_per_template: 3,
             max_databases: 100,
             abandon_after: Duration::from_secs(10),
-            finalize_wait: Duration::from_secs(60),
+            finalize_wait: Duration::from_mins(1),
         }
     }
 }
@@ -64,7 +64,7 @@ impl From<sqlx::Error> for Refusal {
     }
 }
 
-/// Connection settings of one database, as IntegreSQL's clients read them.
+/// Connection settings of one database, as `IntegreSQL`'s clients read them.
 #[derive(Debug, Clone, Serialize)]
 pub struct DatabaseConfig {
     /// Always loopback.
@@ -314,11 +314,7 @@ impl Service {
     fn name_for(&self, hash: &str) -> String {
         use sha2::Digest as _;
         let digest = sha2::Sha256::digest(hash.as_bytes());
-        let hex: String = digest
-            .iter()
-            .take(6)
-            .map(|byte| format!("{byte:02x}"))
-            .collect();
+        let hex = &format!("{digest:x}")[..12];
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
