@@ -1,6 +1,26 @@
 //! The background thread of a test process: one admin connection to the shared server, a
 //! template per migration set, clones handed out (a few kept ready), finished databases dropped
 //! and the server's upkeep done while no test waits.
+//!
+//! The life of a `TestDb`, and which thread does what:
+//! 1. **Test thread** (the `db` fixture, `TestDb::builder().build_blocking()`): a thread and
+//!    runtime of its own run `build`, which reads the crate's migrations and fixtures and sends
+//!    [`Request::Take`] with a `TemplateSpec` over the process's `mpsc` channel to this thread,
+//!    with a `oneshot` for the answer. The first request starts this thread.
+//! 2. **This thread**, first request: `test_server::attach` (a shared lock on `users.lock` for
+//!    the process's life; `start.lock` shared to read `state.json`, exclusive to start the server
+//!    and spawn its watchdog). The connection that found the server is the admin connection.
+//! 3. **This thread**: a ready clone of the spec, or a new one: `template::ensure_template`
+//!    (advisory lock; build `<name>_building`, migrate, rename into a template), then
+//!    `CREATE DATABASE pgh_t_<pid>_<n> TEMPLATE …`. The name goes back on the `oneshot`.
+//! 4. **Test thread**: unbaked fixtures applied on a connection of its own; the test runs with a
+//!    lazily opened pool on the database.
+//! 5. **This thread**, while no request waits: housekeeping once, then prefetch clones.
+//! 6. **Test thread**, `TestDb` dropped: kept (marked, one line to open it) if the test panicked,
+//!    else its pool closed and [`Request::Drop`] sent; **this thread** drops the database from a
+//!    task with its own connection (on the admin connection under nextest's process per test).
+//! 7. **Process exit** (`#[dtor]`): [`Request::Flush`] drops the unused clones and waits for every
+//!    queued drop, over a `std` `sync_channel` answered when they are done.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
