@@ -99,6 +99,9 @@ test("a batch with one bad row imports nothing and names the row", async () => {
 
 test("a user is edited and deleted after confirmation", async () => {
   await page.locator("#user-rows tr", { hasText: "erin@example.com" }).click();
+  // The form shows the row it edits before it is changed.
+  await page.locator("#user-form-title", { hasText: /^User \d+$/ }).waitFor();
+  assert.equal(await page.getByLabel("E-mail", { exact: true }).inputValue(), "erin@example.com");
   await page.getByLabel("Username", { exact: true }).fill("erin2");
   await page.getByRole("button", { name: "Save" }).click();
   await page.locator("#user-rows tr", { hasText: "erin2" }).waitFor();
