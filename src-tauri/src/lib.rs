@@ -34,6 +34,10 @@ impl AppState {
 }
 
 #[tauri::command]
+#[expect(
+    clippy::needless_pass_by_value,
+    reason = "tauri hands a command its state by value"
+)]
 fn startup_state(state: State<'_, AppState>) -> StartupState {
     state
         .startup
@@ -48,7 +52,7 @@ fn retry(app: AppHandle) {
 }
 
 /// The environment first; otherwise data, logs and a free API port of the app's own, and the
-/// PostgreSQL binaries the installed package carries (so a first launch needs no download).
+/// `PostgreSQL` binaries the installed package carries (so a first launch needs no download).
 fn desktop_config(app: &AppHandle) -> Result<Config, String> {
     let data = app
         .path()
@@ -82,7 +86,7 @@ fn start_stack(app: AppHandle) {
         tauri::async_runtime::block_on(async move {
             let state = app.state::<AppState>();
             state.update(|startup| {
-                startup.step = "Starting…".to_owned();
+                "Starting…".clone_into(&mut startup.step);
                 startup.percent = None;
                 startup.failure = None;
             });
@@ -126,23 +130,22 @@ fn start_stack(app: AppHandle) {
                 Err(error) => {
                     error!(%error, "pgharness could not start");
                     state.update(|startup| {
-                        startup.step = "Startup failed.".to_owned();
+                        "Startup failed.".clone_into(&mut startup.step);
                         startup.failure = Some(error.to_string());
                     });
                 }
             }
-        })
+        });
     });
 }
 
 fn show_ui(app: &AppHandle, target: &str) {
-    match (app.get_webview_window("main"), url::Url::parse(target)) {
-        (Some(window), Ok(url)) => {
-            if let Err(error) = window.navigate(url) {
-                error!(%error, "cannot show the UI");
-            }
+    if let (Some(window), Ok(url)) = (app.get_webview_window("main"), url::Url::parse(target)) {
+        if let Err(error) = window.navigate(url) {
+            error!(%error, "cannot show the UI");
         }
-        _ => error!(target, "no main window to show the UI in"),
+    } else {
+        error!(target, "no main window to show the UI in");
     }
 }
 
@@ -152,9 +155,10 @@ fn with_stack(app: &AppHandle, action: impl FnOnce(&AppHandle, &Stack) + Send + 
     tauri::async_runtime::spawn(async move {
         let state = app.state::<AppState>();
         let stack = state.stack.lock().await;
-        match stack.as_ref() {
-            Some(stack) => action(&app, stack),
-            None => info!("pgharness is not running yet"),
+        if let Some(stack) = stack.as_ref() {
+            action(&app, stack);
+        } else {
+            info!("pgharness is not running yet");
         }
     });
 }
@@ -210,7 +214,7 @@ fn on_menu(app: &AppHandle, id: &str) {
     }
 }
 
-/// Stops the API, the pool and PostgreSQL, in that order, before the process ends.
+/// Stops the API, the pool and `PostgreSQL`, in that order, before the process ends.
 fn shut_down(app: &AppHandle) {
     let state = app.state::<AppState>();
     let stack = tauri::async_runtime::block_on(async { state.stack.lock().await.take() });
