@@ -108,11 +108,19 @@ fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the signature of the Unix version"
+)]
 fn restrict_dir(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
 #[cfg(not(unix))]
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the signature of the Unix version"
+)]
 fn restrict_file(_: &Path) -> std::io::Result<()> {
     Ok(())
 }

@@ -21,6 +21,7 @@ pub fn raise_descriptor_limit() -> u64 {
 /// The number of sockets this process may have open: Windows sets no per-process limit worth
 /// raising, so a generous fixed cap.
 #[cfg(not(unix))]
+#[must_use]
 pub fn raise_descriptor_limit() -> u64 {
     16_384
 }

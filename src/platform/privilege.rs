@@ -301,6 +301,10 @@ mod os {
 
     pub fn run_as(_: &mut Command, _: u32, _: u32) {}
 
+    #[expect(
+        clippy::unnecessary_wraps,
+        reason = "the signature of the Unix version"
+    )]
     pub fn chown(_: &Path, _: u32, _: u32) -> std::io::Result<()> {
         Ok(())
     }

@@ -38,6 +38,7 @@ pub fn is_postgres(pid: u32) -> bool {
 
 /// Whether `pid` is a running `postgres` process (macOS and Windows: from the process table).
 #[cfg(not(target_os = "linux"))]
+#[must_use]
 pub fn is_postgres(pid: u32) -> bool {
     process_name(pid).is_some_and(|name| {
         name.to_string_lossy()
@@ -58,6 +59,7 @@ pub fn is_alive(pid: u32) -> bool {
 
 /// Whether process `pid` is running.
 #[cfg(not(target_os = "linux"))]
+#[must_use]
 pub fn is_alive(pid: u32) -> bool {
     process_name(pid).is_some()
 }
