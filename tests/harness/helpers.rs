@@ -440,6 +440,9 @@ pub fn helper_process(path: &str, variables: &[(&str, &str)]) -> Child {
             "--test-threads=1",
         ])
         .envs(variables.iter().copied())
+        // Held open by the `Child`: a helper that holds until its input ends goes away with the
+        // test that started it, however the test ends.
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()

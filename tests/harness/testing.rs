@@ -304,7 +304,12 @@ async fn helper_report_the_shared_server() {
     println!("port={port}");
     println!("database={}", db.name());
     if std::env::var("PGHARNESS_HELPER_HOLD").is_ok() {
-        tokio::time::sleep(Duration::from_mins(2)).await;
+        // Until the test kills it, or ends and so closes this input: a fixed time would let a
+        // slow run's first helper finish (and drop its database) before the last has started.
+        tokio::task::spawn_blocking(|| std::io::copy(&mut std::io::stdin(), &mut std::io::sink()))
+            .await
+            .unwrap()
+            .unwrap();
     }
     if std::env::var("PGHARNESS_HELPER_AWAIT_PREFETCH").is_ok() {
         // Ends only once the background thread holds its ready clones beside this test's.
