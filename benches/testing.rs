@@ -443,7 +443,9 @@ fn disk_use(dir: &Path) -> u64 {
 /// longer than the last: the directory's size after each.
 fn disk_use_over_runs(work: &Path) {
     const RUNS: usize = 12;
-    let default_run_dir = pgharness::test_server::TestSettings::get().run_dir.clone();
+    let default_run_dir = pgharness::testing::server::TestSettings::get()
+        .run_dir
+        .clone();
     let run_dir = default_run_dir
         .parent()
         .unwrap()
@@ -485,7 +487,7 @@ fn disk_use_over_runs(work: &Path) {
 /// same server.
 fn compare_with_sqlx_test(project: &Path, realistic: &Path, admin: &str) {
     let postmaster = pgharness::platform::process::postmaster_pid(
-        &pgharness::test_server::TestSettings::get()
+        &pgharness::testing::server::TestSettings::get()
             .run_dir
             .join("server/pgdata"),
     )

@@ -14,15 +14,9 @@
 //! - [`monitor`]: health over time and the events timeline, sampled in the background (feature
 //!   `server`);
 //! - [`api`]: the HTTP API (feature `server`);
-#![cfg_attr(
-    feature = "testing",
-    doc = " - [`testing`]: a migrated database per test, for `cargo test` (feature `testing`);"
-)]
-#![cfg_attr(
-    not(feature = "testing"),
-    doc = " - `testing`: a migrated database per test, for `cargo test` (feature `testing`);"
-)]
-//! - [`test_server`]: the server those databases live on, shared by a test run;
+//! - [`testing`]: test databases: the server a test run shares, a migrated database per test
+//!   for `cargo test` (feature `testing`), and the same for any language through `IntegreSQL`'s
+//!   API (feature `server`);
 //! - [`harness`]: all of it started and stopped as one (feature `server`).
 //!
 //! Features: `cli` (default: the command line, and `server`), `server` (API, web UI, logs,
@@ -53,8 +47,6 @@ pub mod platform;
 pub mod progress;
 #[cfg(feature = "server")]
 pub mod telemetry;
-pub mod test_server;
-#[cfg(feature = "testing")]
 pub mod testing;
 
 #[cfg(feature = "server")]

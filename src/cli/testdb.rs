@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 
 use pgharness::config::DatabaseUrl;
-use pgharness::test_server::KeptDatabase;
+use pgharness::testing::server::KeptDatabase;
 
 use super::{ServeArgs, TestdbAction};
 
 impl ServeArgs {
-    fn options(&self, port: u16) -> pgharness::test_server::integresql::ServeOptions {
-        use pgharness::test_server::integresql::{PoolSettings, ServeOptions};
+    fn options(&self, port: u16) -> pgharness::testing::integresql::ServeOptions {
+        use pgharness::testing::integresql::{PoolSettings, ServeOptions};
         ServeOptions {
             host: self.host.clone(),
             port,
@@ -26,7 +26,7 @@ impl ServeArgs {
 
 /// `pgharness testdb …`.
 pub(super) async fn run(action: &TestdbAction) -> ExitCode {
-    use pgharness::test_server;
+    use pgharness::testing::server;
     match action {
         TestdbAction::Serve { options } => return serve_testdbs(options).await,
         TestdbAction::Run { options, command } => return run_with_testdbs(options, command).await,
@@ -34,14 +34,14 @@ pub(super) async fn run(action: &TestdbAction) -> ExitCode {
     }
     // Started again if it has stopped since the tests ended (the kept databases are in it),
     // and held while this command (and its psql) runs.
-    let admin = match test_server::attach().await {
+    let admin = match server::attach().await {
         Ok(attached) => attached.admin,
         Err(error) => {
             eprintln!("✗ {error}");
             return ExitCode::FAILURE;
         }
     };
-    let kept = match test_server::kept_databases(&admin).await {
+    let kept = match server::kept_databases(&admin).await {
         Ok(kept) => kept,
         Err(error) => {
             eprintln!("✗ cannot list the kept test databases: {error}");
@@ -61,7 +61,7 @@ pub(super) async fn run(action: &TestdbAction) -> ExitCode {
 
 /// `testdb serve`: the `IntegreSQL` API until Ctrl-C or SIGTERM.
 async fn serve_testdbs(arguments: &ServeArgs) -> ExitCode {
-    use pgharness::test_server::integresql::Listening;
+    use pgharness::testing::integresql::Listening;
     let shutdown = match pgharness::platform::signals::shutdown_requested() {
         Ok(shutdown) => shutdown,
         Err(error) => {
@@ -92,7 +92,7 @@ async fn serve_testdbs(arguments: &ServeArgs) -> ExitCode {
 
 /// `testdb run -- COMMAND…`: the API on a free port while the command runs; its exit status.
 async fn run_with_testdbs(arguments: &ServeArgs, command: &[String]) -> ExitCode {
-    use pgharness::test_server::integresql::{Listening, client_environment};
+    use pgharness::testing::integresql::{Listening, client_environment};
     let Some((program, rest)) = command.split_first() else {
         eprintln!("✗ name the command to run after `--`");
         return ExitCode::FAILURE;
@@ -150,7 +150,7 @@ async fn list_served(admin: &DatabaseUrl) {
     use sqlx::Connection as _;
     let served = match sqlx::PgConnection::connect_with(&admin.connect_options()).await {
         Ok(mut connection) => {
-            pgharness::test_server::integresql::served_templates(&mut connection).await
+            pgharness::testing::integresql::served_templates(&mut connection).await
         }
         Err(error) => Err(error),
     };
@@ -183,7 +183,7 @@ fn list_kept(admin: &DatabaseUrl, kept: &[KeptDatabase]) -> ExitCode {
             database.name,
             database.crate_name,
             database.test,
-            pgharness::test_server::psql_url(admin, &database.name)
+            pgharness::testing::server::psql_url(admin, &database.name)
         );
     }
     ExitCode::SUCCESS
@@ -208,7 +208,7 @@ async fn drop_kept(
         }
     };
     for name in names {
-        if let Err(error) = pgharness::test_server::drop_database(admin, name).await {
+        if let Err(error) = pgharness::testing::server::drop_database(admin, name).await {
             eprintln!("✗ cannot drop {name}: {error}");
             return ExitCode::FAILURE;
         }
@@ -222,7 +222,7 @@ fn open_kept(admin: &DatabaseUrl, kept: &[KeptDatabase], name: &str) -> ExitCode
         eprintln!("✗ {name} is not a kept test database: see `pgharness testdb list`");
         return ExitCode::FAILURE;
     }
-    let url = pgharness::test_server::psql_url(admin, name);
+    let url = pgharness::testing::server::psql_url(admin, name);
     match std::process::Command::new("psql").arg(&url).status() {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(_) => ExitCode::FAILURE,

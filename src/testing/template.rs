@@ -8,10 +8,10 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection as _, PgConnection};
 
 use super::TestDbError;
+use super::server::{self, TEMPLATE_PREFIX};
 use crate::config::DatabaseUrl;
 use crate::fixtures::{self, Fixture};
 use crate::migrations::{MigrationError, Migrations};
-use crate::test_server::{self, TEMPLATE_PREFIX};
 
 /// Bumped when what a template holds changes for the same migrations: old ones are not reused.
 const TEMPLATE_FORMAT: &str = "3";
@@ -45,7 +45,7 @@ pub(super) async fn ensure_template(
     recipe: &Recipe<'_>,
     template: &str,
 ) -> Result<(), TestDbError> {
-    let lock = test_server::template_lock(template);
+    let lock = server::template_lock(template);
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(lock)
         .execute(&mut *connection)
@@ -97,11 +97,11 @@ async fn build_template(
         Recipe::Baked { fixtures, .. } => bake(&url, fixtures).await,
     };
     if let Err(error) = made {
-        test_server::drop_on(connection, &building).await?;
+        server::drop_on(connection, &building).await?;
         return Err(error);
     }
     // Marked before it becomes a template: an unmarked template is an old one, and dropped.
-    test_server::mark_template_used(connection, &building).await?;
+    server::mark_template_used(connection, &building).await?;
     for statement in [
         format!("ALTER DATABASE \"{building}\" RENAME TO \"{template}\""),
         format!("ALTER DATABASE \"{template}\" IS_TEMPLATE true"),

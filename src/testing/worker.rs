@@ -7,7 +7,7 @@
 //!    runtime of its own run `build`, which reads the crate's migrations and fixtures and sends
 //!    [`Request::Take`] with a `TemplateSpec` over the process's `mpsc` channel to this thread,
 //!    with a `oneshot` for the answer. The first request starts this thread.
-//! 2. **This thread**, first request: `test_server::attach` (a shared lock on `users.lock` for
+//! 2. **This thread**, first request: `server::attach` (a shared lock on `users.lock` for
 //!    the process's life; `start.lock` shared to read `state.json`, exclusive to start the server
 //!    and spawn its watchdog). The connection that found the server is the admin connection.
 //! 3. **This thread**: a ready clone of the spec, or a new one: `template::ensure_template`
@@ -32,11 +32,11 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::TestDbError;
+use super::server::{self, TEST_DATABASE_PREFIX, TestSettings};
 use super::template::{Recipe, ensure_template, template_name};
 use crate::config::DatabaseUrl;
 use crate::fixtures::{self, Fixture};
 use crate::migrations::Migrations;
-use crate::test_server::{self, TEST_DATABASE_PREFIX, TestSettings};
 
 pub(super) enum Request {
     Take {
@@ -103,8 +103,8 @@ pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
                         .build()
                     {
                         Ok(runtime) => runtime.block_on(async {
-                            match test_server::attach().await {
-                                Ok(test_server::Attached { admin, connection }) => {
+                            match server::attach().await {
+                                Ok(server::Attached { admin, connection }) => {
                                     let _ = attached.send(Ok(admin.clone()));
                                     serve_requests(admin, connection, receiver).await;
                                 }
@@ -225,7 +225,7 @@ impl Stocks {
             }
             Dropper::Admin => {
                 let dropped = match self.connection().await {
-                    Ok(connection) => test_server::drop_on(connection, &name)
+                    Ok(connection) => server::drop_on(connection, &name)
                         .await
                         .map_err(TestDbError::from),
                     Err(error) => Err(error),
@@ -272,7 +272,7 @@ impl Stocks {
                 &base,
             )
             .await?;
-            test_server::mark_template_used(connection, &base).await?;
+            server::mark_template_used(connection, &base).await?;
             if spec.baked.is_empty() {
                 base
             } else {
@@ -282,7 +282,7 @@ impl Stocks {
                     fixtures: &spec.baked,
                 };
                 ensure_template(connection, &admin, &recipe, &baked).await?;
-                test_server::mark_template_used(connection, &baked).await?;
+                server::mark_template_used(connection, &baked).await?;
                 baked
             }
         };
@@ -300,7 +300,7 @@ impl Stocks {
             self.tidied = true;
             match self.connection().await {
                 Ok(connection) => {
-                    if let Err(error) = test_server::tidy(connection).await {
+                    if let Err(error) = server::tidy(connection).await {
                         warn!(%error, "could not tidy the shared test server");
                     }
                 }
@@ -358,7 +358,7 @@ async fn drop_finished(admin: DatabaseUrl, mut work: mpsc::UnboundedReceiver<Fin
             }
         }
         if let Some(connection) = connection.as_mut()
-            && let Err(error) = test_server::drop_on(connection, &name).await
+            && let Err(error) = server::drop_on(connection, &name).await
         {
             warn!(database = name, %error, "could not drop a test database");
         }

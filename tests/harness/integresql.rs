@@ -290,7 +290,7 @@ async fn routes_answer_with_integresqls_statuses_and_details_naming_the_hash() {
 async fn wait_for_no_sessions(database: &Value) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let name = database["database"]["config"]["database"].as_str().unwrap();
-    let attached = pgharness::test_server::attach().await.unwrap();
+    let attached = pgharness::testing::server::attach().await.unwrap();
     let mut admin = attached.connection;
     loop {
         let open: i64 =
@@ -469,7 +469,10 @@ async fn testdb_run_serves_its_command_and_exits_with_its_status() {
         .find_map(|line| line.split("database=").nth(1))
         .unwrap_or_else(|| panic!("the helper reported no database:\n{stdout}"))
         .trim();
-    let mut admin = pgharness::test_server::attach().await.unwrap().connection;
+    let mut admin = pgharness::testing::server::attach()
+        .await
+        .unwrap()
+        .connection;
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
         .bind(database)
         .fetch_one(&mut admin)

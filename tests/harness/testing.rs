@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use pgharness::fixtures::FixtureError;
-use pgharness::test_server::TestSettings;
+use pgharness::testing::server::TestSettings;
 use pgharness::testing::{TestApp, TestDb, TestDbError, app, db};
 use rstest::rstest;
 use sqlx::Connection as _;
@@ -453,7 +453,7 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
         .count();
     assert_eq!(left_behind, 4, "{before:?}");
 
-    let dropped = pgharness::test_server::tidy(&mut admin).await.unwrap();
+    let dropped = pgharness::testing::server::tidy(&mut admin).await.unwrap();
     let after = databases(&mut admin).await;
     // The killed processes' databases, the abandoned build, the oldest of the four templates.
     assert_eq!(dropped, left_behind + 2, "{before:?} -> {after:?}");

@@ -314,13 +314,13 @@ fn a_failed_test_keeps_its_database_and_says_how_to_open_it() {
         .to_owned();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let admin = pgharness::test_server::attach().await.unwrap().admin;
-        let kept = pgharness::test_server::kept_databases(&admin)
+        let admin = pgharness::testing::server::attach().await.unwrap().admin;
+        let kept = pgharness::testing::server::kept_databases(&admin)
             .await
             .unwrap();
         let this = kept.iter().find(|database| database.name == name).unwrap();
         assert!(this.test.contains("deliberately_failing"), "{this:?}");
-        pgharness::test_server::drop_database(&admin, &name)
+        pgharness::testing::server::drop_database(&admin, &name)
             .await
             .unwrap();
     });

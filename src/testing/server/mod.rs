@@ -19,8 +19,6 @@
 //! `pgh_tpl_<key>_building` while one is built.
 
 mod housekeeping;
-#[cfg(feature = "server")]
-pub mod integresql;
 mod settings;
 mod watchdog;
 

@@ -193,15 +193,9 @@ impl Service {
     ///
     /// 404 unknown hash or id, 423 while connections are open on it.
     pub async fn unlock(&self, hash: &str, id: u32) -> Result<(), Refusal> {
-        let name = self.handed_out(hash, id)?;
-        self.refuse_if_connected(&name, hash, id).await?;
-        let mut templates = self.lock();
-        let template = templates.get_mut(hash).ok_or_else(|| unknown(hash))?;
-        if template.handed.remove(&id).is_none() {
-            return Err(not_handed_out(hash, id));
-        }
-        template.ready.push_front(id);
-        Ok(())
+        self.take_back(hash, id, |template| template.ready.push_front(id))
+            .await
+            .map(drop)
     }
 
     /// `POST …/tests/{id}/recreate`: the database made again from the template, then ready.
@@ -210,17 +204,12 @@ impl Service {
     ///
     /// As [`Service::unlock`].
     pub async fn recreate(self: &Arc<Self>, hash: &str, id: u32) -> Result<(), Refusal> {
-        let name = self.handed_out(hash, id)?;
-        self.refuse_if_connected(&name, hash, id).await?;
-        {
-            let mut templates = self.lock();
-            let template = templates.get_mut(hash).ok_or_else(|| unknown(hash))?;
-            if template.handed.remove(&id).is_none() {
-                return Err(not_handed_out(hash, id));
-            }
-            template.passwords.remove(&id);
-            template.creating += 1;
-        }
+        let name = self
+            .take_back(hash, id, |template| {
+                template.passwords.remove(&id);
+                template.creating += 1;
+            })
+            .await?;
         let service = Arc::clone(self);
         let hash = hash.to_owned();
         tokio::spawn(async move {
@@ -230,6 +219,25 @@ impl Service {
             }
         });
         Ok(())
+    }
+
+    /// A handed-out database back from its test, once nothing is connected to it: no longer
+    /// handed out, then `then` on its template. Its name.
+    async fn take_back(
+        &self,
+        hash: &str,
+        id: u32,
+        then: impl FnOnce(&mut Template),
+    ) -> Result<String, Refusal> {
+        let name = self.handed_out(hash, id)?;
+        self.refuse_if_connected(&name, hash, id).await?;
+        let mut templates = self.lock();
+        let template = templates.get_mut(hash).ok_or_else(|| unknown(hash))?;
+        if template.handed.remove(&id).is_none() {
+            return Err(not_handed_out(hash, id));
+        }
+        then(template);
+        Ok(name)
     }
 
     fn handed_out(&self, hash: &str, id: u32) -> Result<String, Refusal> {

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 pub use self::listing::{ServedTemplate, TemplateSummary, served_templates};
 pub use self::pool::{DatabaseConfig, PoolSettings, Refusal, SERVED_PREFIX, Service};
-use super::{TestServerError, attach};
+use super::server::{TestServerError, attach};
 
 /// Where `testdb serve` listens, and how it hands databases out.
 #[derive(Debug, Clone)]
