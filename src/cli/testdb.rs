@@ -111,7 +111,8 @@ async fn run_with_testdbs(arguments: &ServeArgs, command: &[String]) -> ExitCode
     // On stderr: the command's output stays its own.
     eprintln!(
         "pgharness: test databases at {url} (INTEGRESQL_CLIENT_BASE_URL={url}/api, \
-         INTEGRESQL_URL={url}; Node: new IntegreSQLClient({{ url: process.env.INTEGRESQL_URL }}))"
+         INTEGRESQL_URL={url}, PGHARNESS_TEST_POOL_URL={url}; Node: new IntegreSQLClient({{ url: \
+         process.env.INTEGRESQL_URL }}))"
     );
     let mut child = match tokio::process::Command::new(program)
         .args(rest)

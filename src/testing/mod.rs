@@ -40,6 +40,8 @@
 
 #[cfg(feature = "server")]
 pub mod integresql;
+#[cfg(feature = "testing")]
+mod pooled;
 pub mod server;
 #[cfg(feature = "testing")]
 mod template;

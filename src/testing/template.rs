@@ -114,7 +114,7 @@ async fn build_template(
 }
 
 /// Applies `fixtures` to the database at `url`, as a test would.
-async fn bake(url: &DatabaseUrl, fixtures: &[Fixture]) -> Result<(), TestDbError> {
+pub(super) async fn bake(url: &DatabaseUrl, fixtures: &[Fixture]) -> Result<(), TestDbError> {
     let mut connection = PgConnection::connect_with(&url.connect_options()).await?;
     for fixture in fixtures {
         fixtures::apply(&mut connection, fixture).await?;
@@ -124,7 +124,7 @@ async fn bake(url: &DatabaseUrl, fixtures: &[Fixture]) -> Result<(), TestDbError
 }
 
 /// Applies `migrations` to the database at `url`, then warms its relation cache.
-async fn migrate(url: &DatabaseUrl, migrations: &Migrations) -> Result<(), TestDbError> {
+pub(super) async fn migrate(url: &DatabaseUrl, migrations: &Migrations) -> Result<(), TestDbError> {
     let pool = PgPoolOptions::new()
         .max_connections(1)
         .connect_with(url.connect_options())

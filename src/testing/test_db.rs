@@ -9,6 +9,7 @@ use sqlx::{Connection as _, PgConnection};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
+use super::pooled;
 use super::server::{self, KeepPolicy, TestServerError, TestSettings};
 use super::worker::{Request, TemplateSpec, worker};
 use crate::config::{DatabaseUrl, Environment, PoolSettings};
@@ -84,6 +85,14 @@ pub enum TestDbError {
     /// A statement failed.
     #[error(transparent)]
     Database(#[from] sqlx::Error),
+    /// The pool of the `pgharness testdb serve` that `PGHARNESS_TEST_POOL_URL` names failed.
+    #[error("the test database pool at {url} (PGHARNESS_TEST_POOL_URL) {detail}")]
+    Pool {
+        /// The pool's root URL.
+        url: String,
+        /// What it answered, or why it cannot be reached.
+        detail: String,
+    },
 }
 
 /// Which migrations and fixtures: the calling crate's by default.
@@ -175,6 +184,7 @@ impl TestDbBuilder {
         let database = TestDb {
             url: worker.admin.with_database(&name),
             admin: worker.admin.clone(),
+            pooled: worker.pooled,
             name,
             pool: OnceLock::new(),
             requests: worker.requests.clone(),
@@ -246,6 +256,8 @@ pub struct TestDb {
     name: String,
     url: DatabaseUrl,
     admin: DatabaseUrl,
+    /// Handed out by a `pgharness testdb serve`'s pool.
+    pooled: bool,
     /// Made on first use, so that a `TestDb` can be built without a runtime.
     pool: OnceLock<PgPool>,
     requests: mpsc::UnboundedSender<Request>,
@@ -340,14 +352,23 @@ impl Drop for TestDb {
         if keep {
             let test = std::thread::current().name().unwrap_or("a test").to_owned();
             let (admin, name, kept_test) = (self.admin.clone(), self.name.clone(), test.clone());
-            let kept = on_own_runtime(async move { server::keep(&admin, &name, &kept_test).await });
+            let pooled = self.pooled;
+            let kept = on_own_runtime(async move {
+                // One from a pool leaves it first, to outlive the pool like any kept database.
+                let name = if pooled {
+                    pooled::take_out(&admin, &name).await?
+                } else {
+                    name
+                };
+                server::keep(&admin, &name, &kept_test).await?;
+                Ok::<_, TestDbError>(name)
+            });
             match kept {
-                Some(Ok(())) => eprintln!(
+                Some(Ok(name)) => eprintln!(
                     "pgharness: kept the database of {test} for inspection: psql '{}' \
                      (`pgharness testdb psql {name}` once the idle test server has stopped, \
                      `pgharness testdb drop {name}`, `pgharness testdb list`)",
-                    self.psql_url(),
-                    name = self.name
+                    server::psql_url(&self.admin, &name),
                 ),
                 other => warn!(
                     database = self.name,

@@ -21,6 +21,11 @@
 //!    task with its own connection (on the admin connection under nextest's process per test).
 //! 7. **Process exit** (`#[dtor]`): [`Request::Flush`] drops the unused clones and waits for every
 //!    queued drop, over a `std` `sync_channel` answered when they are done.
+//!
+//! Under nextest's process per test with `PGHARNESS_TEST_POOL_URL` (`pgharness testdb run`),
+//! step 2 reads the server's URL without connecting, step 3 is one request to that pool
+//! (`pooled.rs`; the first process migrates the template), 5 does nothing, and 6 gives the
+//! database back to the pool, which drops it and makes a fresh one ready.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -32,6 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use super::TestDbError;
+use super::pooled::{Handout, PoolClient};
 use super::server::{self, TEST_DATABASE_PREFIX, TestSettings};
 use super::template::{Recipe, ensure_template, template_name};
 use crate::config::DatabaseUrl;
@@ -64,7 +70,7 @@ pub(super) struct TemplateSpec {
 }
 
 impl TemplateSpec {
-    fn key(&self) -> String {
+    pub(super) fn key(&self) -> String {
         if self.baked.is_empty() {
             self.migrations.fingerprint()
         } else {
@@ -81,6 +87,8 @@ impl TemplateSpec {
 pub(super) struct Worker {
     pub admin: DatabaseUrl,
     pub requests: mpsc::UnboundedSender<Request>,
+    /// Databases come from a `pgharness testdb serve`'s pool (see [`super::pooled`]).
+    pub pooled: bool,
 }
 
 static WORKER: tokio::sync::OnceCell<Worker> = tokio::sync::OnceCell::const_new();
@@ -95,6 +103,13 @@ pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
         .get_or_try_init(|| async {
             let (attached, attaching) = oneshot::channel();
             let (requests, receiver) = mpsc::unbounded_channel();
+            let settings = TestSettings::get();
+            let pool = settings
+                .pool_url
+                .as_deref()
+                .filter(|_| settings.process_per_test)
+                .map(PoolClient::new);
+            let pooled = pool.is_some();
             std::thread::Builder::new()
                 .name("pgharness-test-databases".to_owned())
                 .spawn(move || {
@@ -103,10 +118,20 @@ pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
                         .build()
                     {
                         Ok(runtime) => runtime.block_on(async {
-                            match server::attach().await {
-                                Ok(server::Attached { admin, connection }) => {
+                            // From a pool, the server is found without a connection: the
+                            // pool's process holds it running.
+                            let found = match pool {
+                                Some(_) => server::attach_running().map(|admin| (admin, None)),
+                                None => server::attach().await.map(
+                                    |server::Attached { admin, connection }| {
+                                        (admin, Some(connection))
+                                    },
+                                ),
+                            };
+                            match found {
+                                Ok((admin, connection)) => {
                                     let _ = attached.send(Ok(admin.clone()));
-                                    serve_requests(admin, connection, receiver).await;
+                                    serve_requests(admin, connection, pool, receiver).await;
                                 }
                                 Err(error) => {
                                     let _ = attached.send(Err(error));
@@ -118,7 +143,11 @@ pub(super) async fn worker() -> Result<&'static Worker, TestDbError> {
                 })
                 .map_err(|source| thread_failed(Some(source)))?;
             let admin = attaching.await.map_err(|_| thread_failed(None))??;
-            Ok(Worker { admin, requests })
+            Ok(Worker {
+                admin,
+                requests,
+                pooled,
+            })
         })
         .await
 }
@@ -158,6 +187,8 @@ struct Stocks {
     drops: Dropper,
     prefetch: usize,
     tidied: bool,
+    /// The pool databases come from, and those handed out to this process's tests by name.
+    pool: Option<(PoolClient, HashMap<String, Handout>)>,
 }
 
 impl Stocks {
@@ -180,6 +211,15 @@ impl Stocks {
     async fn handle(&mut self, request: Request) {
         match request {
             Request::Take { spec, reply } => {
+                if let Some((pool, handed)) = &mut self.pool {
+                    let taken = pool.take(&self.admin, &spec).await.map(|handout| {
+                        let name = handout.name.clone();
+                        handed.insert(name.clone(), handout);
+                        name
+                    });
+                    let _ = reply.send(taken);
+                    return;
+                }
                 let key = spec.key();
                 let ready = self
                     .by_template
@@ -217,8 +257,17 @@ impl Stocks {
         }
     }
 
-    /// Drops a finished (or unused) database, or queues it for the drop task.
+    /// Drops a finished (or unused) database, or queues it for the drop task; one from the
+    /// pool goes back to it.
     async fn retire(&mut self, name: String) {
+        if let Some((pool, handed)) = &mut self.pool
+            && let Some(handout) = handed.remove(&name)
+        {
+            if let Err(error) = pool.give_back(&self.admin, &handout).await {
+                warn!(database = name, %error, "could not give a test database back");
+            }
+            return;
+        }
         match &self.drops {
             Dropper::Task(drops) => {
                 let _ = drops.send(Finished::Drop(name));
@@ -367,13 +416,14 @@ async fn drop_finished(admin: DatabaseUrl, mut work: mpsc::UnboundedReceiver<Fin
 
 async fn serve_requests(
     admin: DatabaseUrl,
-    connection: PgConnection,
+    connection: Option<PgConnection>,
+    pool: Option<PoolClient>,
     mut receiver: mpsc::UnboundedReceiver<Request>,
 ) {
     let admin_for_drops = admin.clone();
     let mut state = Stocks {
         admin,
-        connection: Some(connection),
+        connection,
         server_version: None,
         by_template: HashMap::new(),
         drops: if TestSettings::get().process_per_test {
@@ -384,7 +434,9 @@ async fn serve_requests(
             Dropper::Task(drops)
         },
         prefetch: TestSettings::get().prefetch,
-        tidied: false,
+        // The pool's process keeps its own databases; this one makes none.
+        tidied: pool.is_some(),
+        pool: pool.map(|pool| (pool, HashMap::new())),
     };
     loop {
         // Requests first; background work only while nobody waits.

@@ -439,6 +439,9 @@ pub fn helper_process(path: &str, variables: &[(&str, &str)]) -> Child {
             "--nocapture",
             "--test-threads=1",
         ])
+        // Its own test databases, however this run takes its own (`pgharness testdb run`
+        // passes a pool on to the processes it runs).
+        .env_remove("PGHARNESS_TEST_POOL_URL")
         .envs(variables.iter().copied())
         // Held open by the `Child`: a helper that holds until its input ends goes away with the
         // test that started it, however the test ends.

@@ -509,6 +509,66 @@ async fn helper_initialize_through_the_environment() {
     );
 }
 
+// Under nextest (one process per test), `pgharness::testing` takes its databases from `testdb
+// run`'s pool: each process is handed a migrated database of its own, sees only its own rows,
+// and nothing is left once `testdb run` returns.
+#[tokio::test]
+async fn processes_running_one_test_each_take_their_databases_from_testdb_runs_pool() {
+    let helper = format!(
+        "'{}' --exact integresql::helper_a_test_on_a_pooled_database --ignored --nocapture",
+        std::env::current_exe().unwrap().display()
+    );
+    let output = crate::helpers::pgharness(&std::env::temp_dir())
+        .args(["testdb", "run", "--", "sh", "-c"])
+        .arg(format!("{helper} && {helper} && {helper}"))
+        .env("NEXTEST_EXECUTION_MODE", "process-per-test")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let databases: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split("database=").nth(1))
+        .map(str::trim)
+        .collect();
+    assert_eq!(databases.len(), 3, "{stdout}");
+    let mut admin = pgharness::testing::server::attach()
+        .await
+        .unwrap()
+        .connection;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = ANY($1)")
+        .bind(&databases)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "testdb run left some of {databases:?} behind");
+}
+
+#[tokio::test]
+#[ignore = "helper: run by processes_running_one_test_each_take_their_databases_from_testdb_runs_pool"]
+async fn helper_a_test_on_a_pooled_database() {
+    let db = pgharness::testing::TestDb::new().await.unwrap();
+    assert!(
+        db.name().starts_with("pgh_i_"),
+        "not from the pool: {}",
+        db.name()
+    );
+    let users: i64 = sqlx::query_scalar("SELECT count(*) FROM users")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(users, 0, "another process's rows in {}", db.name());
+    sqlx::query("INSERT INTO users (username, email) VALUES ('alice', 'alice@example.com')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    println!("database={}", db.name());
+}
+
 // What is served shows on the server's page and in `pgharness testdb list`.
 #[tokio::test]
 async fn served_templates_show_on_the_page_and_in_testdb_list() {

@@ -46,7 +46,14 @@ async fn another_test_inserts_alice_too(db: TestDb) {
 #[rstest]
 #[tokio::test]
 async fn a_test_database_is_migrated_and_has_its_own_name_and_connection(db: TestDb) {
-    assert!(db.name().starts_with("pgh_t_"), "{}", db.name());
+    // Cloned by this process, or handed out by `pgharness testdb run`'s pool under nextest.
+    let settings = TestSettings::get();
+    let prefix = if settings.pool_url.is_some() && settings.process_per_test {
+        "pgh_i_"
+    } else {
+        "pgh_t_"
+    };
+    assert!(db.name().starts_with(prefix), "{}", db.name());
     assert!(db.url().to_string().ends_with(db.name()));
     let mut connection = db.connect().await.unwrap();
     let database: String = sqlx::query_scalar("SELECT current_database()")
@@ -126,6 +133,12 @@ fn a_test_that_ends_right_after_a_query_leaves_no_warning_in_its_log() {
         let db = TestDb::new().await.unwrap();
         let (name, admin) = (db.name().to_owned(), db.url().with_database("postgres"));
         sqlx::query("SELECT 1").execute(db.pool()).await.unwrap();
+        let oid: i64 = sqlx::query_scalar(
+            "SELECT oid::int8 FROM pg_database WHERE datname = current_database()",
+        )
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
         // The pool takes the connection back in a task that this one-thread runtime runs at
         // the next await: block until the database is gone, so that it runs after the drop.
         drop(db);
@@ -133,11 +146,13 @@ fn a_test_that_ends_right_after_a_query_leaves_no_warning_in_its_log() {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             let _context = runtime.enter();
             let admin = sqlx::PgPool::connect_lazy_with(admin.connect_options());
+            // Dropped, or (from `pgharness testdb run`'s pool) dropped and made again.
             wait_until("the database to be dropped", || {
                 let gone = sqlx::query_scalar::<_, bool>(
-                    "SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = $1)",
+                    "SELECT NOT EXISTS (SELECT FROM pg_database WHERE datname = $1 AND oid::int8 = $2)",
                 )
                 .bind(&name)
+                .bind(oid)
                 .fetch_one(&admin);
                 runtime.block_on(gone).unwrap()
             });

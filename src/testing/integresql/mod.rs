@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 pub use self::listing::{ServedTemplate, TemplateSummary, served_templates};
 pub use self::pool::{DatabaseConfig, PoolSettings, Refusal, SERVED_PREFIX, Service};
-use super::server::{TestServerError, attach};
+use super::server::{TestServerError, TestSettings, attach};
 
 /// Where `testdb serve` listens, and how it hands databases out.
 #[derive(Debug, Clone)]
@@ -310,11 +310,17 @@ fn escape(text: &str) -> String {
 
 /// The variables `testdb run` sets for its command: `IntegreSQL`'s clients for Python, Go and Java
 /// read `INTEGRESQL_CLIENT_BASE_URL`; the Node client reads none and is given the server's root,
-/// by convention from `INTEGRESQL_URL`.
+/// by convention from `INTEGRESQL_URL`; `pgharness::testing` under nextest reads
+/// `PGHARNESS_TEST_POOL_URL`, and the run directory of the server the pool holds.
 #[must_use]
-pub fn client_environment(url: &str) -> [(&'static str, String); 2] {
+pub fn client_environment(url: &str) -> [(&'static str, String); 4] {
     [
         ("INTEGRESQL_CLIENT_BASE_URL", format!("{url}/api")),
         ("INTEGRESQL_URL", url.to_owned()),
+        ("PGHARNESS_TEST_POOL_URL", url.to_owned()),
+        (
+            "PGHARNESS_TEST_DIR",
+            TestSettings::get().run_dir.to_string_lossy().into_owned(),
+        ),
     ]
 }

@@ -71,6 +71,16 @@ pub enum TestServerError {
     /// A statement failed.
     #[error("the shared test server: {0}")]
     Database(#[from] sqlx::Error),
+    /// No server runs in the run directory that a running pool was expected to hold.
+    #[error(
+        "no shared test server runs in {dir}, where the pool at PGHARNESS_TEST_POOL_URL was \
+         expected to hold one: run the tests with the PGHARNESS_TEST_DIR of that `pgharness \
+         testdb serve` (`pgharness testdb run -- …` passes it on), or unset PGHARNESS_TEST_POOL_URL"
+    )]
+    NotRunning {
+        /// The run directory.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,6 +140,26 @@ pub async fn attach() -> Result<Attached, TestServerError> {
     };
     let _ = exclusive.unlock();
     attached
+}
+
+/// The superuser URL of the shared server that another process keeps running (the pool of a
+/// `pgharness testdb serve`), read from the run directory without connecting: a process that
+/// takes its database from that pool needs no connection of its own to find it. The process
+/// holds `users.lock` like any other.
+///
+/// # Errors
+///
+/// [`TestServerError::NotRunning`] when the run directory names no server.
+pub fn attach_running() -> Result<DatabaseUrl, TestServerError> {
+    let settings = TestSettings::load()?;
+    if let Some(url) = &settings.server_url {
+        return Ok(DatabaseUrl::parse(url)?.with_database("postgres"));
+    }
+    let dir = &settings.run_dir;
+    std::fs::create_dir_all(dir).map_err(io("cannot create", dir))?;
+    hold_user_lock(dir)?;
+    read_state(&dir.join("state.json"))
+        .ok_or_else(|| TestServerError::NotRunning { dir: dir.clone() })
 }
 
 /// How `start.lock` is held.

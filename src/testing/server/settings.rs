@@ -51,6 +51,9 @@ pub struct TestSettings {
     pub idle_seconds: u64,
     /// `TEST_DATABASE_URL`: a server to use instead of the shared embedded one.
     pub server_url: Option<String>,
+    /// `PGHARNESS_TEST_POOL_URL`: a `pgharness testdb serve` (`http://host:port`, set by
+    /// `pgharness testdb run`) whose pool a process running one test takes its database from.
+    pub pool_url: Option<String>,
 }
 
 impl TestSettings {
@@ -143,7 +146,27 @@ impl TestSettings {
             ),
             idle_seconds: number("PGHARNESS_TEST_IDLE_SECONDS", 10)?,
             server_url: var("TEST_DATABASE_URL"),
+            pool_url: pool_url(var("PGHARNESS_TEST_POOL_URL"))?,
         })
+    }
+}
+
+/// The pool's root URL, without a trailing `/`: plain HTTP, as `testdb serve` speaks it.
+fn pool_url(value: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let root = value.trim().trim_end_matches('/');
+    match root.strip_prefix("http://") {
+        Some(address) if !address.is_empty() && !address.contains('/') => Ok(Some(root.to_owned())),
+        _ => Err(ConfigError::Invalid {
+            variable: "PGHARNESS_TEST_POOL_URL",
+            value,
+            reason: "not the root URL of a `pgharness testdb serve`".to_owned(),
+            allowed: "http://host:port, as `pgharness testdb serve` prints it (and `pgharness \
+                      testdb run` sets it)"
+                .to_owned(),
+        }),
     }
 }
 
@@ -191,6 +214,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(negative.contains("PGHARNESS_TEST_PREFETCH"), "{negative}");
+        let pool = settings(&[("PGHARNESS_TEST_POOL_URL", "127.0.0.1:5000/api")])
+            .unwrap_err()
+            .to_string();
+        assert!(pool.contains("PGHARNESS_TEST_POOL_URL"), "{pool}");
+        assert!(pool.contains("http://host:port"), "{pool}");
         let no_templates = settings(&[("PGHARNESS_TEST_TEMPLATES", "0")])
             .unwrap_err()
             .to_string();
@@ -202,10 +230,12 @@ mod tests {
         let taken = settings(&[
             ("PGHARNESS_TEST_KEEP", "never"),
             ("PGHARNESS_TEST_PREFETCH", "5"),
+            ("PGHARNESS_TEST_POOL_URL", "http://127.0.0.1:5000/"),
         ])
         .unwrap();
         assert_eq!(taken.keep, KeepPolicy::Never);
         assert_eq!(taken.prefetch, 5);
+        assert_eq!(taken.pool_url.as_deref(), Some("http://127.0.0.1:5000"));
         let defaults = settings(&[]).unwrap();
         assert_eq!(defaults.keep, KeepPolicy::Failed);
         assert_eq!(defaults.templates_per_crate, 3);
