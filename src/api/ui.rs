@@ -1,4 +1,4 @@
-//! The web UI (`ui/`): one page and its script and style, built into the binary, so
+//! The web UI (`ui/`): one page, its script modules and style, built into the binary, so
 //! `cargo run` needs no Node.js and the UI works offline.
 
 use axum::Router;
@@ -14,29 +14,55 @@ const NO_CACHE: &str = "no-cache";
 /// Only this origin's scripts, styles and API; nothing from elsewhere.
 pub(super) const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
 
+/// Every file of the UI but the page: its path, content type and bytes.
+const FILES: &[(&str, &str, &[u8])] = &[
+    ("/app.css", CSS, include_bytes!("../../ui/app.css")),
+    ("/app.js", JS, include_bytes!("../../ui/app.js")),
+    ("/js/api.js", JS, include_bytes!("../../ui/js/api.js")),
+    (
+        "/js/banners.js",
+        JS,
+        include_bytes!("../../ui/js/banners.js"),
+    ),
+    ("/js/batch.js", JS, include_bytes!("../../ui/js/batch.js")),
+    ("/js/charts.js", JS, include_bytes!("../../ui/js/charts.js")),
+    (
+        "/js/connection.js",
+        JS,
+        include_bytes!("../../ui/js/connection.js"),
+    ),
+    (
+        "/js/database.js",
+        JS,
+        include_bytes!("../../ui/js/database.js"),
+    ),
+    ("/js/dom.js", JS, include_bytes!("../../ui/js/dom.js")),
+    ("/js/health.js", JS, include_bytes!("../../ui/js/health.js")),
+    (
+        "/js/helpers.js",
+        JS,
+        include_bytes!("../../ui/js/helpers.js"),
+    ),
+    (
+        "/js/user-form.js",
+        JS,
+        include_bytes!("../../ui/js/user-form.js"),
+    ),
+    ("/js/users.js", JS, include_bytes!("../../ui/js/users.js")),
+];
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
 pub fn router() -> Router<ApiContext> {
-    Router::new()
-        .route("/", get(index))
-        .route(
-            "/app.js",
-            get(async || {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    NO_CACHE,
-                    include_bytes!("../../ui/app.js"),
-                )
-            }),
-        )
-        .route(
-            "/app.css",
-            get(async || {
-                asset(
-                    "text/css; charset=utf-8",
-                    NO_CACHE,
-                    include_bytes!("../../ui/app.css"),
-                )
-            }),
-        )
+    FILES.iter().fold(
+        Router::new().route("/", get(index)),
+        |router, &(path, content_type, bytes)| {
+            router.route(
+                path,
+                get(async move || asset(content_type, NO_CACHE, bytes)),
+            )
+        },
+    )
 }
 
 /// `?token=…`: the link `pgharness serve` prints, traded for the admin cookie.

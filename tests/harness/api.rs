@@ -618,6 +618,19 @@ async fn the_web_ui_is_served_from_the_binary_with_a_strict_policy(app: TestApp)
         assert!(reply.header("content-type").starts_with(content_type));
         assert_eq!(reply.headers["cache-control"], "no-cache");
     }
+    // Every module app.js imports, directly or not, is built in: one missing breaks the page.
+    let modules = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/ui/js")).unwrap();
+    for module in modules {
+        let name = module.unwrap().file_name().into_string().unwrap();
+        let reply = app.get(&format!("/js/{name}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "/js/{name}");
+        assert!(reply.header("content-type").starts_with("text/javascript"));
+        assert_eq!(reply.headers["cache-control"], "no-cache");
+    }
+    assert_eq!(
+        app.get("/js/missing.js").await.status,
+        StatusCode::NOT_FOUND
+    );
     assert!(
         !page.text.contains("=\"http"),
         "an external asset: {}",

@@ -1,0 +1,83 @@
+// The connection screen: the server and pool, the migrations, the slowest statements, and
+// copying the connection string.
+import { $, listItem, setText, tableRow } from "./dom.js";
+import { showMessage } from "./banners.js";
+
+export function createConnectionScreen(api) {
+  async function refresh() {
+    let reply;
+    try { reply = await api.call("GET", "/api/connection"); } catch { return; }
+    if (!reply.ok) { showMessage(reply.error, "error"); return; }
+    const info = reply.data;
+    setText("connection-url", info.url);
+    setText("connection-host", info.host);
+    setText("connection-port", info.port);
+    setText("connection-database", info.database);
+    setText("connection-user", info.user);
+    setText("connection-version", info.reachable ? info.server_version : "database unreachable");
+    setText("connection-mode", info.mode);
+    setText("connection-data", info.data_directory);
+    setText("connection-active", info.active_connections);
+    const settings = info.pool_settings;
+    setText("connection-pool-settings",
+      `size ${settings.size} + ${settings.max_overflow} overflow, timeout ${settings.timeout_seconds} s, recycle ${settings.recycle_seconds} s`);
+    showPool(info.pool);
+    const migrations = $("migrations");
+    migrations.replaceChildren();
+    if (info.migrations) {
+      for (const entry of info.migrations.applied) {
+        migrations.append(listItem(`✓ ${entry.version} ${entry.description} (applied ${entry.applied_at})`));
+      }
+      for (const entry of info.migrations.pending) {
+        migrations.append(listItem(`… ${entry.version} ${entry.description} (pending)`));
+      }
+    }
+    refreshSlowQueries();
+  }
+
+  async function refreshSlowQueries() {
+    let reply;
+    const internal = $("slow-internal").checked ? "?include_internal=true" : "";
+    try { reply = await api.call("GET", `/api/queries/slow${internal}`); } catch { return; }
+    const body = $("slow-queries");
+    body.replaceChildren();
+    if (!reply.ok) { $("slow-note").textContent = reply.error; return; }
+    $("slow-note").textContent = reply.data.available ? "" : reply.data.reason;
+    for (const query of reply.data.queries) {
+      body.append(tableRow([[query.query, query.internal ? "sql internal" : "sql"], [query.calls], [query.mean_ms.toFixed(2)],
+        [query.max_ms.toFixed(2)], [query.total_ms.toFixed(2)]]));
+    }
+  }
+
+  async function resetStatistics() {
+    let reply;
+    try { reply = await api.call("POST", "/api/queries/slow/reset"); } catch { return; }
+    if (reply.status === 204) showMessage("Statement statistics reset.");
+    else showMessage(reply.error, "error");
+    refreshSlowQueries();
+  }
+
+  async function copyConnectionString() {
+    try {
+      const reply = await api.call("POST", "/api/connection/reveal");
+      if (!reply.ok) { showMessage(reply.error, "error"); return; }
+      await navigator.clipboard.writeText(reply.data.url);
+      showMessage("Connection string copied to the clipboard (it holds the password).");
+    } catch (error) {
+      showMessage(`Could not copy the connection string: ${error.message}`, "error");
+    }
+  }
+
+  $("copy-connection").addEventListener("click", copyConnectionString);
+  $("slow-internal").addEventListener("change", refreshSlowQueries);
+  $("reset-statistics").addEventListener("click", resetStatistics);
+  return { refresh };
+}
+
+function showPool(pool) {
+  const gauge = $("pool-gauge");
+  gauge.querySelector(".gauge-in-use").style.width = `${(100 * pool.in_use) / pool.max}%`;
+  gauge.querySelector(".gauge-idle").style.width = `${(100 * pool.idle) / pool.max}%`;
+  gauge.setAttribute("aria-label", `pool usage: ${pool.in_use} in use, ${pool.idle} idle of ${pool.max}`);
+  setText("pool-text", `${pool.in_use} in use · ${pool.idle} idle · ${pool.max} max · ${pool.waited} waits · ${pool.connection_errors} errors`);
+}
