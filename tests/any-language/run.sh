@@ -3,7 +3,7 @@
 # each in a fresh environment (a venv, node_modules), under `pgharness testdb run`.
 #
 #   tests/any-language/run.sh [python|node]...   (default: all)
-#   tests/any-language/run.sh python-bench      (not in the default: see bench_python below)
+#   tests/any-language/run.sh python-bench      (not in the default: see run_python_bench below)
 #
 # PGHARNESS names the binary (default: `pgharness` on PATH, else built with cargo). Packages
 # come from the index pip and npm are configured with.
@@ -69,7 +69,8 @@ for (mode, label), samples in zip(modes.items(), sys.argv[1:]):
     p99 = sorted(samples)[math.ceil(0.99 * len(samples)) - 1]
     figures[mode] = (statistics.median(samples), p99)
     print(f"({mode}) {label}: {', '.join(f'{s:.2f}' for s in samples)} s")
-    print(f"    median {figures[mode][0]:.2f} s, p99 {p99:.2f} s (nearest rank: the largest of {len(samples)})")
+    largest = f": the largest of {len(samples)}" if len(samples) < 100 else ""
+    print(f"    median {figures[mode][0]:.2f} s, p99 {p99:.2f} s (nearest rank{largest})")
 print(f"b / a: median {figures['b'][0] / figures['a'][0]:.2f}x, p99 {figures['b'][1] / figures['a'][1]:.2f}x")
 SUMMARY
 }
