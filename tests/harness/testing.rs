@@ -451,7 +451,13 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
         read_reported(&mut helper, "database=");
         helpers.push(helper);
     }
-    // Killed: their databases are left behind, as after a crash or an interrupted run.
+    // Killed: their databases are left behind, as after a crash or an interrupted run. All are
+    // stopped first: a helper still running its upkeep after another was killed would drop the
+    // killed one's database.
+    for helper in &helpers {
+        let pid = rustix::process::Pid::from_child(helper);
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    }
     for mut helper in helpers {
         helper.kill().unwrap();
         helper.wait().unwrap();
