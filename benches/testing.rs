@@ -31,6 +31,8 @@ use std::time::{Duration, Instant};
 
 #[path = "support/cpu.rs"]
 mod cpu;
+#[path = "support/pool.rs"]
+mod pool;
 
 use pgharness::testing::TestDb;
 use sqlx::PgPool;
@@ -348,7 +350,8 @@ async fn plain_copies_of_a_clone(migrations: &Path, work: &Path) -> (usize, Vec<
     (files.len(), copies)
 }
 
-/// In a child process: `tests` tests one after another, each printing its handout time.
+/// In a child process: `tests` tests one after another, each printing its handout time and
+/// the time from the handout to a first query done on the database.
 fn child_tests(migrations: &Path, tests: usize) {
     let runtime = runtime();
     for _ in 0..tests {
@@ -359,7 +362,10 @@ fn child_tests(migrations: &Path, tests: usize) {
                 .build()
                 .await
                 .unwrap();
-            println!("handout {}", started.elapsed().as_secs_f64());
+            let handed = Instant::now();
+            println!("handout {}", (handed - started).as_secs_f64());
+            sqlx::query("SELECT 1").execute(db.pool()).await.unwrap();
+            println!("first_query {}", handed.elapsed().as_secs_f64());
             insert_and_select(db.pool()).await;
         });
     }
@@ -380,49 +386,140 @@ fn test_process(
         .unwrap()
 }
 
-fn handout_times(child: std::process::Child) -> Vec<Duration> {
+/// What a test process reported: its handouts, and its first queries.
+fn reported_times(child: std::process::Child) -> (Vec<Duration>, Vec<Duration>) {
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success(), "a test process failed");
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .filter_map(|line| line.strip_prefix("handout "))
-        .map(|seconds| Duration::from_secs_f64(seconds.parse().unwrap()))
-        .collect()
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let times = |prefix: &str| -> Vec<Duration> {
+        stdout
+            .lines()
+            .filter_map(|line| line.strip_prefix(prefix))
+            .map(|seconds| Duration::from_secs_f64(seconds.parse().unwrap()))
+            .collect()
+    };
+    (times("handout "), times("first_query "))
+}
+
+/// What a nextest-style run measured.
+struct NextestRun {
+    handout: Vec<Duration>,
+    first_query: Vec<Duration>,
+    tests_per_second: f64,
 }
 
 /// `slots` one-test processes at a time, `slots × rounds` in all, as `cargo nextest run
-/// -j<slots>` runs them.
-fn nextest_style(realistic: &Path, slots: usize, rounds: usize) {
+/// -j<slots>` runs them: each cloning its own database, or taking it from `pool` (as under
+/// `pgharness testdb run`).
+fn nextest_style(realistic: &Path, slots: usize, rounds: usize, pool: Option<&str>) -> NextestRun {
     let realistic = realistic.to_owned();
+    let mut variables = vec![(
+        "NEXTEST_EXECUTION_MODE".to_owned(),
+        "process-per-test".to_owned(),
+    )];
+    if let Some(pool) = pool {
+        variables.push(("PGHARNESS_TEST_POOL_URL".to_owned(), pool.to_owned()));
+    }
     let started = Instant::now();
     let slots: Vec<_> = (0..slots)
         .map(|_| {
             let realistic = realistic.clone();
+            let variables = variables.clone();
             std::thread::spawn(move || {
+                let variables: Vec<(&str, &str)> = variables
+                    .iter()
+                    .map(|(name, value)| (name.as_str(), value.as_str()))
+                    .collect();
                 (0..rounds)
-                    .flat_map(|_| {
-                        handout_times(test_process(
-                            &realistic,
-                            1,
-                            &[("NEXTEST_EXECUTION_MODE", "process-per-test")],
-                        ))
-                    })
+                    .map(|_| reported_times(test_process(&realistic, 1, &variables)))
                     .collect::<Vec<_>>()
             })
         })
         .collect();
     let processes = slots.len();
-    let times: Vec<Duration> = slots
+    let (handout, first_query): (Vec<Vec<Duration>>, Vec<Vec<Duration>>) = slots
         .into_iter()
         .flat_map(|slot| slot.join().unwrap())
-        .collect();
+        .unzip();
+    let elapsed = started.elapsed();
+    let run = NextestRun {
+        handout: handout.concat(),
+        first_query: first_query.concat(),
+        #[expect(clippy::cast_precision_loss, reason = "a rate for a report")]
+        tests_per_second: (processes * rounds) as f64 / elapsed.as_secs_f64(),
+    };
     println!(
-        "{processes:>2} processes at a time × {rounds} (one test each, realistic set): handout p50 {:>6.2} ms   p99 {:>7.2} ms   {} tests in {:.2} s",
-        milliseconds(median(times.clone())),
-        milliseconds(percentile(times.clone(), 0.99)),
-        times.len(),
-        started.elapsed().as_secs_f64()
+        "{processes:>2} processes at a time × {rounds}, {:<18} handout p50 {:>6.2} ms   p99 {:>7.2} ms   first query p50 {:>5.2} ms   {:>5.1} tests/s",
+        if pool.is_some() {
+            "from the pool:"
+        } else {
+            "own clones:"
+        },
+        milliseconds(median(run.handout.clone())),
+        milliseconds(percentile(run.handout.clone(), 0.99)),
+        milliseconds(median(run.first_query.clone())),
+        run.tests_per_second,
     );
+    run
+}
+
+/// Nextest style, each process cloning its own database against taking one from the pool, at 1
+/// and 16 processes at a time, alternated so that drift hits both. One process of each runs
+/// first, unsampled: the template is built once in either case.
+fn nextest_against_the_pool(realistic: &Path, pool: &str) {
+    for variables in [vec![], vec![("PGHARNESS_TEST_POOL_URL", pool)]] {
+        let variables = [
+            vec![("NEXTEST_EXECUTION_MODE", "process-per-test")],
+            variables,
+        ]
+        .concat();
+        reported_times(test_process(realistic, 1, &variables));
+    }
+    for (slots, rounds) in [(1, 20), (16, 10)] {
+        let own = nextest_style(realistic, slots, rounds, None);
+        let pooled = nextest_style(realistic, slots, rounds, Some(pool));
+        println!(
+            "{slots:>2} at a time, the pool against own clones: handout p50 {:.2}×, tests/s {:.2}×",
+            milliseconds(median(pooled.handout)) / milliseconds(median(own.handout)),
+            pooled.tests_per_second / own.tests_per_second
+        );
+    }
+}
+
+/// The pool over HTTP, connecting to what it hands out, and clones at once against in a row.
+fn pool_and_clones(realistic: &Path, pool: &str, admin: &str) {
+    let runtime = runtime();
+    let times = runtime.block_on(pool::http_handouts(pool, realistic, SAMPLES * 2));
+    for (label, samples) in [
+        ("handout over HTTP, warm pool:", times.handout),
+        ("its first connection + query:", times.first_connection),
+        ("a second connection + query:", times.second_connection),
+    ] {
+        println!(
+            "{label:<31} p50 {:>6.2} ms   p99 {:>6.2} ms",
+            milliseconds(median(samples.clone())),
+            milliseconds(percentile(samples, 0.99))
+        );
+    }
+    for (way, samples) in runtime.block_on(pool::connection_costs(admin, SAMPLES)) {
+        println!(
+            "superuser connection + query, {way:<16} p50 {:>6.2} ms   p99 {:>6.2} ms",
+            milliseconds(median(samples.clone())),
+            milliseconds(percentile(samples, 0.99))
+        );
+    }
+    for strategy in ["FILE_COPY", "WAL_LOG"] {
+        let clones = runtime.block_on(pool::clones(admin, realistic, strategy, 8));
+        println!(
+            "8 clones {strategy:<9} in a row: per clone p50 {:>6.2} ms, {:>6.1} ms in all, {} checkpoints   at once: per clone p50 {:>6.2} ms, {:>6.1} ms in all, {} checkpoints",
+            milliseconds(median(clones.in_a_row.clone())),
+            milliseconds(clones.in_a_row.iter().sum()),
+            clones.in_a_row_checkpoints,
+            milliseconds(median(clones.at_once)),
+            milliseconds(clones.at_once_wall),
+            clones.at_once_checkpoints,
+        );
+    }
 }
 
 /// Bytes of the files under `dir` (files that vanish meanwhile count as 0).
@@ -464,7 +561,7 @@ fn disk_use_over_runs(work: &Path) {
                 ("PGHARNESS_TEST_IDLE_SECONDS", "2"),
             ],
         );
-        handout_times(child);
+        reported_times(child);
         #[expect(clippy::cast_precision_loss, reason = "megabytes for a report")]
         sizes.push(disk_use(&run_dir) as f64 / 1e6);
     }
@@ -626,11 +723,20 @@ fn main() {
     std::fs::create_dir(&realistic).unwrap();
     generated_migrations(&realistic, 30, 1, "realistic");
 
+    // `cargo bench --bench testing -- pool` runs only what the pool is measured by.
+    let only_pool = std::env::args().skip(1).any(|argument| argument == "pool");
     let admin = time_to_a_ready_database();
-    compare_with_sqlx_test(&project, &realistic, &admin);
-    compare_applied_and_baked_fixture(work.path());
-    large_schema(work.path());
-    nextest_style(&realistic, 1, 20);
-    nextest_style(&realistic, 16, 10);
-    disk_use_over_runs(work.path());
+    if !only_pool {
+        compare_with_sqlx_test(&project, &realistic, &admin);
+        compare_applied_and_baked_fixture(work.path());
+        large_schema(work.path());
+    }
+    // As many ready as processes run at once below (`testdb serve --ready 16`).
+    let served = pool::PoolServer::start(16);
+    pool_and_clones(&realistic, &served.url, &admin);
+    nextest_against_the_pool(&realistic, &served.url);
+    drop(served);
+    if !only_pool {
+        disk_use_over_runs(work.path());
+    }
 }
