@@ -13,14 +13,19 @@
 //! 4. A large schema (~300 tables in ~100 migrations): the template's build, once, then the
 //!    handout (prefetched and cloned on demand), median and p99, and beside them a plain copy
 //!    of the same files by this process: the file system's share of a clone.
-//! 5. Nextest style: one-test processes on the realistic set, one at a time (20) and 16 at a
-//!    time (160 in all): the handout as such a test sees it (the process attaches to the shared
-//!    server, nothing is prefetched), p50 and p99.
-//! 6. Disk use: 12 test processes (10 tests each) on a run directory of their own, the
+//! 5. The pool of `pgharness testdb serve`, served in this process: handouts over HTTP,
+//!    connecting to a handed-out database (and the superuser's connection over TCP and the
+//!    Unix socket), 8 clones of one template in a row and at once (with each strategy, and the
+//!    checkpoints they cause).
+//! 6. Nextest style: one-test processes on the realistic set, one at a time (20) and 16 at a
+//!    time (160 in all), each cloning its own database and taking it from the pool, alternated:
+//!    handout and first query as such a test sees them, p50 and p99, and tests per second.
+//! 7. Disk use: 12 test processes (10 tests each) on a run directory of their own, the
 //!    migration set changing every run: the directory's size after each.
 //!
-//! The `#[sqlx::test]` side and the test processes of 5 and 6 are child processes of this
-//! binary (sqlx reads its server from `DATABASE_URL`).
+//! The `#[sqlx::test]` side and the test processes of 6 and 7 are child processes of this
+//! binary (sqlx reads its server from `DATABASE_URL`). `cargo bench --bench testing -- pool`
+//! runs 5 and 6 only.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
