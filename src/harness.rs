@@ -2,9 +2,10 @@
 //! migrations.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::api::ApiContext;
 use crate::binaries::{self, BinariesError};
@@ -42,6 +43,25 @@ pub enum HarnessError {
         /// What the system said.
         source: std::io::Error,
     },
+}
+
+impl HarnessError {
+    /// The database went away under the call: its server stopping, restarting or being taken
+    /// over.
+    fn lost_the_database(&self) -> bool {
+        use sqlx::migrate::MigrateError;
+        match self {
+            Self::Database(DatabaseError::Connection(_)) => true,
+            Self::Database(DatabaseError::Query(error))
+            | Self::Migration(
+                MigrationError::Database(error)
+                | MigrationError::Migrate(
+                    MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _),
+                ),
+            ) => crate::database::is_connection_lost(error),
+            _ => false,
+        }
+    }
 }
 
 /// The running stack. Stop it with [`Harness::shutdown`]; dropping it also stops an owned
@@ -189,6 +209,25 @@ impl Harness {
     /// [`HarnessError::Database`] when the database cannot be reached;
     /// [`HarnessError::Migration`] when a migration fails or conflicts.
     pub async fn prepare(&self) -> Result<Vec<MigrationEntry>, HarnessError> {
+        // A start that raced its owner's shutdown may have attached to a server about to stop:
+        // the supervisor takes it over (or starts it again) within seconds; wait for that.
+        let deadline = std::time::Instant::now() + Duration::from_mins(1);
+        loop {
+            match self.prepare_once().await {
+                Err(error)
+                    if self.server.is_some()
+                        && error.lost_the_database()
+                        && std::time::Instant::now() < deadline =>
+                {
+                    debug!(%error, "the embedded server went away while preparing; waiting for it");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                prepared => return prepared,
+            }
+        }
+    }
+
+    async fn prepare_once(&self) -> Result<Vec<MigrationEntry>, HarnessError> {
         if let Some(warning) = self.database.sizing_warning().await? {
             warn!("{warning}");
         }

@@ -168,9 +168,20 @@ impl Serve {
             .env("PGHARNESS_DATA_DIR", home)
             .envs(variables.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Read all along (so that serve never blocks on a full pipe), kept for a failed start.
+        let stderr = child.stderr.take().unwrap();
+        let errors = std::thread::spawn(move || {
+            let mut kept = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if kept.len() < 200 {
+                    kept.push(line);
+                }
+            }
+            kept
+        });
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         let mut printed_link = None;
@@ -184,7 +195,11 @@ impl Serve {
             }
             line.starts_with("Press Ctrl-C")
         });
-        assert!(ready, "pgharness serve did not become ready");
+        if !ready {
+            let _ = child.wait();
+            let errors = errors.join().unwrap_or_default().join("\n");
+            panic!("pgharness serve did not become ready; it printed:\n{startup}{errors}");
+        }
         // Keep reading, so that serve never writes to a closed pipe.
         std::thread::spawn(move || lines.for_each(drop));
         let link = url::Url::parse(&printed_link.expect("serve printed no API address")).unwrap();
