@@ -6,8 +6,9 @@
 pub mod snapshots;
 
 use std::path::Path;
+use std::time::Duration;
 
-use sqlx::{Connection as _, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 
 use crate::config::{DatabaseUrl, DevDataSettings, Environment};
 use crate::database::{Database, DatabaseError};
@@ -190,7 +191,11 @@ fn quoted(identifier: &str) -> String {
 }
 
 /// A connection to the `postgres` database of the server of `url`, for statements on whole
-/// databases.
+/// databases. Copying a database takes seconds at times, and is no slow statement to warn of.
 async fn server_connection(url: &DatabaseUrl) -> Result<PgConnection, sqlx::Error> {
-    PgConnection::connect_with(&url.with_database("postgres").connect_options()).await
+    let options = url
+        .with_database("postgres")
+        .connect_options()
+        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
+    PgConnection::connect_with(&options).await
 }
