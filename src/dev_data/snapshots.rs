@@ -558,3 +558,29 @@ async fn drop_quietly(server: &mut PgConnection, database: &str) {
         warn!(database, "cannot drop the unfinished copy: {error}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::valid_name;
+
+    #[test]
+    fn names_are_short_lowercase_words_safe_in_any_quoting() {
+        for good in ["a", "0", "before-import", "v2_3", &"z".repeat(40)] {
+            assert!(valid_name(good), "{good:?}");
+        }
+        for bad in [
+            "",
+            "-a",
+            "_a",
+            "A",
+            "a b",
+            "a;b",
+            "a/b",
+            "a\"b",
+            "é",
+            &"z".repeat(41),
+        ] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
+}
