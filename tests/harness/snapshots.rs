@@ -150,7 +150,11 @@ async fn the_cli_saves_and_restores_under_a_running_serve_whose_requests_never_f
     let (workdir, serve) = serve();
     let (dir, home) = (workdir.path().to_owned(), serve.home.clone());
     add_user(&serve, "alice").await;
-    let saved = snapshot(&dir, &home, &["save", "with-alice"], &[]);
+    let saved = under_requests(&serve, {
+        let (dir, home) = (dir.clone(), home.clone());
+        move || snapshot(&dir, &home, &["save", "with-alice"], &[])
+    })
+    .await;
     assert!(saved.success, "{}{}", saved.stdout, saved.stderr);
     saved.assert_shows("Saved app_db as snapshot with-alice");
     add_user(&serve, "bob").await;
@@ -333,6 +337,7 @@ fn snapshots_are_refused_in_production_as_reset_is() {
     }
 }
 
+/// Without a `serve`, each command starts the server and stops it: the snapshot outlives them.
 #[test]
 fn a_snapshot_of_an_older_migration_is_restored_with_the_way_to_migrate_or_migrated_on_request() {
     let workdir = pgharness::platform::files::scratch_dir().unwrap();
