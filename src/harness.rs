@@ -185,12 +185,19 @@ impl Harness {
             self.url.clone(),
             self.server.clone(),
             Arc::clone(&self.migrations),
-            crate::dev_data::DevData::new(
-                self.config.dev_data.clone(),
-                self.config.environment,
-                self.server.is_none().then(|| self.url.masked()),
-            ),
+            self.dev_data(),
             crate::api::AccessPolicy::new(&self.config.api, &self.admin_token),
+        )
+    }
+
+    /// What may be done to the dev database here: reset, fixtures, snapshots (an external
+    /// server counts as shared).
+    #[must_use]
+    pub fn dev_data(&self) -> crate::dev_data::DevData {
+        crate::dev_data::DevData::new(
+            self.config.dev_data.clone(),
+            self.config.environment,
+            self.server.is_none().then(|| self.url.masked()),
         )
     }
 

@@ -3,6 +3,8 @@
 
 #[path = "cli/migrate.rs"]
 mod migrate;
+#[path = "cli/snapshot.rs"]
+mod snapshot;
 #[path = "cli/testdb.rs"]
 mod testdb;
 
@@ -65,6 +67,12 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Named snapshots of the dev database, kept on its server: save, restore, list, delete
+    /// (development and testing only; a running `serve` follows a restore by itself).
+    Snapshot {
+        #[command(subcommand)]
+        action: SnapshotAction,
+    },
     /// Test databases on the shared test server (started again if it has stopped since): those
     /// kept after failed tests (`pgharness::testing`), and test databases for any language
     /// through `IntegreSQL`'s API (`serve`, `run`).
@@ -126,6 +134,26 @@ struct ServeArgs {
 }
 
 #[derive(Subcommand)]
+enum SnapshotAction {
+    /// Save the database as a snapshot (its sessions are closed while it is copied).
+    Save {
+        /// 1 to 40 of a-z, 0-9, `_`, `-`, starting with a letter or a digit.
+        name: String,
+    },
+    /// Replace the database with a snapshot (which stays).
+    Restore {
+        name: String,
+        /// Then apply this code's migrations newer than the snapshot.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// List the snapshots: name, size, when saved, the migration they are at; total size.
+    List,
+    /// Delete a snapshot.
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
 enum MigrateAction {
     /// Apply pending migrations: all (`alembic upgrade head`), or up to --target.
     Up {
@@ -180,6 +208,7 @@ async fn main() -> ExitCode {
         | Command::Migrate { .. }
         | Command::Binaries
         | Command::Url
+        | Command::Snapshot { .. }
         | Command::Testdb { .. } => {
             telemetry::init("warn");
             None
@@ -192,6 +221,7 @@ async fn main() -> ExitCode {
         Command::Url => print_admin_link(&config),
         Command::Testdb { action } => testdb::run(&action).await,
         Command::Migrate { action } => migrate::run(config, action).await,
+        Command::Snapshot { action } => snapshot::run(config, action).await,
     }
 }
 

@@ -15,6 +15,7 @@ mod monitor;
 mod openapi;
 mod overview;
 mod serve;
+mod snapshots;
 mod statements;
 mod ui;
 mod users;
@@ -126,6 +127,7 @@ pub fn router(context: ApiContext) -> Router {
         .merge(statements::router())
         .merge(overview::router())
         .merge(dev_data::router())
+        .merge(snapshots::router())
         .merge(docs::router())
         .merge(ui::router())
         .route("/metrics", get(metrics::metrics))

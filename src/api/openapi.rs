@@ -7,7 +7,7 @@ use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder, Sche
 use utoipa::{Modify, OpenApi as _};
 
 use super::error::{ErrorBody, ErrorDetail, FieldError};
-use super::{admin, dev_data, health, metrics, monitor, overview, statements, users};
+use super::{admin, dev_data, health, metrics, monitor, overview, snapshots, statements, users};
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
@@ -20,6 +20,8 @@ use super::{admin, dev_data, health, metrics, monitor, overview, statements, use
         admin::restart_database, admin::reveal_connection_string, admin::access,
         statements::slow_queries, statements::reset_statistics, overview::overview,
         dev_data::reset_database, dev_data::list_fixtures, dev_data::load_fixture,
+        snapshots::list_snapshots, snapshots::save_snapshot, snapshots::restore_snapshot,
+        snapshots::delete_snapshot,
         metrics::metrics,
     ),
     components(schemas(FieldError, ErrorBody, ErrorDetail)),
@@ -27,7 +29,7 @@ use super::{admin, dev_data, health, metrics, monitor, overview, statements, use
     tags(
         (name = "health", description = "Liveness, readiness and the guide's health report"),
         (name = "users", description = "The users table"),
-        (name = "database", description = "Connection details, statements, tables and sessions, embedded-server control, dev data"),
+        (name = "database", description = "Connection details, statements, tables and sessions, embedded-server control, dev data and snapshots"),
         (name = "monitoring", description = "Prometheus metrics"),
     )
 )]

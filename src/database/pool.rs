@@ -375,6 +375,12 @@ impl Database {
         Some(ProbeSlot(&self.probing))
     }
 
+    /// Has every connection checked before its next use: the database they were on was
+    /// replaced (a snapshot saved or restored ended their sessions).
+    pub fn connections_replaced(&self) {
+        self.liveness.dead_seen.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Current pool usage.
     #[must_use]
     pub fn stats(&self) -> PoolStats {

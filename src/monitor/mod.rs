@@ -85,6 +85,10 @@ pub enum EventKind {
     DatabaseReset,
     /// A fixture was loaded.
     FixtureLoaded,
+    /// The database was saved as a snapshot.
+    SnapshotSaved,
+    /// The database was replaced by a snapshot.
+    SnapshotRestored,
     /// A write failed because the disk holding the database's data directory is full.
     DiskFull,
 }

@@ -15,4 +15,5 @@ mod pool;
 mod proxy;
 mod security;
 mod server;
+mod snapshots;
 mod testing;

@@ -558,13 +558,17 @@ fn while_a_crashed_server_cannot_start_again_health_says_why_and_it_recovers_lat
 }
 
 /// Every route that reveals a credential or changes the server.
-const ADMIN_ROUTES: [(&str, &str); 8] = [
+const ADMIN_ROUTES: [(&str, &str); 12] = [
     ("POST", "/api/connection/reveal"),
     ("POST", "/api/database/stop"),
     ("POST", "/api/database/start"),
     ("POST", "/api/database/restart"),
     ("POST", "/api/database/reset"),
     ("POST", "/api/database/fixtures/users"),
+    ("GET", "/api/database/snapshots"),
+    ("POST", "/api/database/snapshots"),
+    ("POST", "/api/database/snapshots/kept/restore"),
+    ("DELETE", "/api/database/snapshots/kept"),
     ("POST", "/api/queries/slow/reset"),
     ("GET", "/api/queries/slow?include_internal=true"),
 ];

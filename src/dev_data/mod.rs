@@ -1,29 +1,33 @@
-//! The dev database back to a known state: reset (drop, recreate, migrate) and load a named
-//! fixture. Refused outside development and testing, and on an external server unless
-//! `PGHARNESS_DEV_DATA_ON_EXTERNAL` allows it: both destroy or change data.
+//! The dev database back to a known state: reset (drop, recreate, migrate), load a named
+//! fixture, save and restore named snapshots ([`snapshots`]). Refused outside development and
+//! testing, and on an external server unless `PGHARNESS_DEV_DATA_ON_EXTERNAL` allows it: each
+//! destroys or changes data.
+
+pub mod snapshots;
 
 use std::path::Path;
+use std::time::Duration;
 
-use sqlx::{Connection as _, PgConnection};
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 
 use crate::config::{DatabaseUrl, DevDataSettings, Environment};
 use crate::database::{Database, DatabaseError};
 use crate::fixtures::{self, FixtureError};
 use crate::migrations::{MigrationEntry, MigrationError, Migrations};
 
-/// Why the dev database was not reset or seeded.
+/// Why the dev database was not reset, seeded or snapshotted.
 #[derive(Debug, thiserror::Error)]
 pub enum DevDataError {
     /// Not a development or testing environment.
     #[error(
-        "resetting and seeding the database is refused in the {0} environment: it is for \
-         development and testing only (APP_ENV)"
+        "resetting, seeding and snapshots of the database are refused in the {0} environment: \
+         they are for development and testing only (APP_ENV)"
     )]
     WrongEnvironment(Environment),
     /// The database is on an external server.
     #[error(
-        "resetting and seeding is refused on the external server at {0}: it may be shared. Set \
-         PGHARNESS_DEV_DATA_ON_EXTERNAL=true to allow it"
+        "resetting, seeding and snapshots are refused on the external server at {0}: it may be \
+         shared. Set PGHARNESS_DEV_DATA_ON_EXTERNAL=true to allow them"
     )]
     External(String),
     /// The server refused to drop or create the database.
@@ -71,7 +75,7 @@ impl DevData {
         }
     }
 
-    /// Whether reset and load are allowed here, and why not.
+    /// Whether reset, load and snapshots are allowed here, and why not.
     ///
     /// # Errors
     ///
@@ -134,17 +138,16 @@ impl DevData {
                 .await
             })
             .await?;
-        let mut maintenance =
-            PgConnection::connect_with(&url.with_database("postgres").connect_options())
-                .await
-                .map_err(failed("connect to the server of"))?;
-        let quoted = format!("\"{}\"", url.database.replace('"', "\"\""));
+        let mut maintenance = server_connection(url)
+            .await
+            .map_err(failed("connect to the server of"))?;
+        let database_name = quoted(&url.database);
         for (action, statement) in [
             (
                 "drop",
-                format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"),
+                format!("DROP DATABASE IF EXISTS {database_name} WITH (FORCE)"),
             ),
-            ("create", format!("CREATE DATABASE {quoted}")),
+            ("create", format!("CREATE DATABASE {database_name}")),
         ] {
             sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
                 .execute(&mut maintenance)
@@ -156,10 +159,7 @@ impl DevData {
         database
             .run(async |connection| {
                 for extension in &extensions {
-                    let statement = format!(
-                        "CREATE EXTENSION IF NOT EXISTS \"{}\"",
-                        extension.replace('"', "\"\"")
-                    );
+                    let statement = format!("CREATE EXTENSION IF NOT EXISTS {}", quoted(extension));
                     sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
                         .execute(&mut *connection)
                         .await?;
@@ -183,4 +183,19 @@ impl DevData {
         fixtures::apply(&mut connection, &fixture).await?;
         Ok(())
     }
+}
+
+/// `identifier` as a quoted SQL identifier.
+fn quoted(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// A connection to the `postgres` database of the server of `url`, for statements on whole
+/// databases. Copying a database takes seconds at times, and is no slow statement to warn of.
+async fn server_connection(url: &DatabaseUrl) -> Result<PgConnection, sqlx::Error> {
+    let options = url
+        .with_database("postgres")
+        .connect_options()
+        .log_slow_statements(tracing::log::LevelFilter::Debug, Duration::from_secs(1));
+    PgConnection::connect_with(&options).await
 }
