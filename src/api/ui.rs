@@ -44,6 +44,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/js/helpers.js"),
     ),
     (
+        "/js/snapshots.js",
+        JS,
+        include_bytes!("../../ui/js/snapshots.js"),
+    ),
+    (
         "/js/user-form.js",
         JS,
         include_bytes!("../../ui/js/user-form.js"),

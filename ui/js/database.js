@@ -1,12 +1,17 @@
-// The database screen: size, tables and sessions, and the dev-data actions (reset, fixtures).
+// The database screen: size, tables and sessions, and the dev-data actions (reset, fixtures,
+// snapshots).
 import { $, setText, tableRow } from "./dom.js";
 import { showMessage } from "./banners.js";
 import { formatBytes } from "./helpers.js";
+import { createSnapshots } from "./snapshots.js";
 
 export function createDatabaseScreen(api) {
+  const snapshots = createSnapshots(api, { onChange: () => refreshOverview() });
+
   function refresh() {
     refreshOverview();
     refreshFixtures();
+    snapshots.refresh();
   }
 
   async function refreshOverview() {

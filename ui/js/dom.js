@@ -35,3 +35,14 @@ export function tableRow(cells, id) {
   }
   return tr;
 }
+
+/** A table's one row when it has nothing to list: `text` across its `columns`. */
+export function emptyRow(text, columns) {
+  const row = document.createElement("tr");
+  const cell = document.createElement("td");
+  cell.colSpan = columns;
+  cell.className = "empty";
+  cell.textContent = text;
+  row.append(cell);
+  return row;
+}

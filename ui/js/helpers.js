@@ -36,6 +36,15 @@ export function formatBytes(count) {
   return `${value.toFixed(unit === 0 ? 0 : 1)} ${BYTE_UNITS[unit]}`;
 }
 
+/** The server's rule for a snapshot name (`POST /api/database/snapshots`), in its words. */
+export const SNAPSHOT_NAME_RULE = "1 to 40 characters among lowercase letters a-z, digits, `_` and `-`, starting with a letter or a digit";
+
+/** Why `name` cannot name a snapshot, or null when it can: checked before anything is sent. */
+export function snapshotNameProblem(name) {
+  if (/^[a-z0-9][a-z0-9_-]{0,39}$/.test(name)) return null;
+  return `${name === "" ? "A snapshot needs a name" : `\`${name}\` is not a valid snapshot name`}: use ${SNAPSHOT_NAME_RULE}.`;
+}
+
 /** The users list's next sort after a click on `key`: a second click reverses the order. */
 export function nextSort(current, key) {
   return current === key ? `-${key}` : key;

@@ -1,5 +1,5 @@
 // The users screen's list: search, sort, pages, CSV export, and each row's edit and delete.
-import { $, setText, tableRow } from "./dom.js";
+import { $, emptyRow, setText, tableRow } from "./dom.js";
 import { showMessage } from "./banners.js";
 import { ariaSort, nextSort, pageInfoText, usersCsv } from "./helpers.js";
 import { createUserForm } from "./user-form.js";
@@ -23,7 +23,7 @@ export function createUsersScreen(api) {
     const page = reply.data;
     shown = page.items;
     $("user-rows").replaceChildren(...page.items.map(userRow));
-    if (page.items.length === 0) $("user-rows").append(emptyRow(query));
+    if (page.items.length === 0) $("user-rows").append(emptyUsersRow(query));
     $("export-csv").disabled = page.items.length === 0;
     for (const header of document.querySelectorAll("#users th")) {
       const button = header.querySelector("button.sort");
@@ -101,13 +101,7 @@ function rowButton(label, action, user) {
   return button;
 }
 
-function emptyRow(query) {
-  const empty = document.createElement("tr");
-  const cell = document.createElement("td");
-  cell.colSpan = 5;
-  cell.className = "empty";
-  cell.textContent = query ? `No user matches "${query}".`
-    : "No users yet. Create one with the form, import a batch, or load a fixture on the Database screen.";
-  empty.append(cell);
-  return empty;
+function emptyUsersRow(query) {
+  return emptyRow(query ? `No user matches "${query}".`
+    : "No users yet. Create one with the form, import a batch, or load a fixture on the Database screen.", 5);
 }

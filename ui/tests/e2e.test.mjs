@@ -354,6 +354,53 @@ test("Reset database empties a table that was filled, after naming the database"
   await page.locator('#events li[data-kind="database_reset"]').waitFor();
 });
 
+test("a snapshot is saved, brings back its data when restored, and is deleted; a bad name is refused with the rule", async () => {
+  const snapshot = `e2e-${mark}`;
+  const later = named("later");
+  await page.goto(`${base}/#/database`);
+  await page.locator("#save-snapshot:not([disabled])").waitFor();
+  try {
+    await page.getByLabel("Snapshot name").fill("Before Demo");
+    await page.getByRole("button", { name: "Save snapshot" }).click();
+    assert.match(await page.locator("#snapshot-name-error").textContent(),
+      /`Before Demo` is not a valid snapshot name: use 1 to 40 characters among lowercase letters a-z, digits/);
+    assert.equal(await page.getByLabel("Snapshot name").getAttribute("aria-invalid"), "true");
+
+    await page.getByLabel("Snapshot name").fill(snapshot);
+    await page.getByRole("button", { name: "Save snapshot" }).click();
+    await page.locator("#message", { hasText: `Snapshot ${snapshot} saved` }).waitFor({ timeout: PATIENCE });
+    const row = page.locator("#snapshot-rows tr", { hasText: snapshot });
+    await row.waitFor();
+    assert.match(await row.textContent(), /\d+(\.\d)? (kB|MB)/);
+    assert.match(await page.locator("#snapshot-total").textContent(), /snapshot\(s\), \d+(\.\d)? (kB|MB) in all/);
+
+    // The server's refusal as it comes: the name is taken.
+    await page.getByLabel("Snapshot name").fill(snapshot);
+    await page.locator("#save-snapshot:not([disabled])").waitFor();
+    await page.getByRole("button", { name: "Save snapshot" }).click();
+    await page.locator("#snapshot-name-error", { hasText: snapshot }).waitFor({ timeout: PATIENCE });
+    assert.match(await page.locator("#snapshot-name-error").textContent(), /exists already/);
+
+    await createUser(later);
+    let asked = "";
+    page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
+    await page.getByRole("button", { name: `Restore snapshot ${snapshot}` }).click();
+    assert.match(asked, new RegExp(`Restore snapshot ${snapshot}\\? The database app_db is replaced`));
+    await page.locator("#message", { hasText: `Snapshot ${snapshot} restored into app_db.` }).waitFor({ timeout: PATIENCE });
+    assert.equal((await api("GET", `/users?q=${later}`)).total, 0, "the user made after the save is still there");
+
+    page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
+    await page.getByRole("button", { name: `Delete snapshot ${snapshot}` }).click();
+    assert.match(asked, new RegExp(`Delete snapshot ${snapshot}\\?`));
+    await page.locator("#message", { hasText: `Snapshot ${snapshot} deleted.` }).waitFor({ timeout: PATIENCE });
+    await row.waitFor({ state: "detached" });
+    assert.ok(!(await api("GET", "/api/database/snapshots")).snapshots.some((saved) => saved.name === snapshot));
+    await page.screenshot({ path: join(output, "database-snapshots.png") });
+  } finally {
+    await fetch(`${base}/api/database/snapshots/${snapshot}`, { method: "DELETE", headers: { authorization: `Bearer ${adminToken}` } });
+  }
+});
+
 const FIXTURE_EMAILS = ["alice@example.com", "bob@example.com", "carol@example.com"];
 
 test("Load fixture shows the fixture's rows", async () => {

@@ -3,7 +3,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   ariaSort, batchErrorText, csvCell, databaseHealthText, describe, formatBytes, healthStatusText,
-  nextSort, pageInfoText, parseBatch, usersCsv,
+  nextSort, pageInfoText, parseBatch, SNAPSHOT_NAME_RULE, snapshotNameProblem, usersCsv,
 } from "../js/helpers.js";
 
 const alice = { username: "alice", email: "alice@example.com" };
@@ -132,4 +132,13 @@ test("the page line counts from 1 and stops at the total", () => {
   assert.equal(pageInfoText({ offset: 0, items: [], total: 0 }), "no users");
   assert.equal(pageInfoText({ offset: 0, items: Array(20), total: 45 }), "1–20 of 45");
   assert.equal(pageInfoText({ offset: 40, items: Array(5), total: 45 }), "41–45 of 45");
+});
+
+test("a snapshot name follows the server's rule, and a refusal says the rule", () => {
+  for (const name of ["a", "0", "before-demo", "v2_seed", "x".repeat(40)]) assert.equal(snapshotNameProblem(name), null, name);
+  for (const name of ["", "Demo", "-a", "_a", "a b", "é", "x".repeat(41), "a\n"]) {
+    assert.ok(snapshotNameProblem(name).endsWith(`use ${SNAPSHOT_NAME_RULE}.`), name);
+  }
+  assert.match(snapshotNameProblem("Demo"), /^`Demo` is not a valid snapshot name/);
+  assert.match(snapshotNameProblem(""), /^A snapshot needs a name/);
 });
