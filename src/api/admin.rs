@@ -1,4 +1,4 @@
-//! `/api/connection` and `/api/database/{stop,start,restart}`: what the
+//! `/api/connection` and `/api/database/{state,stop,start,restart}`: what the
 //! UI's connection screen shows, and outage rehearsal for QA (embedded server only).
 
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub fn router() -> Router<ApiContext> {
         .route("/api/access", get(access))
         .route("/api/connection", get(connection))
         .route("/api/connection/reveal", post(reveal_connection_string))
+        .route("/api/database/state", get(database_state))
         .route("/api/database/stop", post(stop_database))
         .route("/api/database/start", post(start_database))
         .route("/api/database/restart", post(restart_database))
@@ -237,6 +238,17 @@ fn state(server: &EmbeddedServer) -> Json<DatabaseState> {
         },
         detail: outage,
     })
+}
+
+/// Whether the embedded server runs: what Stop and Start would change.
+#[utoipa::path(get, path = "/api/database/state", tag = "database", responses(
+    (status = 200, description = "Running, stopped or recovering", body = DatabaseState),
+    (status = 403, description = "External server: it is not controlled from here"),
+))]
+pub async fn database_state(
+    State(context): State<ApiContext>,
+) -> Result<Json<DatabaseState>, ApiError> {
+    Ok(state(embedded(&context)?))
 }
 
 /// Stop the embedded server (fast shutdown), e.g. to rehearse an outage.

@@ -16,7 +16,7 @@ use super::{admin, dev_data, health, metrics, monitor, overview, snapshots, stat
         health::health, health::live, health::ready, monitor::history, monitor::events,
         users::list_users, users::get_user, users::create_user, users::create_batch,
         users::update_user, users::delete_user,
-        admin::connection, admin::stop_database, admin::start_database,
+        admin::connection, admin::database_state, admin::stop_database, admin::start_database,
         admin::restart_database, admin::reveal_connection_string, admin::access,
         statements::slow_queries, statements::reset_statistics, overview::overview,
         dev_data::reset_database, dev_data::list_fixtures, dev_data::load_fixture,

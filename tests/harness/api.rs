@@ -64,8 +64,16 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
     let app = OwnServerApp::spawn().await;
     assert_eq!(app.get("/health").await.status, StatusCode::OK);
 
+    assert_eq!(
+        app.get("/api/database/state").await.body,
+        json!({"status": "running"})
+    );
     let stopped = app.call("POST", "/api/database/stop", json!({})).await;
     assert_eq!(stopped.body, json!({"status": "stopped"}));
+    assert_eq!(
+        app.get("/api/database/state").await.body,
+        json!({"status": "stopped"})
+    );
     let reply = get_without_waiting_for_the_pool(&app, "/health").await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.header("retry-after"), "1");
@@ -80,6 +88,10 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
 
     let restarted = app.call("POST", "/api/database/start", json!({})).await;
     assert_eq!(restarted.body, json!({"status": "running"}));
+    assert_eq!(
+        app.get("/api/database/state").await.body,
+        json!({"status": "running"})
+    );
     // Health's own check gives the database 2 s: on a busy machine the first connections to a
     // server just started can take longer.
     wait_for_health(&app, "health to be 200 after a start").await;
@@ -87,6 +99,20 @@ async fn health_turns_503_when_the_database_stops_and_200_when_it_is_back() {
     assert_eq!(restart.status, StatusCode::OK);
     wait_for_health(&app, "health to be 200 after a restart").await;
     app.stop().await;
+}
+
+#[rstest]
+#[tokio::test]
+async fn the_database_state_is_refused_for_a_server_not_controlled_from_here(app: TestApp) {
+    let reply = app.get("/api/database/state").await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN, "{}", reply.text);
+    assert!(
+        reply.body["detail"]
+            .as_str()
+            .is_some_and(|detail| detail.contains("only with the embedded server")),
+        "{}",
+        reply.text
+    );
 }
 
 #[tokio::test]
@@ -551,6 +577,7 @@ async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes(a
         ("/users/{user_id}", "delete", &["204", "404", "422"]),
         ("/api/connection", "get", &["200"]),
         ("/api/queries/slow", "get", &["200", "503"]),
+        ("/api/database/state", "get", &["200", "403"]),
         ("/api/database/stop", "post", &["200", "403"]),
         ("/api/database/start", "post", &["200", "403"]),
         ("/api/database/restart", "post", &["200", "403"]),

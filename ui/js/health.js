@@ -11,14 +11,23 @@ const CONTROLS = {
   restart: { doing: "Restarting the database…", confirm: "Restart the database? Open connections are closed." },
 };
 
+/** Why a button does nothing in a server state: Start while it runs, Stop while it is stopped. */
+const REFUSED_IN = {
+  running: { start: "The database is running already." },
+  stopped: { stop: "The database is stopped already." },
+};
+
 export function createHealthScreen(api) {
   // Which server this is, once known: the outage buttons work on the embedded one only.
   let serverMode = null;
+  // Counts the stops, starts and restarts asked for: a state read before one is stale after it.
+  let controls = 0;
+  let controlling = false;
 
   async function refresh() {
     refreshCharts(api);
     refreshEvents();
-    if (serverMode === null) loadServerMode();
+    refreshServerState();
     let reply;
     try { reply = await api.call("GET", "/health"); } catch { return; }
     const health = reply.data || {};
@@ -47,6 +56,26 @@ export function createHealthScreen(api) {
       : "";
   }
 
+  async function refreshServerState() {
+    if (serverMode === null) await loadServerMode();
+    if (serverMode !== "embedded" || !api.isAdmin()) return;
+    const asked = controls;
+    let reply;
+    try { reply = await api.call("GET", "/api/database/state"); } catch { return; }
+    if (reply.ok && asked === controls) showServerState(reply.data.status);
+  }
+
+  /** Each button enabled unless the state makes it pointless, which its title then says. */
+  function showServerState(status) {
+    if (controlling) return;
+    const refused = REFUSED_IN[status] ?? {};
+    for (const action of Object.keys(CONTROLS)) {
+      const button = $(`${action}-database`);
+      button.disabled = action in refused;
+      button.title = refused[action] ?? "";
+    }
+  }
+
   async function refreshEvents() {
     let reply;
     try { reply = await api.call("GET", "/api/health/events"); } catch { return; }
@@ -57,12 +86,14 @@ export function createHealthScreen(api) {
   async function controlDatabase(action) {
     const control = CONTROLS[action];
     if (control.confirm && !window.confirm(control.confirm)) return;
-    const buttons = SERVER_BUTTONS.map($);
-    for (const button of buttons) button.disabled = true;
+    controls += 1;
+    controlling = true;
+    for (const id of SERVER_BUTTONS) $(id).disabled = true;
     $("server-state").textContent = control.doing;
     let reply;
     try { reply = await api.call("POST", `/api/database/${action}`); } catch { reply = null; }
-    for (const button of buttons) button.disabled = !api.isAdmin();
+    controlling = false;
+    showServerState(reply && reply.ok ? reply.data.status : null);
     if (reply && reply.ok) {
       $("server-state").textContent = `Database ${reply.data.status}.`;
     } else {

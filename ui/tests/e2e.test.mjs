@@ -264,15 +264,24 @@ test("the connection screen shows the server, the pool and the migrations", asyn
   await page.screenshot({ path: join(output, "connection.png") });
 });
 
+/** Waits until the screen shows `enabled` usable and `disabled` not, with its title saying why. */
+async function waitForServerButtons(enabled, disabled, why) {
+  await page.locator(`#${disabled}-database[disabled]`).waitFor({ timeout: PATIENCE });
+  await page.locator(`#${enabled}-database:not([disabled])`).waitFor({ timeout: PATIENCE });
+  assert.equal(await page.locator(`#${disabled}-database`).getAttribute("title"), why);
+  assert.equal(await page.locator(`#${enabled}-database`).getAttribute("title"), "");
+}
+
 test("the Stop button turns health red within one refresh, the timeline records it, and Start turns it green", async () => {
   await page.goto(`${base}/#/health`);
   await page.locator('#health-status[data-state="healthy"]').waitFor();
-  await page.locator("#stop-database:not([disabled])").waitFor();
+  await waitForServerButtons("stop", "start", "The database is running already.");
   let asked = "";
   page.once("dialog", (dialog) => { asked = dialog.message(); dialog.accept(); });
   await page.getByRole("button", { name: "Stop database" }).click();
   assert.match(asked, /Stop the database\?/);
   await page.locator("#server-state", { hasText: "Database stopped." }).waitFor({ timeout: PATIENCE });
+  await waitForServerButtons("start", "stop", "The database is stopped already.");
   await page.locator('#health-status[data-state="unhealthy"]').waitFor({ timeout: PATIENCE });
   await page.locator('#events li[data-kind="server_stopped"]').waitFor({ timeout: PATIENCE });
   await page.locator('#events li[data-kind="database_unreachable"]').waitFor({ timeout: PATIENCE });
@@ -281,9 +290,11 @@ test("the Stop button turns health red within one refresh, the timeline records 
   // Half the 30 s pool timeout: a stopped server is reported, not waited for.
   await page.locator("#message", { hasText: "database unavailable: connection refused" }).waitFor({ timeout: 15000 });
   await page.goto(`${base}/#/health`);
-  await page.locator("#start-database:not([disabled])").waitFor();
+  // A fresh page reads the state from the server.
+  await waitForServerButtons("start", "stop", "The database is stopped already.");
   await page.getByRole("button", { name: "Start database", exact: true }).click();
   await page.locator("#server-state", { hasText: "Database running." }).waitFor({ timeout: PATIENCE });
+  await waitForServerButtons("stop", "start", "The database is running already.");
   await page.locator('#health-status[data-state="healthy"]').waitFor({ timeout: PATIENCE });
   await page.locator('#events li[data-kind="server_started"]').waitFor({ timeout: PATIENCE });
   await page.locator('#events li[data-kind="database_recovered"]').waitFor({ timeout: PATIENCE });
