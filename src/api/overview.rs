@@ -1,16 +1,25 @@
 //! `GET /api/database/overview`: the Database screen. The application database's size, its
-//! tables with estimated rows and sizes, and the sessions connected to it.
+//! tables with estimated rows and sizes, and the sessions connected to it: the application's,
+//! and pgharness's own when asked for.
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ApiContext;
-use super::error::ApiError;
+use super::error::{ApiError, ApiQuery};
+use crate::monitor::INTERNAL_STATEMENT;
 
 /// Long statements are cut to this many characters.
 const QUERY_SHOWN: i32 = 500;
+
+/// A session of pgharness's own: its pool's name (`crate::database::connect_options`) and one of
+/// its own statements, or none yet. The application's requests on that pool are not its own.
+fn internal_session() -> String {
+    format!("(application_name = 'pgharness' AND (query = '' OR {INTERNAL_STATEMENT}))")
+}
 
 pub fn router() -> Router<ApiContext> {
     Router::new().route("/api/database/overview", get(overview))
@@ -38,6 +47,18 @@ pub struct SessionView {
     duration_seconds: Option<f64>,
     /// This screen's own session.
     current: bool,
+    /// One of pgharness's own: its connection (`application_name` `pgharness`) on one of its
+    /// own statements (health checks, these screens, migrations) or none yet.
+    internal: bool,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SessionFilter {
+    /// Also pgharness's own sessions (health checks, these screens, migrations); an admin
+    /// route's right, as for the slow statements: a migration's statement is shown verbatim.
+    #[serde(default)]
+    include_internal: bool,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -48,14 +69,23 @@ pub struct DatabaseOverview {
     sessions: Vec<SessionView>,
 }
 
-/// Size, tables (estimated rows, sizes) and current sessions of the application database.
-#[utoipa::path(get, path = "/api/database/overview", tag = "database", responses(
+/// Size, tables (estimated rows, sizes) and current sessions of the application database: the
+/// application's, unless `include_internal` asks for pgharness's own too.
+#[utoipa::path(get, path = "/api/database/overview", tag = "database", params(SessionFilter), responses(
     (status = 200, description = "The database at a glance", body = DatabaseOverview),
+    (status = 401, description = "include_internal=true without the admin token"),
+    (status = 403, description = "include_internal=true beyond loopback with no PGHARNESS_ADMIN_TOKEN set"),
+    (status = 422, description = "include_internal is not true or false"),
     (status = 503, description = "The database is unavailable"),
 ))]
 pub async fn overview(
     State(context): State<ApiContext>,
+    headers: HeaderMap,
+    ApiQuery(filter): ApiQuery<SessionFilter>,
 ) -> Result<Json<DatabaseOverview>, ApiError> {
+    if filter.include_internal {
+        context.access.admin_status(&headers)?;
+    }
     let (database, size_bytes, tables, sessions) = context
         .database
         .run(async |connection| {
@@ -76,16 +106,18 @@ pub async fn overview(
             )
             .fetch_all(&mut *connection)
             .await?;
-            let sessions = sqlx::query_as(
+            let internal = internal_session();
+            let sessions = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT pid, application_name, state, left(query, $1) AS query,
                         extract(epoch FROM clock_timestamp() - query_start)::float8
                           AS duration_seconds,
-                        pid = pg_backend_pid() AS current
+                        pid = pg_backend_pid() AS current, {internal} AS internal
                    FROM pg_stat_activity
-                  WHERE datname = current_database()
-                  ORDER BY backend_start",
-            )
+                  WHERE datname = current_database() AND ($2 OR NOT {internal})
+                  ORDER BY backend_start"
+            )))
             .bind(QUERY_SHOWN)
+            .bind(filter.include_internal)
             .fetch_all(&mut *connection)
             .await?;
             Ok((database, size_bytes, tables, sessions))

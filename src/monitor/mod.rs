@@ -9,6 +9,7 @@ mod probe;
 mod statements;
 
 pub use self::probe::{DatabaseCheck, probe_database};
+pub(crate) use self::statements::INTERNAL_STATEMENT;
 pub use self::statements::{SlowQuery, slowest};
 
 use std::collections::{HashSet, VecDeque};

@@ -8,10 +8,11 @@ use sqlx::PgConnection;
 /// What pgharness itself runs, not the application: schema changes and other utility
 /// statements (migrations, `CREATE EXTENSION`, transaction control), the migrations table, the
 /// catalog and statistics views (health, connection and database screens), and the pool's
-/// `SELECT 1` probe. A leading comment does not hide a statement's kind.
-const INTERNAL_STATEMENT: &str = r"(query ~* '^(\s+|--[^\n]*(\n|$)|/\*([^*]|\*[^/])*\*/)*(create|alter|drop|comment|grant|revoke|set|reset|show|begin|start|commit|rollback|savepoint|release|lock|truncate|vacuum|analyze|discard|deallocate|listen|unlisten|notify)\y'
+/// `SELECT 1` probe (normalised by `pg_stat_statements`, or verbatim in `pg_stat_activity`). A
+/// leading comment does not hide a statement's kind. An SQL condition on a column `query`.
+pub(crate) const INTERNAL_STATEMENT: &str = r"(query ~* '^(\s+|--[^\n]*(\n|$)|/\*([^*]|\*[^/])*\*/)*(create|alter|drop|comment|grant|revoke|set|reset|show|begin|start|commit|rollback|savepoint|release|lock|truncate|vacuum|analyze|discard|deallocate|listen|unlisten|notify)\y'
     OR query ~* '(_sqlx_migrations|pg_stat_|pg_catalog\.|pg_database|pg_extension|pg_class|pg_namespace|pg_locks|pg_advisory|pg_try_advisory|current_setting|current_database|pg_backend_pid|to_regclass|pg_total_relation_size|pg_database_size)'
-    OR query ~* '^\s*select \$1\s*;?\s*$')";
+    OR query ~* '^\s*select (\$1|1)\s*;?\s*$')";
 
 /// One statement's statistics.
 #[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]

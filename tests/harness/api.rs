@@ -553,6 +553,90 @@ async fn made_up_methods_are_counted_under_one_label_not_one_series_each(app: Te
     assert!(!text.contains(r#"method="FOO""#), "{text}");
 }
 
+/// A connection of its own to the test's database, named `application_name`, that ran
+/// `statement`: a session the overview lists.
+async fn session_of(app: &TestApp, application_name: &str, statement: &str) -> sqlx::PgConnection {
+    use sqlx::Connection as _;
+    let options = app
+        .db
+        .url()
+        .connect_options()
+        .application_name(application_name);
+    let mut connection = sqlx::PgConnection::connect_with(&options).await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection
+}
+
+/// The overview's sessions as (application, statement, internal, current).
+fn sessions(reply: &Reply) -> Vec<(String, String, bool, bool)> {
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    reply.body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|session| {
+            (
+                session["application_name"].as_str().unwrap().to_owned(),
+                session["query"].as_str().unwrap_or_default().to_owned(),
+                session["internal"].as_bool().unwrap(),
+                session["current"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[rstest]
+#[tokio::test]
+async fn the_overview_lists_the_applications_sessions_and_pgharnesss_own_only_when_asked(
+    app: TestApp,
+) {
+    let count = "SELECT count(*) FROM users";
+    let _worker = session_of(&app, "billing-worker", count).await;
+    // pgharness's pool serving the application's request, and its own health probe.
+    let _request = session_of(&app, "pgharness", count).await;
+    let _probe = session_of(&app, "pgharness", "SELECT 1").await;
+    let worker = ("billing-worker".to_owned(), count.to_owned(), false, false);
+    let request = ("pgharness".to_owned(), count.to_owned(), false, false);
+    let probe = ("pgharness".to_owned(), "SELECT 1".to_owned(), true, false);
+
+    let shown = sessions(&app.get("/api/database/overview").await);
+    assert!(shown.contains(&worker), "{shown:?}");
+    assert!(shown.contains(&request), "{shown:?}");
+    assert!(!shown.contains(&probe), "{shown:?}");
+    assert!(
+        !shown
+            .iter()
+            .any(|(_, _, internal, current)| *internal || *current),
+        "{shown:?}"
+    );
+
+    let all = sessions(
+        &app.get("/api/database/overview?include_internal=true")
+            .await,
+    );
+    assert!(all.contains(&worker), "{all:?}");
+    assert!(all.contains(&request), "{all:?}");
+    assert!(all.contains(&probe), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|(name, _, internal, current)| name == "pgharness" && *internal && *current),
+        "this request's own session is not listed as pgharness's: {all:?}"
+    );
+
+    let refused = app
+        .get("/api/database/overview?include_internal=maybe")
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+}
+
 #[rstest]
 #[tokio::test]
 async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes(app: TestApp) {
@@ -577,6 +661,11 @@ async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes(a
         ("/users/{user_id}", "delete", &["204", "404", "422"]),
         ("/api/connection", "get", &["200"]),
         ("/api/queries/slow", "get", &["200", "503"]),
+        (
+            "/api/database/overview",
+            "get",
+            &["200", "401", "422", "503"],
+        ),
         ("/api/database/state", "get", &["200", "403"]),
         ("/api/database/stop", "post", &["200", "403"]),
         ("/api/database/start", "post", &["200", "403"]),

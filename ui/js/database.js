@@ -16,7 +16,8 @@ export function createDatabaseScreen(api) {
 
   async function refreshOverview() {
     let reply;
-    try { reply = await api.call("GET", "/api/database/overview"); } catch { return; }
+    const internal = $("sessions-internal").checked ? "?include_internal=true" : "";
+    try { reply = await api.call("GET", `/api/database/overview${internal}`); } catch { return; }
     if (!reply.ok) { showMessage(reply.error, "error"); return; }
     const overview = reply.data;
     setText("database-name", overview.database);
@@ -25,7 +26,7 @@ export function createDatabaseScreen(api) {
       tableRow([[`${table.schema}.${table.name}`], [table.estimated_rows < 0 ? "not analysed yet" : table.estimated_rows], [formatBytes(table.total_bytes)]])));
     $("database-sessions").replaceChildren(...overview.sessions.map((session) =>
       tableRow([[session.pid], [session.application_name + (session.current ? " (this screen)" : "")], [session.state],
-        [session.query, "sql"], [session.duration_seconds === null ? null : `${session.duration_seconds.toFixed(1)} s`]])));
+        [session.query, session.internal ? "sql internal" : "sql"], [session.duration_seconds === null ? null : `${session.duration_seconds.toFixed(1)} s`]])));
   }
 
   async function refreshFixtures() {
@@ -71,6 +72,7 @@ export function createDatabaseScreen(api) {
     refreshOverview();
   }
 
+  $("sessions-internal").addEventListener("change", refreshOverview);
   $("reset-database").addEventListener("click", resetDatabase);
   $("load-fixture").addEventListener("click", loadFixture);
   return { refresh };

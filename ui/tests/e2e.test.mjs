@@ -336,13 +336,21 @@ test("the charts draw points from real requests", async () => {
   await page.screenshot({ path: join(output, "health.png") });
 });
 
-test("the database screen shows its size, tables and sessions", async () => {
+test("the database screen shows its size, tables and sessions, pgharness's own only when asked", async () => {
   await page.goto(`${base}/#/database`);
   await page.locator("#database-name", { hasText: "app_db" }).waitFor();
   assert.match(await page.locator("#database-size").textContent(), /\d+(\.\d)? (kB|MB)/);
+  // Tables and sessions are drawn from the same answer, which always holds this screen's session.
   await page.locator("#database-tables tr", { hasText: "public.users" }).waitFor();
-  await page.locator("#database-sessions tr", { hasText: "pgharness (this screen)" }).waitFor();
+  assert.ok(!(await page.locator("#database-sessions").textContent()).includes("(this screen)"),
+    "pgharness's own session is shown by default");
+  await page.getByLabel("Show pgharness's own sessions").check();
+  const own = page.locator("#database-sessions tr", { hasText: "pgharness (this screen)" });
+  await own.waitFor({ timeout: PATIENCE });
+  assert.equal(await own.locator("td.sql").getAttribute("class"), "sql internal");
   await page.screenshot({ path: join(output, "database.png") });
+  await page.getByLabel("Show pgharness's own sessions").uncheck();
+  await own.waitFor({ state: "detached", timeout: PATIENCE });
 });
 
 test("Reset database empties a table that was filled, after naming the database", async () => {
