@@ -590,7 +590,7 @@ test("a browser without the printed link sees the screens read-only, each admin 
   await other.goto(`${base}/#/connection`);
   await other.locator("#admin-note:not([hidden])").waitFor();
   assert.match(await other.locator("#admin-note").textContent(), /pgharness url/);
-  for (const id of ["copy-connection", "stop-database", "reset-database"]) {
+  for (const id of ["copy-connection", "stop-database", "start-database", "reset-database", "save-snapshot", "sessions-internal"]) {
     const control = other.locator(`#${id}`);
     assert.ok(await control.isDisabled(), `${id} is enabled without the admin token`);
     assert.match(await control.getAttribute("title"), /admin token/);
