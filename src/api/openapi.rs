@@ -18,7 +18,7 @@ use super::{admin, dev_data, health, metrics, monitor, overview, snapshots, stat
         users::update_user, users::delete_user,
         admin::connection, admin::database_state, admin::stop_database, admin::start_database,
         admin::restart_database, admin::reveal_connection_string, admin::access,
-        statements::slow_queries, statements::reset_statistics, overview::overview,
+        statements::slow_queries, statements::reset_statistics, statements::explain, overview::overview,
         dev_data::reset_database, dev_data::list_fixtures, dev_data::load_fixture,
         snapshots::list_snapshots, snapshots::save_snapshot, snapshots::restore_snapshot,
         snapshots::delete_snapshot,

@@ -1,22 +1,28 @@
 //! `/api/queries/slow`: the slowest statements on the application's database
-//! (`pg_stat_statements`), the application's own by default, and resetting those statistics.
+//! (`pg_stat_statements`), the application's own by default, and resetting those statistics;
+//! `/api/queries/explain`: one statement's plan.
 
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
+use serde_json::json;
+use sqlx::{Connection as _, PgConnection};
 
 use super::ApiContext;
 use super::access::AdminGranted;
-use super::error::{ApiError, ApiQuery};
+use super::error::{ApiError, ApiJson, ApiQuery, ErrorBody, FieldError, JsonShape, object_at};
 use crate::monitor::{EventKind, SlowQuery, slowest};
+
+/// The longest an explained statement may run (`EXPLAIN ANALYZE` runs it).
+const EXPLAIN_TIMEOUT: &str = "10s";
 
 pub fn router() -> Router<ApiContext> {
     Router::new()
         .route("/api/queries/slow", get(slow_queries))
         .route("/api/queries/slow/reset", post(reset_statistics))
+        .route("/api/queries/explain", post(explain))
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -135,5 +141,100 @@ pub async fn reset_statistics(
             ApiError::StateConflict(format!("cannot reset the statistics: {}", error.message())),
         ),
         Err(error) => Err(error.into()),
+    }
+}
+
+/// The body of an explain.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ExplainRequest {
+    /// One statement, with its values: a `$1`-style parameter is refused (there is no value to
+    /// plan with).
+    query: String,
+    /// Run it (`EXPLAIN ANALYZE`), in a transaction rolled back afterwards, for at most 10 s.
+    #[serde(default)]
+    analyze: bool,
+}
+
+impl JsonShape for ExplainRequest {
+    fn misshapen(value: &serde_json::Value, location: &[serde_json::Value]) -> Option<FieldError> {
+        object_at(value, location)
+    }
+}
+
+/// A statement's plan, as `EXPLAIN` prints it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Plan {
+    /// One line per line of the plan.
+    lines: Vec<String>,
+}
+
+/// Whether `query` holds a `$1`-style parameter, as `pg_stat_statements` writes its constants.
+fn has_parameter(query: &str) -> bool {
+    query
+        .as_bytes()
+        .windows(2)
+        .any(|pair| pair[0] == b'$' && pair[1].is_ascii_digit())
+}
+
+fn refused_query(message: String) -> ApiError {
+    ApiError::fields(vec![FieldError::new(
+        &[json!("body"), json!("query")],
+        message,
+        "value_error",
+    )])
+}
+
+/// The plan of one statement (`EXPLAIN`); with `analyze`, run (`EXPLAIN ANALYZE`) in a
+/// transaction that is rolled back, so that a write changes nothing.
+#[utoipa::path(post, path = "/api/queries/explain", tag = "database",
+    request_body = ExplainRequest,
+    responses(
+        (status = 200, description = "The plan", body = Plan),
+        (status = 401, description = "The admin token is missing or wrong"),
+        (status = 403, description = "Admin routes disabled beyond loopback"),
+        (status = 422, description = "A `$1`-style parameter, or a statement PostgreSQL refuses to explain (its message in the detail)", body = ErrorBody),
+        (status = 503, description = "The database is unavailable"),
+    ))]
+pub async fn explain(
+    _admin: AdminGranted,
+    State(context): State<ApiContext>,
+    ApiJson(body): ApiJson<ExplainRequest>,
+) -> Result<Json<Plan>, ApiError> {
+    if has_parameter(&body.query) {
+        return Err(refused_query(
+            "the statement has `$1`-style parameters, as pg_stat_statements records it: put \
+             values in their place to see its plan"
+                .to_owned(),
+        ));
+    }
+    let options = if body.analyze { "ANALYZE" } else { "COSTS" };
+    let statement = format!("EXPLAIN ({options}) {}", body.query);
+    // A refusal is an answer inside `Ok`, so that only a lost connection is retried.
+    let plan = context
+        .database
+        .run(async |connection| {
+            let mut transaction = connection.begin().await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SET LOCAL statement_timeout = '{EXPLAIN_TIMEOUT}'"
+            )))
+            .execute(&mut *transaction)
+            .await?;
+            // Prepared, so that the server refuses a second statement after the first.
+            let plan = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(statement.clone()))
+                .persistent(false)
+                .fetch_all(&mut *transaction)
+                .await;
+            transaction.rollback().await?;
+            match plan {
+                Err(sqlx::Error::Database(error)) => Ok(Err(error.message().to_owned())),
+                other => other.map(Ok),
+            }
+        })
+        .await?;
+    match plan {
+        Ok(lines) => Ok(Json(Plan { lines })),
+        Err(message) => Err(refused_query(format!(
+            "PostgreSQL cannot explain it: {message}"
+        ))),
     }
 }

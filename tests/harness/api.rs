@@ -637,6 +637,80 @@ async fn the_overview_lists_the_applications_sessions_and_pgharnesss_own_only_wh
     );
 }
 
+/// The plan of `query` as one text, or the refusal's message.
+async fn explained(app: &TestApp, query: &str, analyze: bool) -> Result<String, String> {
+    let reply = app
+        .call(
+            "POST",
+            "/api/queries/explain",
+            json!({"query": query, "analyze": analyze}),
+        )
+        .await;
+    match reply.status {
+        StatusCode::OK => Ok(reply.body["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|line| line.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join("\n")),
+        StatusCode::UNPROCESSABLE_ENTITY => {
+            assert_eq!(locations(&reply.body), [json!(["body", "query"])]);
+            Err(reply.body["detail"][0]["msg"].as_str().unwrap().to_owned())
+        }
+        other => panic!("{other}: {}", reply.text),
+    }
+}
+
+#[rstest]
+#[tokio::test]
+async fn explain_plans_a_statement_runs_it_only_when_asked_and_changes_nothing(app: TestApp) {
+    let created = app
+        .call(
+            "POST",
+            "/users",
+            json!({"username": "kept", "email": "kept@example.com"}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+
+    let plan = explained(&app, "SELECT count(*) FROM users", false)
+        .await
+        .unwrap();
+    assert!(plan.contains("Aggregate"), "{plan}");
+    assert!(!plan.contains("actual time"), "{plan}");
+    let analyzed = explained(&app, "SELECT count(*) FROM users", true)
+        .await
+        .unwrap();
+    assert!(analyzed.contains("actual time"), "{analyzed}");
+
+    // A write that is run is rolled back; a second statement is not run at all.
+    let deleted = explained(&app, "DELETE FROM users", true).await.unwrap();
+    assert!(deleted.contains("Delete on users"), "{deleted}");
+    let second = explained(&app, "SELECT 1; DELETE FROM users", true).await;
+    assert!(
+        second
+            .as_ref()
+            .is_err_and(|message| message.contains("multiple commands")),
+        "{second:?}"
+    );
+    assert_eq!(app.get("/users").await.body["total"], 1);
+
+    let parameters = explained(&app, "SELECT * FROM users WHERE id = $1", false).await;
+    assert!(
+        parameters
+            .as_ref()
+            .is_err_and(|message| message.contains("`$1`-style parameters")),
+        "{parameters:?}"
+    );
+    let typo = explained(&app, "SELEC 1", false).await;
+    assert!(
+        typo.as_ref()
+            .is_err_and(|message| message.contains("syntax error")),
+        "{typo:?}"
+    );
+}
+
 #[rstest]
 #[tokio::test]
 async fn openapi_json_is_openapi_3_and_lists_every_route_with_its_status_codes(app: TestApp) {

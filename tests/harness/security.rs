@@ -558,7 +558,7 @@ fn while_a_crashed_server_cannot_start_again_health_says_why_and_it_recovers_lat
 }
 
 /// Every route that reveals a credential or changes the server.
-const ADMIN_ROUTES: [(&str, &str); 13] = [
+const ADMIN_ROUTES: [(&str, &str); 14] = [
     ("POST", "/api/connection/reveal"),
     ("POST", "/api/database/stop"),
     ("POST", "/api/database/start"),
@@ -572,6 +572,7 @@ const ADMIN_ROUTES: [(&str, &str); 13] = [
     ("POST", "/api/queries/slow/reset"),
     ("GET", "/api/queries/slow?include_internal=true"),
     ("GET", "/api/database/overview?include_internal=true"),
+    ("POST", "/api/queries/explain"),
 ];
 
 #[test]

@@ -14,7 +14,7 @@ export function showOffline(offline) {
 
 /** The controls that reveal the password or change the server: they need the admin token. */
 const ADMIN_CONTROLS = ["copy-connection", "stop-database", "start-database", "restart-database",
-  "reset-statistics", "reset-database", "load-fixture", "save-snapshot", "slow-internal", "sessions-internal"];
+  "reset-statistics", "reset-database", "load-fixture", "save-snapshot", "slow-internal", "sessions-internal", "explain"];
 
 /** Without admin access the admin controls stay disabled, each saying why and how to get the link. */
 export function showAccess(access) {

@@ -45,7 +45,7 @@ export function createConnectionScreen(api) {
     $("slow-note").textContent = reply.data.available ? "" : reply.data.reason;
     for (const query of reply.data.queries) {
       body.append(tableRow([[query.query, query.internal ? "sql internal" : "sql"], [query.calls], [query.mean_ms.toFixed(2)],
-        [query.max_ms.toFixed(2)], [query.total_ms.toFixed(2)]]));
+        [query.max_ms.toFixed(2)], [query.total_ms.toFixed(2)]], query.query));
     }
   }
 
@@ -68,6 +68,28 @@ export function createConnectionScreen(api) {
     }
   }
 
+  /** A slow statement, opened or focused: into the explain form, to be given values and run. */
+  function chooseStatement(event) {
+    const row = event.target.closest("tr[data-id]");
+    if (!row || (event.type === "keydown" && event.key !== "Enter")) return;
+    $("explain-query").value = row.dataset.id;
+    $("explain-query").focus();
+  }
+
+  async function explain(event) {
+    event.preventDefault();
+    $("explain-error").textContent = "";
+    const body = { query: $("explain-query").value, analyze: $("explain-analyze").checked };
+    let reply;
+    try { reply = await api.call("POST", "/api/queries/explain", body); } catch { return; }
+    $("explain-plan").hidden = !reply.ok;
+    if (reply.ok) $("explain-plan").textContent = reply.data.lines.join("\n");
+    else $("explain-error").textContent = reply.error;
+  }
+
+  $("slow-queries").addEventListener("click", chooseStatement);
+  $("slow-queries").addEventListener("keydown", chooseStatement);
+  $("explain-form").addEventListener("submit", explain);
   $("copy-connection").addEventListener("click", copyConnectionString);
   $("slow-internal").addEventListener("change", refreshSlowQueries);
   $("reset-statistics").addEventListener("click", resetStatistics);

@@ -245,6 +245,28 @@ test("slow statements show the application's queries, not the migrations, unless
   assert.ok(!(await api("GET", "/api/queries/slow?include_internal=true")).queries.some((query) => query.query.includes("CREATE TABLE")));
 });
 
+test("a slow statement is explained once given values, and run only when asked", async () => {
+  // An application query to list, whatever ran (or was reset) before.
+  await fetch(`${base}/users?limit=1`);
+  await page.goto(`${base}/#/connection`);
+  await page.locator("#slow-queries tr", { hasText: "FROM users" }).first().click();
+  assert.match(await page.getByLabel(/^Statement:/).inputValue(), /FROM users/);
+  const explainIt = async (query) => {
+    await page.getByLabel(/^Statement:/).fill(query);
+    await page.getByRole("button", { name: "Explain", exact: true }).click();
+  };
+  await explainIt("SELECT * FROM users WHERE id = $1");
+  await page.locator("#explain-error", { hasText: "`$1`-style parameters" }).waitFor({ timeout: PATIENCE });
+  assert.ok(await page.locator("#explain-plan").isHidden());
+  await explainIt("SELECT count(*) FROM users");
+  await page.locator("#explain-plan", { hasText: "Aggregate" }).waitFor({ timeout: PATIENCE });
+  assert.equal(await page.locator("#explain-error").textContent(), "");
+  assert.ok(!(await page.locator("#explain-plan").textContent()).includes("actual time"));
+  await page.getByLabel(/Run it \(EXPLAIN ANALYZE/).check();
+  await page.getByRole("button", { name: "Explain", exact: true }).click();
+  await page.locator("#explain-plan", { hasText: "actual time" }).waitFor({ timeout: PATIENCE });
+});
+
 test("the connection screen shows the server, the pool and the migrations", async () => {
   await page.goto(`${base}/#/connection`);
   await page.locator("#connection-version", { hasText: "16." }).waitFor();
