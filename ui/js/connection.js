@@ -4,6 +4,9 @@ import { $, listItem, setText, tableRow } from "./dom.js";
 import { showMessage } from "./banners.js";
 
 export function createConnectionScreen(api) {
+  // The slow statements' last answer, as drawn.
+  let slowShown = "";
+
   async function refresh() {
     let reply;
     try { reply = await api.call("GET", "/api/connection"); } catch { return; }
@@ -39,6 +42,10 @@ export function createConnectionScreen(api) {
     let reply;
     const internal = $("slow-internal").checked ? "?include_internal=true" : "";
     try { reply = await api.call("GET", `/api/queries/slow${internal}`); } catch { return; }
+    // Redrawn only when it changed, so that a row focused to be explained keeps the focus.
+    const answer = JSON.stringify([reply.status, reply.data]);
+    if (answer === slowShown) return;
+    slowShown = answer;
     const body = $("slow-queries");
     body.replaceChildren();
     if (!reply.ok) { $("slow-note").textContent = reply.error; return; }
