@@ -17,7 +17,8 @@ use crate::database::{DatabaseError, is_connection_lost};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// Where: e.g. `["body", "email"]`, `["path", "user_id"]`, `["body", 2, "username"]`.
-    #[schema(value_type = Vec<Object>)]
+    /// (Names and indexes: any JSON value per item.)
+    #[schema(value_type = Vec<Value>)]
     pub loc: Vec<serde_json::Value>,
     /// What is wrong with it, for people.
     pub msg: String,
