@@ -584,11 +584,12 @@ async fn served_templates_show_on_the_page_and_in_testdb_list() {
         .args(["testdb", "list"])
         .output()
         .unwrap();
+    let errors = String::from_utf8_lossy(&listed.stderr);
     let listed = String::from_utf8_lossy(&listed.stdout);
     let line = listed
         .lines()
         .find(|line| line.contains(&hash))
-        .unwrap_or_else(|| panic!("{hash} not listed:\n{listed}"));
+        .unwrap_or_else(|| panic!("{hash} not listed:\n{listed}{errors}"));
     assert!(
         line.contains(&format!("pid {}", served.child.id())),
         "{line}"

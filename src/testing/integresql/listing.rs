@@ -30,13 +30,18 @@ pub struct ServedTemplate {
 pub async fn served_templates(
     connection: &mut PgConnection,
 ) -> Result<Vec<ServedTemplate>, sqlx::Error> {
-    let rows: Vec<(String, Option<String>, i64)> = sqlx::query_as(
-        "SELECT datname, shobj_description(oid, 'pg_database'), pg_database_size(oid)
+    let named: Vec<(String, Option<String>)> = sqlx::query_as(
+        "SELECT datname, shobj_description(oid, 'pg_database')
            FROM pg_database WHERE starts_with(datname, $1) ORDER BY datname",
     )
     .bind(SERVED_PREFIX)
-    .fetch_all(connection)
+    .fetch_all(&mut *connection)
     .await?;
+    let mut rows = Vec::with_capacity(named.len());
+    for (name, comment) in named {
+        let bytes = size_of(connection, &name).await;
+        rows.push((name, comment, bytes));
+    }
     let mut templates: Vec<ServedTemplate> = rows
         .iter()
         .filter_map(|(name, comment, bytes)| {
@@ -119,11 +124,26 @@ impl Service {
     ///
     /// [`sqlx::Error`] when the server cannot be asked.
     pub async fn disk_use(&self) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar(
-            "SELECT coalesce(sum(pg_database_size(oid)), 0)::bigint FROM pg_database WHERE starts_with(datname, $1)",
-        )
-        .bind(&self.prefix)
-        .fetch_one(&self.pool)
-        .await
+        let mut connection = self.pool.acquire().await?;
+        let names: Vec<String> =
+            sqlx::query_scalar("SELECT datname FROM pg_database WHERE starts_with(datname, $1)")
+                .bind(&self.prefix)
+                .fetch_all(&mut *connection)
+                .await?;
+        let mut bytes = 0;
+        for name in names {
+            bytes += size_of(&mut connection, &name).await;
+        }
+        Ok(bytes)
     }
+}
+
+/// A database's bytes on disk; 0 for one dropped meanwhile (a clone a pool recycles as it is
+/// listed), which would fail a query sizing every database at once.
+async fn size_of(connection: &mut PgConnection, database: &str) -> i64 {
+    sqlx::query_scalar("SELECT pg_database_size($1::text)")
+        .bind(database)
+        .fetch_one(connection)
+        .await
+        .unwrap_or(0)
 }
