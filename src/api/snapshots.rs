@@ -30,24 +30,31 @@ pub fn router() -> Router<ApiContext> {
         )
 }
 
+/// A name given in the request body (`POST`): an invalid one is `["body", "name"]`.
 impl From<SnapshotError> for ApiError {
     fn from(error: SnapshotError) -> Self {
-        match error {
-            SnapshotError::Refused(refused) => refused.into(),
-            SnapshotError::InvalidName(_) => Self::fields(vec![FieldError::new(
-                &[json!("name")],
-                error.to_string(),
-                "value_error",
-            )]),
-            SnapshotError::NotFound(_) => Self::NotFound("Snapshot not found"),
-            SnapshotError::Server { ref source, .. } if is_connection_lost(source) => {
-                Self::Unavailable(error.to_string())
-            }
-            SnapshotError::Exists(_) | SnapshotError::Server { .. } => {
-                Self::StateConflict(error.to_string())
-            }
-            SnapshotError::Migration(_) => Self::internal(error),
+        answer(error, "body")
+    }
+}
+
+/// What a snapshot step's failure answers. An invalid name is located where the request gave
+/// it (`["body", "name"]` or `["path", "name"]`), as every route's validation errors are.
+fn answer(error: SnapshotError, name_given_in: &'static str) -> ApiError {
+    match error {
+        SnapshotError::Refused(refused) => refused.into(),
+        SnapshotError::InvalidName(_) => ApiError::fields(vec![FieldError::new(
+            &[json!(name_given_in), json!("name")],
+            error.to_string(),
+            "value_error",
+        )]),
+        SnapshotError::NotFound(_) => ApiError::NotFound("Snapshot not found"),
+        SnapshotError::Server { ref source, .. } if is_connection_lost(source) => {
+            ApiError::Unavailable(error.to_string())
         }
+        SnapshotError::Exists(_) | SnapshotError::Server { .. } => {
+            ApiError::StateConflict(error.to_string())
+        }
+        SnapshotError::Migration(_) => ApiError::internal(error),
     }
 }
 
@@ -188,7 +195,8 @@ pub async fn restore_snapshot(
             &name,
             options.migrate,
         )
-        .await?;
+        .await
+        .map_err(|error| answer(error, "path"))?;
     context.monitor.record(
         EventKind::SnapshotRestored,
         format!("snapshot {name} restored into {}", context.url.database),
@@ -217,6 +225,7 @@ pub async fn delete_snapshot(
     context
         .dev_data
         .delete_snapshot(&context.url, &name)
-        .await?;
+        .await
+        .map_err(|error| answer(error, "path"))?;
     Ok(StatusCode::NO_CONTENT)
 }
