@@ -99,18 +99,8 @@ pub async fn http_handouts(pool: &str, migrations: &Path, samples: usize) -> Htt
         .json()
         .await
         .unwrap();
-    let template = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&url_of(&initialized["database"]["config"]))
-        .await
-        .unwrap();
-    pgharness::migrations::Migrations::from_dir(migrations)
-        .await
-        .unwrap()
-        .up(&template, None)
-        .await
-        .unwrap();
-    template.close().await;
+    let template: PgConnectOptions = url_of(&initialized["database"]["config"]).parse().unwrap();
+    migrate(template, migrations).await;
     let finalized = client
         .put(format!("{pool}/api/v1/templates/{hash}"))
         .send()
@@ -215,18 +205,7 @@ pub async fn clones(admin: &str, migrations: &Path, strategy: &str, count: usize
     )
     .await;
     execute(&mut connection, &format!("CREATE DATABASE {template}")).await;
-    let filling = PgPoolOptions::new()
-        .max_connections(1)
-        .connect_with(admin.clone().database(&template))
-        .await
-        .unwrap();
-    pgharness::migrations::Migrations::from_dir(migrations)
-        .await
-        .unwrap()
-        .up(&filling, None)
-        .await
-        .unwrap();
-    filling.close().await;
+    migrate(admin.clone().database(&template), migrations).await;
     let clone = |index: usize| {
         format!("CREATE DATABASE bench_clone_{index} TEMPLATE {template} STRATEGY {strategy}")
     };
@@ -266,6 +245,22 @@ pub async fn clones(admin: &str, migrations: &Path, strategy: &str, count: usize
         at_once_wall,
         at_once_checkpoints,
     }
+}
+
+/// The database `options` names, migrated with `migrations`.
+async fn migrate(options: PgConnectOptions, migrations: &Path) {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    pgharness::migrations::Migrations::from_dir(migrations)
+        .await
+        .unwrap()
+        .up(&pool, None)
+        .await
+        .unwrap();
+    pool.close().await;
 }
 
 async fn execute(connection: &mut PgConnection, statement: &str) {
