@@ -171,8 +171,15 @@ enum MigrateAction {
     Current,
     /// Record the database as being at a version (or `head`) without running anything.
     Stamp { revision: String },
-    /// Create a new timestamped up/down pair in the migrations directory.
-    New { name: String },
+    /// Create a new timestamped up/down pair in the migrations directory (`alembic revision`).
+    New {
+        name: String,
+        /// Write the change from the migrations' schema to the dev database's, as changed by
+        /// hand, both ways; proven on a throwaway database and recorded as applied on the dev
+        /// database (`alembic revision --autogenerate`).
+        #[arg(long)]
+        autogenerate: bool,
+    },
     /// Exit 1 when migrations are pending, an applied file was edited, or one is missing.
     Status,
     /// Compare the live schema with what the migrations produce; exit 1 on drift.

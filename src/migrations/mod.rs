@@ -1,14 +1,19 @@
 //! Migrations: reversible sqlx migrations from `migrations/` (built into the binary, or read from
 //! `PGHARNESS_MIGRATIONS_DIR`), managed the way the guide's Alembic commands do, plus a schema
-//! drift check ([`drift`]).
+//! drift check ([`drift`]) and migrations written from the dev database ([`autogenerate`]), both
+//! over one reading of the catalogs ([`schema`]).
 //!
 //! Each migration runs in its own transaction (`PostgreSQL`'s DDL is transactional), so a failing
 //! one leaves the schema as it was. Concurrent runs are serialised by sqlx's advisory lock.
 
 #[cfg(feature = "server")]
+pub mod autogenerate;
+#[cfg(feature = "server")]
 pub mod drift;
 mod error;
 mod runner;
+#[cfg(feature = "server")]
+pub mod schema;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -134,14 +139,14 @@ impl Migrations {
             .to_string()
     }
 
-    /// Writes a new, empty, timestamped up/down pair; returns both paths (`pgharness migrate
-    /// add`).
+    /// The part of a migration's file names that `name` gives: lower case, `_` for spaces.
     ///
     /// # Errors
     ///
-    /// [`MigrationError::BadName`] or [`MigrationError::Create`].
+    /// [`MigrationError::BadName`] for a name of other characters than letters, digits, spaces,
+    /// `-` and `_`.
     #[cfg(feature = "cli")]
-    pub fn create(&self, name: &str) -> Result<(PathBuf, PathBuf), MigrationError> {
+    pub fn slug(name: &str) -> Result<String, MigrationError> {
         let slug = name.trim().to_lowercase().replace([' ', '-'], "_");
         if slug.is_empty()
             || !slug
@@ -150,7 +155,24 @@ impl Migrations {
         {
             return Err(MigrationError::BadName(name.to_owned()));
         }
-        let version = chrono::Utc::now().format("%Y%m%d%H%M%S");
+        Ok(slug)
+    }
+
+    /// Writes a new timestamped up/down pair (`pgharness migrate new`): `scripts` (up, down), or
+    /// two files holding only a comment.
+    ///
+    /// # Errors
+    ///
+    /// [`MigrationError::BadName`] or [`MigrationError::Create`].
+    #[cfg(feature = "cli")]
+    pub fn create(
+        &self,
+        name: &str,
+        scripts: Option<(&str, &str)>,
+    ) -> Result<NewMigration, MigrationError> {
+        let slug = Self::slug(name)?;
+        let now = chrono::Utc::now();
+        let version = now.format("%Y%m%d%H%M%S").to_string();
         let create = |path: &Path, contents: &str| {
             std::fs::create_dir_all(&self.dir)
                 .and_then(|()| {
@@ -165,11 +187,34 @@ impl Migrations {
         };
         let up = self.dir.join(format!("{version}_{slug}.up.sql"));
         let down = self.dir.join(format!("{version}_{slug}.down.sql"));
-        create(&up, &format!("-- {name}: the change.\n"))?;
-        create(
-            &down,
-            &format!("-- {name}: undo the change made by the up file.\n"),
-        )?;
-        Ok((up, down))
+        let (up_script, down_script) = match scripts {
+            Some((up, down)) => (up.to_owned(), down.to_owned()),
+            None => (
+                format!("-- {name}: the change.\n"),
+                format!("-- {name}: undo the change made by the up file.\n"),
+            ),
+        };
+        create(&up, &up_script)?;
+        if let Err(error) = create(&down, &down_script) {
+            let _ = std::fs::remove_file(&up);
+            return Err(error);
+        }
+        Ok(NewMigration {
+            version: version.parse().unwrap_or_default(),
+            up,
+            down,
+        })
     }
+}
+
+/// A migration `pgharness migrate new` wrote.
+#[cfg(feature = "cli")]
+#[derive(Debug)]
+pub struct NewMigration {
+    /// Its version (the time it was made, `YYYYMMDDhhmmss`).
+    pub version: i64,
+    /// The `.up.sql` file.
+    pub up: PathBuf,
+    /// The `.down.sql` file.
+    pub down: PathBuf,
 }

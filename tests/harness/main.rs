@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod api;
+mod autogenerate;
 mod binaries;
 mod check;
 mod config;

@@ -7,7 +7,7 @@ use crate::helpers::{Output, migration_versions, pgharness, run, temporary_serve
 use pgharness::embedded::EmbeddedServer;
 
 /// A copy of the project's migrations that a test may edit.
-fn migrations_copy() -> (TempDir, PathBuf) {
+pub(crate) fn migrations_copy() -> (TempDir, PathBuf) {
     let directory = pgharness::platform::files::scratch_dir().unwrap();
     let copy = directory.path().join("migrations");
     std::fs::create_dir(&copy).unwrap();
@@ -21,7 +21,7 @@ fn migrations_copy() -> (TempDir, PathBuf) {
 }
 
 /// `pgharness migrate <args>` against the server's application database.
-fn migrate(server: &EmbeddedServer, migrations: Option<&Path>, args: &[&str]) -> Output {
+pub(crate) fn migrate(server: &EmbeddedServer, migrations: Option<&Path>, args: &[&str]) -> Output {
     let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let mut command = pgharness(workdir.path());
     command
@@ -34,15 +34,15 @@ fn migrate(server: &EmbeddedServer, migrations: Option<&Path>, args: &[&str]) ->
     run(command)
 }
 
-fn assert_succeeds(output: &Output) {
+pub(crate) fn assert_succeeds(output: &Output) {
     assert!(output.success, "{}\n{}", output.stdout, output.stderr);
 }
 
-fn assert_fails(output: &Output) {
+pub(crate) fn assert_fails(output: &Output) {
     assert!(!output.success, "{}\n{}", output.stdout, output.stderr);
 }
 
-async fn execute(server: &EmbeddedServer, sql: &str) {
+pub(crate) async fn execute(server: &EmbeddedServer, sql: &str) {
     let mut connection = PgConnection::connect(&server.url().expose_url())
         .await
         .unwrap();
@@ -53,7 +53,7 @@ async fn execute(server: &EmbeddedServer, sql: &str) {
     connection.close().await.unwrap();
 }
 
-async fn table_exists(server: &EmbeddedServer, table: &str) -> bool {
+pub(crate) async fn table_exists(server: &EmbeddedServer, table: &str) -> bool {
     let mut connection = PgConnection::connect(&server.url().expose_url())
         .await
         .unwrap();
