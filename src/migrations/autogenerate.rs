@@ -316,11 +316,16 @@ impl<'a> Planner<'a> {
             }
         }
         for (name, index) in &from.indexes {
-            let on_dropped = self.table_dropped(&index.table) || self.view_dropped(&index.table);
+            // An index on a materialized view made again went with it.
+            let on_dropped = self.table_dropped(&index.table)
+                || self.view_dropped(&index.table)
+                || self.remade_views.contains(&index.table);
             let changed = to.indexes.get(name) != Some(index)
                 || self.on_remade_column(&index.table, &index.definition);
             if changed && !on_dropped {
                 self.script.push(format!("DROP INDEX {name}"));
+            }
+            if changed || on_dropped {
                 self.dropped.insert(format!("INDEX {name}"));
             }
         }
@@ -542,6 +547,7 @@ impl<'a> Planner<'a> {
         for (name, index) in &to.indexes {
             if from.indexes.get(name) != Some(index)
                 || self.on_remade_column(&index.table, &index.definition)
+                || self.remade_views.contains(&index.table)
             {
                 self.script.push(index.definition.clone());
                 self.made.insert(format!("INDEX {name}"));
