@@ -50,7 +50,7 @@ COMMENT ON TYPE order_state IS 'An order''s lifecycle';
 
 /// Changes to each of those kinds: labels, options, bodies, types, nullability, defaults,
 /// identity, generation, definitions and comments.
-const CHANGE_EVERY_KIND: &str = r#"
+const CHANGE_EVERY_KIND: &str = r"
 ALTER TYPE order_state ADD VALUE 'cancelled' AFTER 'paid';
 ALTER SEQUENCE invoice_numbers INCREMENT 5;
 CREATE OR REPLACE FUNCTION orders_check_quantity() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -81,7 +81,7 @@ ALTER TABLE users ALTER COLUMN nickname SET DEFAULT 'pal';
 ALTER TABLE order_notes ALTER COLUMN body SET DEFAULT '';
 COMMENT ON TABLE orders IS 'What a user ordered';
 COMMENT ON COLUMN orders.state IS NULL;
-"#;
+";
 
 async fn schema(server: &EmbeddedServer) -> BTreeSet<String> {
     let mut connection = PgConnection::connect(&server.url().expose_url())
