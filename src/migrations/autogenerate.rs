@@ -187,7 +187,20 @@ pub fn plan(from: &Schema, to: &Schema) -> Script {
     planner.drop_phase();
     planner.create_phase();
     planner.comments();
-    planner.script
+    let mut script = planner.script;
+    if from.functions != to.functions {
+        script.steps.insert(
+            0,
+            Step {
+                sql: "-- Function bodies are checked when they run, as pg_dump has it: a \
+                      function may use a table made further down.\n\
+                      SET LOCAL check_function_bodies = off"
+                    .to_owned(),
+                hazard: None,
+            },
+        );
+    }
+    script
 }
 
 struct Planner<'a> {
@@ -299,10 +312,13 @@ impl<'a> Planner<'a> {
     fn drop_phase(&mut self) {
         let (from, to) = (self.from, self.to);
         for ((table, name), definition) in &from.triggers {
-            if !self.table_dropped(table)
-                && to.triggers.get(&(table.clone(), name.clone())) != Some(definition)
-            {
+            let changed = to.triggers.get(&(table.clone(), name.clone())) != Some(definition);
+            // A trigger on a view made again goes with it.
+            let on_remade = self.remade_views.contains(table);
+            if changed && !self.table_dropped(table) && !on_remade {
                 self.script.push(format!("DROP TRIGGER {name} ON {table}"));
+            }
+            if changed || on_remade {
                 self.dropped.insert(format!("TRIGGER {name} ON {table}"));
             }
         }
@@ -359,6 +375,7 @@ impl<'a> Planner<'a> {
             if !to.functions.contains_key(signature) {
                 self.script.push(format!("DROP ROUTINE {signature}"));
                 self.dropped.insert(format!("FUNCTION {signature}"));
+                self.dropped.insert(format!("PROCEDURE {signature}"));
             }
         }
         for name in from.sequences.keys() {
@@ -555,7 +572,9 @@ impl<'a> Planner<'a> {
         }
         self.add_constraints(true);
         for ((table, name), definition) in &to.triggers {
-            if from.triggers.get(&(table.clone(), name.clone())) != Some(definition) {
+            if from.triggers.get(&(table.clone(), name.clone())) != Some(definition)
+                || self.remade_views.contains(table)
+            {
                 self.script.push(definition.clone());
                 self.made.insert(format!("TRIGGER {name} ON {table}"));
             }

@@ -29,6 +29,8 @@ CREATE TABLE orders (
     CONSTRAINT orders_no_overlapping_delivery EXCLUDE USING gist (delivery WITH &&)
 );
 CREATE TABLE order_notes (id serial PRIMARY KEY, body text);
+CREATE FUNCTION orders_of(bigint) RETURNS bigint LANGUAGE sql STABLE
+    AS $$ SELECT count(*) FROM orders WHERE user_id = $1 $$;
 CREATE INDEX orders_open_idx ON orders (user_id) WHERE state <> 'shipped';
 ALTER TABLE users ADD COLUMN nickname text DEFAULT 'friend';
 CREATE VIEW paid_orders AS SELECT id, user_id, total FROM orders WHERE state = 'paid';
