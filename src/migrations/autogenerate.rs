@@ -566,7 +566,20 @@ impl<'a> Planner<'a> {
                 || self.on_remade_column(&index.table, &index.definition)
                 || self.remade_views.contains(&index.table)
             {
-                self.script.push(index.definition.clone());
+                if from.tables.contains_key(&index.table) {
+                    self.script.push_hazard(
+                        index.definition.clone(),
+                        format!(
+                            "builds index {name} on {}, which holds rows already: writes to it \
+                             wait until the build ends; on a big table, build it with CREATE \
+                             INDEX CONCURRENTLY in a migration of its own (first line \
+                             `-- no-transaction`)",
+                            index.table
+                        ),
+                    );
+                } else {
+                    self.script.push(index.definition.clone());
+                }
                 self.made.insert(format!("INDEX {name}"));
             }
         }
@@ -707,7 +720,7 @@ impl<'a> Planner<'a> {
                 ),
                 format!(
                     "changes the type of {table}.{} from {} to {}: check that the USING \
-                     expression converts every value",
+                     expression converts every value (the table is rewritten, writes wait)",
                     new.name, old.data_type, new.data_type
                 ),
             );
@@ -749,13 +762,26 @@ impl<'a> Planner<'a> {
             }
             let changed = from.constraints.get(&(table.clone(), name.clone())) != Some(constraint)
                 || self.on_remade_column(table, &constraint.definition);
-            if changed {
-                self.script.push(format!(
-                    "ALTER TABLE {table} ADD CONSTRAINT {name} {}",
-                    constraint.definition
-                ));
-                self.made.insert(format!("CONSTRAINT {name} ON {table}"));
+            if !changed {
+                continue;
             }
+            let statement = format!(
+                "ALTER TABLE {table} ADD CONSTRAINT {name} {}",
+                constraint.definition
+            );
+            if foreign && from.tables.contains_key(table) {
+                self.script.push_hazard(
+                    statement,
+                    format!(
+                        "adds foreign key {name} to {table}, which holds rows already: each row is \
+                         checked while writes wait; on a big table, add it NOT VALID and run \
+                         VALIDATE CONSTRAINT in a later migration"
+                    ),
+                );
+            } else {
+                self.script.push(statement);
+            }
+            self.made.insert(format!("CONSTRAINT {name} ON {table}"));
         }
     }
 

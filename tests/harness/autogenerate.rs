@@ -167,6 +167,7 @@ async fn autogenerate_writes_every_kind_of_object_and_its_changes_both_ways() {
     .await;
     changed.assert_shows("⚠ up: changes the type of orders.invoice from integer to bigint");
     changed.assert_shows("⚠ up: sets orders.reference NOT NULL");
+    changed.assert_shows("⚠ up: builds index orders_open_idx on orders, which holds rows already");
     changed.assert_shows("⚠ up: drops column orders.total and its data: a generated column's");
     // A label cannot be dropped from an enum type: the type is made again.
     changed.assert_shows("⚠ down: enum type order_state loses or reorders labels");
