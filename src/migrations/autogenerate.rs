@@ -561,28 +561,7 @@ impl<'a> Planner<'a> {
                 self.made.insert(format!("{} {}", view.kind(), view.name));
             }
         }
-        for (name, index) in &to.indexes {
-            if from.indexes.get(name) != Some(index)
-                || self.on_remade_column(&index.table, &index.definition)
-                || self.remade_views.contains(&index.table)
-            {
-                if from.tables.contains_key(&index.table) {
-                    self.script.push_hazard(
-                        index.definition.clone(),
-                        format!(
-                            "builds index {name} on {}, which holds rows already: writes to it \
-                             wait until the build ends; on a big table, build it with CREATE \
-                             INDEX CONCURRENTLY in a migration of its own (first line \
-                             `-- no-transaction`)",
-                            index.table
-                        ),
-                    );
-                } else {
-                    self.script.push(index.definition.clone());
-                }
-                self.made.insert(format!("INDEX {name}"));
-            }
-        }
+        self.add_indexes();
         self.add_constraints(true);
         for ((table, name), definition) in &to.triggers {
             if from.triggers.get(&(table.clone(), name.clone())) != Some(definition)
@@ -750,6 +729,33 @@ impl<'a> Planner<'a> {
             && old.default.as_ref() != Some(default)
         {
             self.script.push(format!("{alter} SET DEFAULT {default}"));
+        }
+    }
+
+    /// Indexes new or changed, and those on what was made again.
+    fn add_indexes(&mut self) {
+        let (from, to) = (self.from, self.to);
+        for (name, index) in &to.indexes {
+            if from.indexes.get(name) != Some(index)
+                || self.on_remade_column(&index.table, &index.definition)
+                || self.remade_views.contains(&index.table)
+            {
+                if from.tables.contains_key(&index.table) {
+                    self.script.push_hazard(
+                        index.definition.clone(),
+                        format!(
+                            "builds index {name} on {}, which holds rows already: writes to it \
+                             wait until the build ends; on a big table, build it with CREATE \
+                             INDEX CONCURRENTLY in a migration of its own (first line \
+                             `-- no-transaction`)",
+                            index.table
+                        ),
+                    );
+                } else {
+                    self.script.push(index.definition.clone());
+                }
+                self.made.insert(format!("INDEX {name}"));
+            }
         }
     }
 
