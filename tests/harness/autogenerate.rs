@@ -258,3 +258,22 @@ async fn autogenerate_writes_nothing_it_cannot_prove_nor_on_a_database_behind() 
     assert_succeeds(&migrate(&server, Some(&migrations), &["status"]));
     server.stop().await.unwrap();
 }
+
+#[test]
+fn autogenerate_is_refused_outside_development_and_testing() {
+    let workdir = pgharness::platform::files::scratch_dir().unwrap();
+    let mut command = crate::helpers::pgharness(workdir.path());
+    command
+        .args(["migrate", "new", "hotfix", "--autogenerate"])
+        .env("APP_ENV", "production")
+        .env("DATABASE_URL", "postgresql://app@127.0.0.1:9/app_db");
+    let refused = crate::helpers::run(command);
+    assert_fails(&refused);
+    assert!(
+        refused
+            .stderr
+            .contains("APP_ENV=development or testing only (this is production)"),
+        "{}",
+        refused.stderr
+    );
+}
