@@ -92,7 +92,7 @@ async fn restore(
 /// failure is a warning: the save or restore is done, the next restore copies first.
 async fn make(ready_copy: ReadyCopyDue) {
     let name = ready_copy.snapshot().to_owned();
-    println!("Copying snapshot {name} ahead of its next restore, which then takes a rename");
+    println!("Copying snapshot {name} now, so that its next restore copies nothing");
     if let Err(error) = ready_copy.make().await {
         eprintln!(
             "⚠ {error}. The next restore of {name} copies the snapshot first (slower), then \

@@ -203,7 +203,8 @@ async fn the_cli_saves_and_restores_under_a_running_serve_whose_requests_never_f
     .await;
     assert!(restored.success, "{}{}", restored.stdout, restored.stderr);
     restored.assert_shows("Restored snapshot with-alice into app_db");
-    restored.assert_shows("Copying snapshot with-alice ahead of its next restore");
+    restored
+        .assert_shows("Copying snapshot with-alice now, so that its next restore copies nothing");
     // The serve's pool follows the restored database, without a restart.
     assert_eq!(usernames(&serve).await, ["alice"]);
     assert_eq!(
