@@ -1,7 +1,8 @@
 //! Named snapshots of the dev database, from the UI: `GET /api/database/snapshots`,
 //! `POST /api/database/snapshots`, `POST /api/database/snapshots/{name}/restore`,
 //! `DELETE /api/database/snapshots/{name}`. Admin routes, refused where reset is
-//! ([`crate::dev_data::snapshots`]).
+//! ([`crate::dev_data::snapshots`]). A save or a restore answers once done; the snapshot's
+//! ready copy is made after, in the background, other snapshot operations waiting for it.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -9,12 +10,13 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::warn;
 
 use super::ApiContext;
 use super::access::AdminGranted;
 use super::error::{ApiError, ApiJson, ErrorBody, FieldError, JsonShape, object_at};
 use crate::database::is_connection_lost;
-use crate::dev_data::snapshots::{Restored, Snapshot, SnapshotError, Snapshots};
+use crate::dev_data::snapshots::{ReadyCopyDue, Restored, Snapshot, SnapshotError, Snapshots};
 use crate::monitor::EventKind;
 
 pub fn router() -> Router<ApiContext> {
@@ -58,6 +60,19 @@ fn answer(error: SnapshotError, name_given_in: &'static str) -> ApiError {
     }
 }
 
+/// Makes the snapshot's ready copy in the background, once the request is answered.
+fn make_in_background(ready_copy: ReadyCopyDue) {
+    tokio::spawn(async move {
+        let snapshot = ready_copy.snapshot().to_owned();
+        if let Err(error) = ready_copy.make().await {
+            warn!(
+                snapshot,
+                "{error}: its next restore copies the snapshot first, and makes the ready copy again"
+            );
+        }
+    });
+}
+
 /// The snapshots, and whether saving, restoring and deleting them is allowed here.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SnapshotList {
@@ -70,8 +85,8 @@ pub struct SnapshotList {
     refused: Option<String>,
 }
 
-/// Every snapshot by name, with its size, when it was saved and its migration; their total
-/// size.
+/// Every snapshot by name, with its size (its ready copy for a restore included), when it was
+/// saved and its migration; their total size.
 #[utoipa::path(get, path = "/api/database/snapshots", tag = "database", responses(
     (status = 200, description = "Snapshots by name", body = SnapshotList),
     (status = 401, description = "The admin token is missing or wrong"),
@@ -109,7 +124,8 @@ impl JsonShape for NewSnapshot {
 }
 
 /// Save the application database as a named snapshot. Its sessions are ended while it is
-/// copied: requests meanwhile get 503. Development and testing only.
+/// copied: requests meanwhile get 503. Answers once saved; the snapshot's ready copy for an
+/// instant restore is made after. Development and testing only.
 #[utoipa::path(post, path = "/api/database/snapshots", tag = "database",
     request_body = NewSnapshot,
     responses(
@@ -125,7 +141,7 @@ pub async fn save_snapshot(
     State(context): State<ApiContext>,
     ApiJson(body): ApiJson<NewSnapshot>,
 ) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
-    let snapshot = context
+    let (snapshot, ready_copy) = context
         .dev_data
         .save_snapshot(
             &context.url,
@@ -134,6 +150,7 @@ pub async fn save_snapshot(
             &body.name,
         )
         .await?;
+    make_in_background(ready_copy);
     context.monitor.record(
         EventKind::SnapshotSaved,
         format!("snapshot {} saved", snapshot.name),
@@ -167,7 +184,8 @@ impl JsonShape for RestoreOptions {
 }
 
 /// Replace the application database with a snapshot (which stays). Every session on it is
-/// closed; requests meanwhile get 503. Development and testing only.
+/// closed; requests meanwhile get 503. Answers once restored; the snapshot's ready copy for the
+/// next restore is made after. Development and testing only.
 #[utoipa::path(post, path = "/api/database/snapshots/{name}/restore", tag = "database",
     params(("name" = String, Path, description = "The snapshot's name")),
     request_body = RestoreOptions,
@@ -186,7 +204,7 @@ pub async fn restore_snapshot(
     Path(name): Path<String>,
     ApiJson(options): ApiJson<RestoreOptions>,
 ) -> Result<Json<RestoreDone>, ApiError> {
-    let restored = context
+    let (restored, ready_copy) = context
         .dev_data
         .restore_snapshot(
             &context.url,
@@ -197,6 +215,7 @@ pub async fn restore_snapshot(
         )
         .await
         .map_err(|error| answer(error, "path"))?;
+    make_in_background(ready_copy);
     context.monitor.record(
         EventKind::SnapshotRestored,
         format!("snapshot {name} restored into {}", context.url.database),

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use pgharness::Harness;
 use pgharness::config::Config;
 use pgharness::dev_data::DevData;
-use pgharness::dev_data::snapshots::{Snapshot, SnapshotError};
+use pgharness::dev_data::snapshots::{ReadyCopyDue, Snapshot, SnapshotError};
 
 use super::{SnapshotAction, with_harness};
 
@@ -35,7 +35,7 @@ pub(super) async fn run(config: Config, action: SnapshotAction) -> ExitCode {
 }
 
 async fn save(harness: &Harness, dev_data: &DevData, name: &str) -> Result<(), SnapshotError> {
-    let snapshot = dev_data
+    let (snapshot, ready_copy) = dev_data
         .save_snapshot(
             harness.url(),
             harness.database(),
@@ -49,6 +49,7 @@ async fn save(harness: &Harness, dev_data: &DevData, name: &str) -> Result<(), S
         megabytes(snapshot.size_bytes),
         migration_of(&snapshot)
     );
+    make(ready_copy).await;
     Ok(())
 }
 
@@ -58,7 +59,7 @@ async fn restore(
     name: &str,
     migrate: bool,
 ) -> Result<(), SnapshotError> {
-    let restored = dev_data
+    let (restored, ready_copy) = dev_data
         .restore_snapshot(
             harness.url(),
             harness.database(),
@@ -83,7 +84,21 @@ async fn restore(
     if let Some(notice) = restored.notice() {
         println!("⚠ {notice}");
     }
+    make(ready_copy).await;
     Ok(())
+}
+
+/// Makes the snapshot's ready copy, which the next restore swaps in without copying. Its
+/// failure is a warning: the save or restore is done, the next restore copies first.
+async fn make(ready_copy: ReadyCopyDue) {
+    let name = ready_copy.snapshot().to_owned();
+    println!("Copying snapshot {name} now, so that its next restore copies nothing");
+    if let Err(error) = ready_copy.make().await {
+        eprintln!(
+            "⚠ {error}. The next restore of {name} copies the snapshot first (slower), then \
+             tries again"
+        );
+    }
 }
 
 async fn list(harness: &Harness, dev_data: &DevData) -> Result<(), SnapshotError> {
@@ -103,7 +118,7 @@ async fn list(harness: &Harness, dev_data: &DevData) -> Result<(), SnapshotError
         );
     }
     println!(
-        "{} snapshot(s), {} in all",
+        "{} snapshot(s), {} in all (sizes include each snapshot's ready copy for a restore)",
         listing.snapshots.len(),
         megabytes(listing.total_bytes)
     );

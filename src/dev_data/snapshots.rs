@@ -3,12 +3,18 @@
 //! database's comment): a save and a restore are file copies of the cluster, no dump.
 //!
 //! A copy needs its source free of sessions, so a save fences the dev database for the copy
-//! (new connections refused, sessions ended, allowed again after). A restore copies the
-//! snapshot to a database beside the dev one while the dev one still serves, then fences it
-//! only to swap the two names in one transaction: whatever fails before the swap leaves the dev
-//! database as it was. Clients connect by name, so the pool of a running `serve` follows the
-//! restored database by itself, whichever process restored it; meanwhile its requests get 503.
-//! Operations are serialized across processes by an advisory lock on the server.
+//! (new connections refused, sessions ended, allowed again after). Each snapshot also has a
+//! ready copy (`pgh_next_<name>`, closed too), made after a save and after each restore, so that
+//! a restore copies nothing: it fences the dev database only to swap the ready copy in by
+//! renaming both in one transaction, then drops the replaced database. Without a ready copy
+//! (older snapshots, or one not yet made) a restore first copies the snapshot beside the dev
+//! database while it still serves. Whatever fails before the swap leaves the dev database as it
+//! was. Clients connect by name, so the pool of a running `serve` follows the restored database
+//! by itself, whichever process restored it; meanwhile its requests get 503.
+//!
+//! Operations are serialized across processes by an advisory lock on the server, held until the
+//! ready copy is made ([`ReadyCopyDue`]). A ready copy is made under a temporary name and takes
+//! its own only when complete: what an interrupted operation left is dropped by the next one.
 
 use std::time::{Duration, Instant};
 
@@ -24,11 +30,15 @@ use crate::migrations::{MigrationEntry, MigrationError, Migrations};
 /// What a snapshot name may be, for messages.
 pub const NAME_RULE: &str = "1 to 40 characters among lowercase letters a-z, digits, `_` and \
                              `-`, starting with a letter or a digit";
-/// The longest snapshot name (the database's is 9 more, under `PostgreSQL`'s 63).
+/// The longest snapshot name (the databases' are at most 11 more, under `PostgreSQL`'s 63).
 const NAME_MAX: usize = 40;
 /// Snapshot databases are named this and the snapshot's name.
 const PREFIX: &str = "pgh_snap_";
-/// A restore copies the snapshot here, then swaps it with the dev database.
+/// A snapshot's ready copy is named this and the snapshot's name.
+const READY: &str = "pgh_next_";
+/// A ready copy being made is named this and the snapshot's name, until complete.
+const MAKING: &str = "pgh_making_";
+/// A restore without a ready copy copies the snapshot here, then swaps it with the dev database.
 const INCOMING: &str = "pgh_restore_incoming";
 /// The replaced dev database, dropped once the swap is done.
 const OUTGOING: &str = "pgh_restore_outgoing";
@@ -106,8 +116,10 @@ struct Mark {
 pub struct Snapshot {
     /// Its name.
     pub name: String,
-    /// Its size on disk, in bytes.
+    /// The disk it uses, in bytes: the snapshot and its ready copy, when there is one.
     pub size_bytes: i64,
+    /// Whether its ready copy exists: a restore then copies nothing.
+    pub ready: bool,
     /// When it was saved (RFC 3339, UTC); `None` when its mark was lost.
     pub created_at: Option<String>,
     /// The newest migration applied when it was saved; `None` when none was.
@@ -116,12 +128,12 @@ pub struct Snapshot {
     pub migration_description: Option<String>,
 }
 
-/// Every snapshot, by name, and the disk they use.
+/// Every snapshot, by name, and the disk they use (their ready copies included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Snapshots {
     /// By name.
     pub snapshots: Vec<Snapshot>,
-    /// Their sizes added up, in bytes.
+    /// Their sizes added up (their ready copies included), in bytes.
     pub total_bytes: i64,
 }
 
@@ -198,7 +210,8 @@ impl DevData {
     }
 
     /// Saves the dev database as the snapshot `name`. Its sessions (the pool's included) are
-    /// ended and new ones refused while it is copied.
+    /// ended and new ones refused while it is copied. Returns the snapshot, and its ready copy
+    /// to make (the dev database is open again meanwhile).
     ///
     /// # Errors
     ///
@@ -209,7 +222,7 @@ impl DevData {
         database: &Database,
         migrations: &Migrations,
         name: &str,
-    ) -> Result<Snapshot, SnapshotError> {
+    ) -> Result<(Snapshot, ReadyCopyDue), SnapshotError> {
         self.allowed()?;
         let target = database_of(name)?;
         let status = migrations.status(database.maintenance_pool()).await?;
@@ -230,14 +243,15 @@ impl DevData {
         };
         let mut server = locked_server(url).await?;
         let saved = save(&mut server, &url.database, &target, &mark).await;
-        let _ = server.close().await;
         database.connections_replaced();
-        saved?;
-        self.snapshot(url, name).await
+        let ready_copy = ReadyCopyDue::after(saved, server, name).await?;
+        Ok((self.snapshot(url, name).await?, ready_copy))
     }
 
-    /// Replaces the dev database with the snapshot `name`, then applies this code's newer
-    /// migrations when `migrate` is set. The snapshot stays.
+    /// Replaces the dev database with the snapshot `name` (its ready copy when there is one,
+    /// else a copy made first), then applies this code's newer migrations when `migrate` is
+    /// set. The snapshot stays. Returns what was restored, and the snapshot's next ready copy to
+    /// make.
     ///
     /// # Errors
     ///
@@ -250,15 +264,14 @@ impl DevData {
         migrations: &Migrations,
         name: &str,
         migrate: bool,
-    ) -> Result<Restored, SnapshotError> {
+    ) -> Result<(Restored, ReadyCopyDue), SnapshotError> {
         self.allowed()?;
-        let source = database_of(name)?;
+        database_of(name)?;
         let snapshot = self.snapshot(url, name).await?;
         let mut server = locked_server(url).await?;
-        let restored = restore(&mut server, &url.database, &source).await;
-        let _ = server.close().await;
+        let restored = restore(&mut server, &url.database, name).await;
         database.connections_replaced();
-        restored?;
+        let ready_copy = ReadyCopyDue::after(restored, server, name).await?;
         let pool = database.maintenance_pool();
         let status = migrations.status(pool).await?;
         let migrated = if migrate && status.missing.is_empty() {
@@ -266,7 +279,7 @@ impl DevData {
         } else {
             Vec::new()
         };
-        Ok(Restored {
+        let restored = Restored {
             snapshot,
             pending: if migrated.is_empty() {
                 status.pending().cloned().collect()
@@ -275,10 +288,11 @@ impl DevData {
             },
             unknown: status.missing,
             migrated,
-        })
+        };
+        Ok((restored, ready_copy))
     }
 
-    /// Deletes the snapshot `name`.
+    /// Deletes the snapshot `name` and its ready copy.
     ///
     /// # Errors
     ///
@@ -292,15 +306,27 @@ impl DevData {
         let target = database_of(name)?;
         let mut server = locked_server(url).await?;
         let deleted = async {
+            drop_leftovers(&mut server).await?;
             if !exists(&mut server, &target).await? {
                 return Err(SnapshotError::NotFound(name.to_owned()));
             }
-            execute(
-                &mut server,
-                "delete the snapshot",
-                &format!("DROP DATABASE {}", quoted(&target)),
-            )
-            .await
+            // The ready copy first: interrupted between the two, the snapshot is still whole.
+            for (action, statement) in [
+                (
+                    "delete the snapshot's ready copy",
+                    format!(
+                        "DROP DATABASE IF EXISTS {}",
+                        quoted(&format!("{READY}{name}"))
+                    ),
+                ),
+                (
+                    "delete the snapshot",
+                    format!("DROP DATABASE {}", quoted(&target)),
+                ),
+            ] {
+                execute(&mut server, action, &statement).await?;
+            }
+            Ok(())
         }
         .await;
         let _ = server.close().await;
@@ -315,6 +341,55 @@ impl DevData {
             .into_iter()
             .find(|snapshot| snapshot.name == name)
             .ok_or_else(|| SnapshotError::NotFound(name.to_owned()))
+    }
+}
+
+/// The ready copy of a snapshot, to make after a save or a restore ([`Self::make`]). Until then
+/// the snapshot lock stays held, so that other operations wait; dropped unmade, the lock is given
+/// up and the next restore of the snapshot copies it first.
+#[must_use = "the snapshot lock is held until the ready copy is made"]
+#[derive(Debug)]
+pub struct ReadyCopyDue {
+    /// Holds the snapshot lock.
+    server: PgConnection,
+    snapshot: String,
+}
+
+impl ReadyCopyDue {
+    /// After `done`, a save or a restore of `snapshot` on `server`, which holds the snapshot
+    /// lock: the ready copy to make, the lock kept; on failure, the lock given up.
+    async fn after(
+        done: Result<(), SnapshotError>,
+        server: PgConnection,
+        snapshot: &str,
+    ) -> Result<Self, SnapshotError> {
+        if let Err(error) = done {
+            let _ = server.close().await;
+            return Err(error);
+        }
+        Ok(Self {
+            server,
+            snapshot: snapshot.to_owned(),
+        })
+    }
+
+    /// The snapshot's name.
+    #[must_use]
+    pub fn snapshot(&self) -> &str {
+        &self.snapshot
+    }
+
+    /// Copies the snapshot under a temporary name, gives the copy the ready copy's name once
+    /// complete, then gives up the snapshot lock.
+    ///
+    /// # Errors
+    ///
+    /// [`SnapshotError::Server`] when the server refused the copy (a session on the snapshot,
+    /// the disk full): the next restore of the snapshot copies it first.
+    pub async fn make(mut self) -> Result<(), SnapshotError> {
+        let made = make_ready_copy(&mut self.server, &self.snapshot).await;
+        let _ = self.server.close().await;
+        made
     }
 }
 
@@ -333,23 +408,28 @@ async fn locked_server(url: &DatabaseUrl) -> Result<PgConnection, SnapshotError>
 }
 
 async fn list(server: &mut PgConnection) -> Result<Vec<Snapshot>, SnapshotError> {
-    let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as(
-        "SELECT substr(datname, $1), pg_database_size(oid), \
-                shobj_description(oid, 'pg_database') \
-         FROM pg_database WHERE starts_with(datname, $2) ORDER BY datname",
+    let rows: Vec<(String, i64, bool, Option<String>)> = sqlx::query_as(
+        "SELECT substr(snapshot.datname, $1), \
+                pg_database_size(snapshot.oid) + coalesce(pg_database_size(ready.oid), 0), \
+                ready.oid IS NOT NULL, shobj_description(snapshot.oid, 'pg_database') \
+         FROM pg_database snapshot \
+         LEFT JOIN pg_database ready ON ready.datname = $3 || substr(snapshot.datname, $1) \
+         WHERE starts_with(snapshot.datname, $2) ORDER BY snapshot.datname",
     )
     .bind(i32::try_from(PREFIX.len() + 1).unwrap_or(i32::MAX))
     .bind(PREFIX)
+    .bind(READY)
     .fetch_all(server)
     .await
     .map_err(failed("list the snapshots"))?;
     Ok(rows
         .into_iter()
-        .map(|(name, size_bytes, comment)| {
+        .map(|(name, size_bytes, ready, comment)| {
             let mark = comment.and_then(|text| serde_json::from_str::<Mark>(&text).ok());
             Snapshot {
                 name,
                 size_bytes,
+                ready,
                 created_at: mark.as_ref().map(|mark| mark.created_at.clone()),
                 migration: mark.as_ref().and_then(|mark| mark.migration),
                 migration_description: mark.and_then(|mark| mark.migration_description),
@@ -444,6 +524,7 @@ async fn save(
     target: &str,
     mark: &Mark,
 ) -> Result<(), SnapshotError> {
+    drop_leftovers(server).await?;
     if exists(server, target).await? {
         return Err(SnapshotError::Exists(
             target.trim_start_matches(PREFIX).to_owned(),
@@ -478,66 +559,72 @@ async fn save(
     marked
 }
 
-async fn restore(server: &mut PgConnection, dev: &str, source: &str) -> Result<(), SnapshotError> {
-    if !exists(server, source).await? {
-        return Err(SnapshotError::NotFound(
-            source.trim_start_matches(PREFIX).to_owned(),
-        ));
+async fn restore(server: &mut PgConnection, dev: &str, name: &str) -> Result<(), SnapshotError> {
+    drop_leftovers(server).await?;
+    let source = format!("{PREFIX}{name}");
+    if !exists(server, &source).await? {
+        return Err(SnapshotError::NotFound(name.to_owned()));
     }
+    let ready = format!("{READY}{name}");
     let owner = owner_of(server, dev).await?;
-    let (incoming, outgoing) = (quoted(INCOMING), quoted(OUTGOING));
-    // Leftovers of a restore interrupted before its end.
-    for leftover in [&incoming, &outgoing] {
-        execute(
+    let swapped = if exists(server, &ready).await? {
+        // Not swapped in, it stays ready.
+        swap(server, dev, &ready, &owner).await
+    } else {
+        let copied = execute(
             server,
-            "drop the leftovers of an interrupted restore",
-            &format!("DROP DATABASE IF EXISTS {leftover}"),
+            "copy the snapshot",
+            &format!(
+                "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY OWNER {owner}",
+                quoted(INCOMING),
+                quoted(&source)
+            ),
         )
-        .await?;
-    }
-    let copied = execute(
-        server,
-        "copy the snapshot",
-        &format!(
-            "CREATE DATABASE {incoming} TEMPLATE {} STRATEGY FILE_COPY OWNER {owner}",
-            quoted(source)
-        ),
-    )
-    .await;
-    let swapped = match copied {
-        Ok(()) => swap(server, dev).await,
-        Err(error) => Err(error),
+        .await;
+        let swapped = match copied {
+            Ok(()) => swap(server, dev, INCOMING, &owner).await,
+            Err(error) => Err(error),
+        };
+        if swapped.is_err() {
+            drop_quietly(server, INCOMING).await;
+        }
+        swapped
     };
-    if swapped.is_err() {
-        drop_quietly(server, INCOMING).await;
-        return swapped;
-    }
+    swapped?;
     if let Err(error) = execute(
         server,
         "drop the replaced database",
-        &format!("DROP DATABASE {outgoing} WITH (FORCE)"),
+        &format!("DROP DATABASE {} WITH (FORCE)", quoted(OUTGOING)),
     )
     .await
     {
-        // Restored all the same; the next restore drops it.
+        // Restored all the same; the next operation drops it.
         warn!("{error}");
     }
     Ok(())
 }
 
-/// Fences the dev database and swaps it with the restored copy in one transaction; on failure
-/// the dev database is open again as it was.
-async fn swap(server: &mut PgConnection, dev: &str) -> Result<(), SnapshotError> {
+/// Fences the dev database and swaps `incoming` in for it in one transaction, open to
+/// connections and owned by `owner` as the dev database was; on failure the dev database is open
+/// again as it was.
+async fn swap(
+    server: &mut PgConnection,
+    dev: &str,
+    incoming: &str,
+    owner: &str,
+) -> Result<(), SnapshotError> {
     fence(server, dev).await?;
     let renamed = execute(
         server,
         "put the restored database in place",
         &format!(
             "BEGIN; ALTER DATABASE {dev} RENAME TO {outgoing}; \
-             ALTER DATABASE {incoming} RENAME TO {dev}; COMMIT",
+             ALTER DATABASE {incoming} RENAME TO {dev}; \
+             ALTER DATABASE {dev} ALLOW_CONNECTIONS true; ALTER DATABASE {dev} OWNER TO {owner}; \
+             COMMIT",
             dev = quoted(dev),
             outgoing = quoted(OUTGOING),
-            incoming = quoted(INCOMING),
+            incoming = quoted(incoming),
         ),
     )
     .await;
@@ -546,6 +633,69 @@ async fn swap(server: &mut PgConnection, dev: &str) -> Result<(), SnapshotError>
         unfence(server, dev).await?;
     }
     renamed
+}
+
+/// Copies the snapshot `name` as its ready copy: under a temporary name, renamed once complete,
+/// so that a copy cut short is never taken for a ready one.
+async fn make_ready_copy(server: &mut PgConnection, name: &str) -> Result<(), SnapshotError> {
+    let (source, making) = (format!("{PREFIX}{name}"), format!("{MAKING}{name}"));
+    let owner = owner_of(server, &source).await?;
+    execute(
+        server,
+        "copy the snapshot for its next restore",
+        &format!(
+            "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY OWNER {owner} \
+             ALLOW_CONNECTIONS false",
+            quoted(&making),
+            quoted(&source)
+        ),
+    )
+    .await?;
+    let named = execute(
+        server,
+        "name the snapshot's ready copy",
+        &format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quoted(&making),
+            quoted(&format!("{READY}{name}"))
+        ),
+    )
+    .await;
+    if named.is_err() {
+        drop_quietly(server, &making).await;
+    }
+    named
+}
+
+/// Drops what an interrupted operation left: a restore's copy or replaced database, a ready
+/// copy not complete, a ready copy whose snapshot is gone. Run holding the snapshot lock, so
+/// none of them is in use.
+async fn drop_leftovers(server: &mut PgConnection) -> Result<(), SnapshotError> {
+    let action = "drop the leftovers of an interrupted snapshot operation";
+    let leftovers: Vec<String> = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database leftover \
+         WHERE datname IN ($1, $2) OR starts_with(datname, $3) \
+            OR (starts_with(datname, $4) AND NOT EXISTS (SELECT FROM pg_database snapshot \
+                WHERE snapshot.datname = $5 || substr(leftover.datname, $6)))",
+    )
+    .bind(INCOMING)
+    .bind(OUTGOING)
+    .bind(MAKING)
+    .bind(READY)
+    .bind(PREFIX)
+    .bind(i32::try_from(READY.len() + 1).unwrap_or(i32::MAX))
+    .fetch_all(&mut *server)
+    .await
+    .map_err(failed(action))?;
+    for leftover in leftovers {
+        execute(
+            server,
+            action,
+            &format!("DROP DATABASE IF EXISTS {}", quoted(&leftover)),
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Drops `database` if it exists, after a failure that is reported instead.

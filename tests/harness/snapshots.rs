@@ -139,6 +139,43 @@ async fn under_requests<T: Send + 'static>(
     result
 }
 
+/// A connection to the `postgres` database of `serve`'s server.
+async fn server_of(serve: &Serve) -> PgConnection {
+    PgConnection::connect(&serve.url().replace("/app_db", "/postgres"))
+        .await
+        .unwrap()
+}
+
+/// Runs `statement` on `serve`'s server.
+async fn on_server(serve: &Serve, statement: &str) {
+    let mut server = server_of(serve).await;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(statement.to_owned()))
+        .execute(&mut server)
+        .await
+        .unwrap();
+    server.close().await.unwrap();
+}
+
+/// The databases of `serve`'s server that pgharness's snapshots made, by name.
+async fn snapshot_databases(serve: &Serve) -> Vec<String> {
+    let mut server = server_of(serve).await;
+    let names = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE starts_with(datname, 'pgh_') \
+         AND NOT starts_with(datname, 'pgh_t_') ORDER BY datname",
+    )
+    .fetch_all(&mut server)
+    .await
+    .unwrap();
+    server.close().await.unwrap();
+    names
+}
+
+/// Restores the snapshot `one` through the API.
+async fn restore_one(serve: &Serve) -> (u16, Value) {
+    let path = "/api/database/snapshots/one/restore";
+    call(serve, Method::POST, path, Some(json!({}))).await
+}
+
 fn serve() -> (tempfile::TempDir, Serve) {
     let workdir = pgharness::platform::files::scratch_dir().unwrap();
     let serve = Serve::start(workdir.path(), &workdir.path().join("data"));
@@ -166,10 +203,35 @@ async fn the_cli_saves_and_restores_under_a_running_serve_whose_requests_never_f
     .await;
     assert!(restored.success, "{}{}", restored.stdout, restored.stderr);
     restored.assert_shows("Restored snapshot with-alice into app_db");
+    restored
+        .assert_shows("Copying snapshot with-alice now, so that its next restore copies nothing");
     // The serve's pool follows the restored database, without a restart.
     assert_eq!(usernames(&serve).await, ["alice"]);
+    assert_eq!(
+        snapshot_databases(&serve).await,
+        ["pgh_next_with-alice", "pgh_snap_with-alice"]
+    );
 
+    // Restored again, from the ready copy the first restore made, after changes.
     let (dir, home) = (workdir.path(), &serve.home);
+    add_user(&serve, "carol").await;
+    let again = snapshot(dir, home, &["restore", "with-alice"], &[]);
+    assert!(again.success, "{}{}", again.stdout, again.stderr);
+    assert_eq!(usernames(&serve).await, ["alice"]);
+
+    // Without its ready copy, and with the unfinished copy a killed process left (an empty
+    // database), a restore copies the snapshot itself, and makes the ready copy again.
+    add_user(&serve, "dave").await;
+    on_server(&serve, "DROP DATABASE \"pgh_next_with-alice\"").await;
+    on_server(&serve, "CREATE DATABASE \"pgh_making_with-alice\"").await;
+    let copied = snapshot(dir, home, &["restore", "with-alice"], &[]);
+    assert!(copied.success, "{}{}", copied.stdout, copied.stderr);
+    assert_eq!(usernames(&serve).await, ["alice"]);
+    assert_eq!(
+        snapshot_databases(&serve).await,
+        ["pgh_next_with-alice", "pgh_snap_with-alice"]
+    );
+
     let listed = snapshot(dir, home, &["list"], &[]);
     listed.assert_shows("with-alice");
     listed.assert_shows(" MB");
@@ -178,9 +240,11 @@ async fn the_cli_saves_and_restores_under_a_running_serve_whose_requests_never_f
         migration_versions().last().unwrap()
     ));
     listed.assert_shows("1 snapshot(s)");
+    listed.assert_shows("sizes include each snapshot's ready copy");
     let deleted = snapshot(dir, home, &["delete", "with-alice"], &[]);
     assert!(deleted.success, "{}", deleted.stderr);
     snapshot(dir, home, &["list"], &[]).assert_shows("No snapshots");
+    assert_eq!(snapshot_databases(&serve).await, Vec::<String>::new());
     let missing = snapshot(dir, home, &["restore", "with-alice"], &[]);
     assert!(!missing.success);
     assert!(
@@ -238,13 +302,7 @@ async fn the_api_saves_lists_restores_and_deletes_while_requests_get_only_2xx_or
 
     let requests = RequestLoop::start(&serve).await;
     let before = requests.answered();
-    let (status, restored) = call(
-        &serve,
-        Method::POST,
-        "/api/database/snapshots/one/restore",
-        Some(json!({})),
-    )
-    .await;
+    let (status, restored) = restore_one(&serve).await;
     requests.check(before).await;
     assert_eq!(status, 200, "{restored}");
     assert!(restored.get("notice").is_none(), "{restored}");
@@ -252,8 +310,29 @@ async fn the_api_saves_lists_restores_and_deletes_while_requests_get_only_2xx_or
     let (_, events) = call(&serve, Method::GET, "/api/health/events", None).await;
     assert!(events.to_string().contains("snapshot_restored"), "{events}");
 
+    // The ready copy is made again after the answer; restored again after changes, the
+    // snapshot's data comes back as it was saved.
+    wait_for("the ready copy made again", async || {
+        let (_, listing) = call(&serve, Method::GET, "/api/database/snapshots", None).await;
+        listing["snapshots"][0]["ready"] == true
+    })
+    .await;
+    add_user(&serve, "carol").await;
+    let (status, again) = restore_one(&serve).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["snapshot"]["ready"], true, "{again}");
+    assert_eq!(usernames(&serve).await, ["alice"]);
+    let (_, listing) = call(&serve, Method::GET, "/api/database/snapshots", None).await;
+    assert_eq!(
+        listing["snapshots"].as_array().unwrap().len(),
+        1,
+        "{listing}"
+    );
+
+    // Waits for the ready copy being made, then drops it with the snapshot.
     let (status, _) = call(&serve, Method::DELETE, "/api/database/snapshots/one", None).await;
     assert_eq!(status, 204);
+    assert_eq!(snapshot_databases(&serve).await, Vec::<String>::new());
     let (status, _) = call(&serve, Method::DELETE, "/api/database/snapshots/one", None).await;
     assert_eq!(status, 404);
     let (_, listing) = call(&serve, Method::GET, "/api/database/snapshots", None).await;
@@ -362,47 +441,58 @@ fn a_snapshot_of_an_older_migration_is_restored_with_the_way_to_migrate_or_migra
     assert!(migrate(dir, home, &["status"]).success);
 }
 
-/// A restore that fails (here: the snapshot's copy, for a session held on the snapshot) leaves
-/// the dev database as it was, and serving.
+/// A session held on a snapshot stops its copies: the restore from the ready copy still works
+/// (the ready copy not made again is reported), the next one, which must copy the snapshot,
+/// fails and leaves the dev database as it was, and serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_restore_leaves_the_database_as_it_was() {
     let (workdir, serve) = serve();
+    let (dir, home) = (workdir.path(), &serve.home);
     add_user(&serve, "alice").await;
-    let saved = snapshot(workdir.path(), &serve.home, &["save", "held"], &[]);
+    let saved = snapshot(dir, home, &["save", "held"], &[]);
     assert!(saved.success, "{}", saved.stderr);
     add_user(&serve, "bob").await;
-    let url = serve.url();
-    let mut server = PgConnection::connect(&url.replace("/app_db", "/postgres"))
-        .await
-        .unwrap();
-    sqlx::raw_sql("ALTER DATABASE pgh_snap_held ALLOW_CONNECTIONS true")
-        .execute(&mut server)
-        .await
-        .unwrap();
-    let holder = PgConnection::connect(&url.replace("/app_db", "/pgh_snap_held"))
+    on_server(
+        &serve,
+        "ALTER DATABASE pgh_snap_held ALLOW_CONNECTIONS true",
+    )
+    .await;
+    let holder = PgConnection::connect(&serve.url().replace("/app_db", "/pgh_snap_held"))
         .await
         .unwrap();
 
-    let failed = snapshot(workdir.path(), &serve.home, &["restore", "held"], &[]);
+    let restored = snapshot(dir, home, &["restore", "held"], &[]);
+    assert!(restored.success, "{}{}", restored.stdout, restored.stderr);
+    restored.assert_shows("Restored snapshot held into app_db");
+    for shown in [
+        "cannot copy the snapshot for its next restore",
+        "being accessed by other users",
+        "The next restore of held copies the snapshot first",
+    ] {
+        assert!(restored.stderr.contains(shown), "{}", restored.stderr);
+    }
+    assert_eq!(usernames(&serve).await, ["alice"]);
+    assert_eq!(snapshot_databases(&serve).await, ["pgh_snap_held"]);
+    add_user(&serve, "bob").await;
+
+    let failed = snapshot(dir, home, &["restore", "held"], &[]);
     assert!(!failed.success, "{}", failed.stdout);
-    assert!(
-        failed.stderr.contains("cannot copy the snapshot"),
-        "{}",
-        failed.stderr
-    );
-    assert!(
-        failed.stderr.contains("being accessed by other users"),
-        "{}",
-        failed.stderr
-    );
+    for shown in ["cannot copy the snapshot:", "being accessed by other users"] {
+        assert!(failed.stderr.contains(shown), "{}", failed.stderr);
+    }
     wait_for("the API to serve the database as it was", async || {
         call(&serve, Method::GET, "/users", None).await.0 == 200
     })
     .await;
     assert_eq!(usernames(&serve).await, ["alice", "bob"]);
+    assert_eq!(snapshot_databases(&serve).await, ["pgh_snap_held"]);
 
     holder.close().await.unwrap();
-    let restored = snapshot(workdir.path(), &serve.home, &["restore", "held"], &[]);
+    let restored = snapshot(dir, home, &["restore", "held"], &[]);
     assert!(restored.success, "{}", restored.stderr);
     assert_eq!(usernames(&serve).await, ["alice"]);
+    assert_eq!(
+        snapshot_databases(&serve).await,
+        ["pgh_next_held", "pgh_snap_held"]
+    );
 }

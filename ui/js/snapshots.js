@@ -24,7 +24,7 @@ export function createSnapshots(api, { onChange }) {
       $("snapshot-rows").append(emptyRow("No snapshots yet: save one under a name to come back to this data later.", 5));
     }
     $("snapshot-total").textContent = listing.snapshots.length === 0 ? ""
-      : `${listing.snapshots.length} snapshot(s), ${formatBytes(listing.total_bytes)} in all.`;
+      : `${listing.snapshots.length} snapshot(s), ${formatBytes(listing.total_bytes)} in all (sizes include each one's ready copy for a restore).`;
   }
 
   function snapshotRow(snapshot, enabled, refused) {
