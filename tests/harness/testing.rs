@@ -421,7 +421,7 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
     let run_dir = pgharness::platform::files::scratch_dir().unwrap();
     let sets = pgharness::platform::files::scratch_dir().unwrap();
     let directory = run_dir.path().to_str().unwrap().to_owned();
-    let mut helpers = Vec::new();
+    let (mut helpers, mut reported) = (Vec::new(), Vec::new());
     for set in 0..4 {
         let migrations = sets.path().join(set.to_string());
         std::fs::create_dir(&migrations).unwrap();
@@ -448,7 +448,7 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
             ("PGHARNESS_HELPER_HOLD", "1"),
         ];
         let mut helper = helper_process("helper_report_the_shared_server", &variables);
-        read_reported(&mut helper, "database=");
+        reported.push(read_reported(&mut helper, "database="));
         helpers.push(helper);
     }
     // Killed: their databases are left behind, as after a crash or an interrupted run. All are
@@ -472,7 +472,7 @@ async fn upkeep_drops_dead_processes_databases_abandoned_builds_and_old_template
         .iter()
         .filter(|name| name.starts_with("pgh_t_"))
         .count();
-    assert_eq!(left_behind, 4, "{before:?}");
+    assert_eq!(left_behind, 4, "reported {reported:?}, found {before:?}");
 
     let dropped = pgharness::testing::server::tidy(&mut admin).await.unwrap();
     let after = databases(&mut admin).await;
