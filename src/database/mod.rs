@@ -12,6 +12,7 @@
 
 mod failure;
 mod pool;
+pub mod sql;
 mod unit_of_work;
 
 use std::time::Duration;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use sqlx::{ConnectOptions as _, Connection as _, PgConnection};
 
 use crate::config::{DatabaseUrl, DevDataSettings, Environment};
-use crate::database::{Database, DatabaseError};
+use crate::database::{Database, DatabaseError, sql};
 use crate::fixtures::{self, FixtureError};
 use crate::migrations::{MigrationEntry, MigrationError, Migrations};
 
@@ -141,7 +141,7 @@ impl DevData {
         let mut maintenance = server_connection(url)
             .await
             .map_err(failed("connect to the server of"))?;
-        let database_name = quoted(&url.database);
+        let database_name = sql::identifier(&url.database);
         for (action, statement) in [
             (
                 "drop",
@@ -159,7 +159,10 @@ impl DevData {
         database
             .run(async |connection| {
                 for extension in &extensions {
-                    let statement = format!("CREATE EXTENSION IF NOT EXISTS {}", quoted(extension));
+                    let statement = format!(
+                        "CREATE EXTENSION IF NOT EXISTS {}",
+                        sql::identifier(extension)
+                    );
                     sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
                         .execute(&mut *connection)
                         .await?;
@@ -183,11 +186,6 @@ impl DevData {
         fixtures::apply(&mut connection, &fixture).await?;
         Ok(())
     }
-}
-
-/// `identifier` as a quoted SQL identifier.
-fn quoted(identifier: &str) -> String {
-    format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
 /// A connection to the `postgres` database of the server of `url`, for statements on whole

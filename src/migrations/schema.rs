@@ -11,6 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::PgConnection;
 
+use crate::database::sql;
+
 /// One database's schema.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Schema {
@@ -459,7 +461,7 @@ impl Schema {
     pub fn lines(&self) -> BTreeSet<String> {
         let mut lines = BTreeSet::new();
         for (name, labels) in &self.enums {
-            lines.insert(format!("type {name} enum ({})", literals(labels)));
+            lines.insert(format!("type {name} enum ({})", sql::literals(labels)));
         }
         for (name, sequence) in &self.sequences {
             let owner = sequence
@@ -525,22 +527,6 @@ impl Sequence {
             if self.cycle { "" } else { "NO " }
         )
     }
-}
-
-/// `'a', 'b'`: SQL string literals (standard-conforming: a quote is doubled).
-#[must_use]
-pub fn literals(values: &[String]) -> String {
-    values
-        .iter()
-        .map(|value| literal(value))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// One SQL string literal.
-#[must_use]
-pub fn literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 /// A definition on one line, its runs of white space made single spaces.

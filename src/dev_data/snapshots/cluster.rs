@@ -11,7 +11,8 @@ use super::{
     SnapshotError, failed,
 };
 use crate::config::DatabaseUrl;
-use crate::dev_data::{quoted, server_connection};
+use crate::database::sql;
+use crate::dev_data::server_connection;
 
 /// A connection to the server's `postgres` database holding the snapshot lock (given up when
 /// the connection closes).
@@ -93,7 +94,7 @@ pub(super) async fn owner_of(
     .fetch_one(server)
     .await
     .map_err(failed("find the owner of the database"))?;
-    Ok(quoted(&owner))
+    Ok(sql::identifier(&owner))
 }
 
 /// Refuses new connections to `database` and ends its sessions, waiting for them to be gone.
@@ -104,7 +105,7 @@ pub(super) async fn fence(server: &mut PgConnection, database: &str) -> Result<(
         action,
         &format!(
             "ALTER DATABASE {} ALLOW_CONNECTIONS false",
-            quoted(database)
+            sql::identifier(database)
         ),
     )
     .await?;
@@ -142,7 +143,10 @@ pub(super) async fn unfence(
     execute(
         server,
         "allow connections to the database again",
-        &format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", quoted(database)),
+        &format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            sql::identifier(database)
+        ),
     )
     .await
 }
@@ -162,8 +166,8 @@ pub(super) async fn save(
     let owner = owner_of(server, dev).await?;
     let copy = format!(
         "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY OWNER {owner}",
-        quoted(target),
-        quoted(dev)
+        sql::identifier(target),
+        sql::identifier(dev)
     );
     let copied = match fence(server, dev).await {
         Ok(()) => execute(server, "copy the database", &copy).await,
@@ -176,9 +180,9 @@ pub(super) async fn save(
         server,
         "mark the snapshot",
         &format!(
-            "COMMENT ON DATABASE {target} IS '{}'; ALTER DATABASE {target} ALLOW_CONNECTIONS false",
-            comment.replace('\'', "''"),
-            target = quoted(target),
+            "COMMENT ON DATABASE {target} IS {}; ALTER DATABASE {target} ALLOW_CONNECTIONS false",
+            sql::literal(&comment),
+            target = sql::identifier(target),
         ),
     )
     .await;
@@ -209,8 +213,8 @@ pub(super) async fn restore(
             "copy the snapshot",
             &format!(
                 "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY OWNER {owner}",
-                quoted(INCOMING),
-                quoted(&source)
+                sql::identifier(INCOMING),
+                sql::identifier(&source)
             ),
         )
         .await;
@@ -227,7 +231,7 @@ pub(super) async fn restore(
     if let Err(error) = execute(
         server,
         "drop the replaced database",
-        &format!("DROP DATABASE {} WITH (FORCE)", quoted(OUTGOING)),
+        &format!("DROP DATABASE {} WITH (FORCE)", sql::identifier(OUTGOING)),
     )
     .await
     {
@@ -255,9 +259,9 @@ pub(super) async fn swap(
              ALTER DATABASE {incoming} RENAME TO {dev}; \
              ALTER DATABASE {dev} ALLOW_CONNECTIONS true; ALTER DATABASE {dev} OWNER TO {owner}; \
              COMMIT",
-            dev = quoted(dev),
-            outgoing = quoted(OUTGOING),
-            incoming = quoted(incoming),
+            dev = sql::identifier(dev),
+            outgoing = sql::identifier(OUTGOING),
+            incoming = sql::identifier(incoming),
         ),
     )
     .await;
@@ -282,8 +286,8 @@ pub(super) async fn make_ready_copy(
         &format!(
             "CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY OWNER {owner} \
              ALLOW_CONNECTIONS false",
-            quoted(&making),
-            quoted(&source)
+            sql::identifier(&making),
+            sql::identifier(&source)
         ),
     )
     .await?;
@@ -292,8 +296,8 @@ pub(super) async fn make_ready_copy(
         "name the snapshot's ready copy",
         &format!(
             "ALTER DATABASE {} RENAME TO {}",
-            quoted(&making),
-            quoted(&format!("{READY}{name}"))
+            sql::identifier(&making),
+            sql::identifier(&format!("{READY}{name}"))
         ),
     )
     .await;
@@ -327,7 +331,7 @@ pub(super) async fn drop_leftovers(server: &mut PgConnection) -> Result<(), Snap
         execute(
             server,
             action,
-            &format!("DROP DATABASE IF EXISTS {}", quoted(&leftover)),
+            &format!("DROP DATABASE IF EXISTS {}", sql::identifier(&leftover)),
         )
         .await?;
     }
@@ -336,7 +340,7 @@ pub(super) async fn drop_leftovers(server: &mut PgConnection) -> Result<(), Snap
 
 /// Drops `database` if it exists, after a failure that is reported instead.
 pub(super) async fn drop_quietly(server: &mut PgConnection, database: &str) {
-    let statement = format!("DROP DATABASE IF EXISTS {}", quoted(database));
+    let statement = format!("DROP DATABASE IF EXISTS {}", sql::identifier(database));
     if let Err(error) = sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
         .execute(server)
         .await

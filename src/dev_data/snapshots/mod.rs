@@ -24,9 +24,9 @@ use sqlx::{Connection as _, PgConnection};
 use self::cluster::{
     drop_leftovers, execute, exists, list, locked_server, make_ready_copy, restore, save,
 };
-use super::{DevData, DevDataError, quoted, server_connection};
+use super::{DevData, DevDataError, server_connection};
 use crate::config::DatabaseUrl;
-use crate::database::Database;
+use crate::database::{Database, sql};
 use crate::migrations::{MigrationEntry, MigrationError, Migrations};
 
 mod cluster;
@@ -320,12 +320,12 @@ impl DevData {
                     "delete the snapshot's ready copy",
                     format!(
                         "DROP DATABASE IF EXISTS {}",
-                        quoted(&format!("{READY}{name}"))
+                        sql::identifier(&format!("{READY}{name}"))
                     ),
                 ),
                 (
                     "delete the snapshot",
-                    format!("DROP DATABASE {}", quoted(&target)),
+                    format!("DROP DATABASE {}", sql::identifier(&target)),
                 ),
             ] {
                 execute(&mut server, action, &statement).await?;

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use super::plan::{Planner, only_added};
-use crate::migrations::schema::{Column, literal, literals};
+use crate::database::sql::{literal, literals};
+use crate::migrations::schema::Column;
 
 impl Planner<'_> {
     /// Defaults and identities that go or change, and columns that go: before the sequences,

@@ -4,7 +4,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
 use super::{Script, Step};
-use crate::migrations::schema::{Column, Schema, literal, literals};
+use crate::database::sql::{literal, literals};
+use crate::migrations::schema::{Column, Schema};
 
 /// The statements that take a database from `from`'s schema to `to`'s: everything that goes
 /// or changes is dropped first (dependents before what they depend on), then everything new

@@ -7,17 +7,10 @@ use sqlx::{Connection as _, PgConnection};
 use tracing::warn;
 
 use super::pool::{SERVED_PREFIX, Service};
+use crate::database::sql;
 
 /// The key of a template's hash in its database comment.
 pub(super) const HASH_MARK: &str = "integresql_hash";
-
-pub(super) fn quote(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-pub(super) fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
 
 pub(super) async fn execute(pool: &PgPool, statement: String) -> Result<(), sqlx::Error> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(statement))
@@ -36,7 +29,10 @@ impl Service {
             .served("SELECT datname FROM pg_database WHERE datname LIKE $1")
             .await?
         {
-            let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(&name));
+            let statement = format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                sql::identifier(&name)
+            );
             if doomed(&name)
                 && let Err(error) = execute(&self.pool, statement).await
             {
@@ -47,7 +43,7 @@ impl Service {
             .served("SELECT rolname FROM pg_roles WHERE rolname LIKE $1")
             .await?
         {
-            let statement = format!("DROP ROLE IF EXISTS {}", quote(&name));
+            let statement = format!("DROP ROLE IF EXISTS {}", sql::identifier(&name));
             if doomed(&name)
                 && let Err(error) = execute(&self.pool, statement).await
             {
@@ -67,11 +63,14 @@ impl Service {
 
     /// Drops a database and its role (same name); failures are only logged.
     pub(super) async fn drop_database(&self, name: &str) {
-        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote(name));
+        let statement = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            sql::identifier(name)
+        );
         if let Err(error) = execute(&self.pool, statement).await {
             warn!(database = name, %error, "could not drop a served test database");
         }
-        let statement = format!("DROP ROLE IF EXISTS {}", quote(name));
+        let statement = format!("DROP ROLE IF EXISTS {}", sql::identifier(name));
         match execute(&self.pool, statement).await {
             Ok(()) => {}
             // A template's role still owns the objects of a clone being made (dependent
@@ -95,8 +94,8 @@ impl Service {
             &self.pool,
             format!(
                 "COMMENT ON DATABASE {} IS {}",
-                quote(name),
-                literal(&comment)
+                sql::identifier(name),
+                sql::literal(&comment)
             ),
         )
         .await
@@ -110,12 +109,12 @@ impl Service {
         password: &str,
         source: &str,
     ) -> Result<(), sqlx::Error> {
-        let database = quote(name);
+        let database = sql::identifier(name);
         for statement in [
             format!(
                 "CREATE ROLE {database} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION \
                  PASSWORD {}",
-                literal(password)
+                sql::literal(password)
             ),
             format!("CREATE DATABASE {database} OWNER {database} {source}"),
             format!("REVOKE ALL ON DATABASE {database} FROM PUBLIC"),
@@ -132,18 +131,18 @@ impl Service {
         name: &str,
         password: &str,
     ) -> Result<(), sqlx::Error> {
-        let database = quote(name);
+        let database = sql::identifier(name);
         self.create_owned(
             name,
             password,
-            &format!("TEMPLATE {} STRATEGY FILE_COPY", quote(template)),
+            &format!("TEMPLATE {} STRATEGY FILE_COPY", sql::identifier(template)),
         )
         .await?;
         let mut inside =
             PgConnection::connect_with(&self.admin.with_database(name).connect_options()).await?;
         let reassigned = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
             "REASSIGN OWNED BY {} TO {database}",
-            quote(template)
+            sql::identifier(template)
         )))
         .execute(&mut inside)
         .await;

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use tracing::warn;
 
-use super::databases::{execute, literal, quote};
+use super::databases::execute;
 use super::pool::{Refusal, Service, Status};
+use crate::database::sql;
 
 /// How long a template's initializer must have been gone before a finalize takes effect.
 const SETTLE: Duration = Duration::from_millis(500);
@@ -128,19 +129,19 @@ impl Service {
                 Ok(())
             }
             Verdict::Finalize { terminate } => {
-                let role = quote(&name);
+                let role = sql::identifier(&name);
                 let mut statements = vec![format!("ALTER ROLE {role} NOLOGIN")];
                 if terminate {
                     statements.push(format!(
                         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = {}",
-                        literal(&name)
+                        sql::literal(&name)
                     ));
                 }
                 // Nobody connects to it any more (a connection would block clones); its
                 // objects keep their owner, whose role is reassigned in each clone.
                 statements.push(format!(
                     "ALTER DATABASE {role} OWNER TO {}",
-                    quote(&self.admin.username)
+                    sql::identifier(&self.admin.username)
                 ));
                 statements.push(format!("ALTER DATABASE {role} ALLOW_CONNECTIONS false"));
                 let mut finalized = Ok(());

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use super::{TEMPLATE_PREFIX, TEST_DATABASE_PREFIX, TestSettings};
 use crate::config::DatabaseUrl;
+use crate::database::sql;
 use crate::platform::process;
 
 /// What a database's comment says about it.
@@ -55,8 +56,8 @@ async fn set_mark(
 ) -> Result<(), sqlx::Error> {
     let text = serde_json::to_string(mark).unwrap_or_default();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "COMMENT ON DATABASE \"{database}\" IS '{}'",
-        text.replace('\'', "''")
+        "COMMENT ON DATABASE \"{database}\" IS {}",
+        sql::literal(&text)
     )))
     .execute(connection)
     .await?;

@@ -38,6 +38,7 @@ pub(crate) use self::housekeeping::{drop_on, mark_template_used, template_lock};
 pub use self::settings::{KeepPolicy, TestSettings};
 use crate::binaries;
 use crate::config::{Config, ConfigError, DatabaseUrl};
+use crate::database::sql;
 use crate::embedded::{EmbeddedServer, SUPERUSER, ServerError, ServerOptions};
 use crate::platform::process;
 
@@ -318,8 +319,8 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TestServerError> {
 async fn cheapen_authentication(url: &DatabaseUrl, password: &str) -> Result<(), TestServerError> {
     let mut connection = PgConnection::connect_with(&url.connect_options()).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "SET scram_iterations = 1; ALTER ROLE {SUPERUSER} PASSWORD '{}'",
-        password.replace('\'', "''")
+        "SET scram_iterations = 1; ALTER ROLE {SUPERUSER} PASSWORD {}",
+        sql::literal(password)
     )))
     .execute(&mut connection)
     .await?;
