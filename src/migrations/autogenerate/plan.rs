@@ -135,7 +135,7 @@ impl<'a> Planner<'a> {
     fn on_remade_column(&self, table: &str, definition: &str) -> bool {
         self.rebuilt_columns
             .iter()
-            .any(|(owner, column)| owner == table && definition.contains(column.as_str()))
+            .any(|(owner, column)| owner == table && mentions(definition, column))
     }
 
     fn drop_phase(&mut self) {
@@ -429,6 +429,16 @@ pub(super) fn only_added(old: &[String], new: &[String]) -> bool {
         .eq(old.iter())
 }
 
+/// Whether `definition` names `column` as a word of its own (`id` is not in `user_id`).
+fn mentions(definition: &str, column: &str) -> bool {
+    let is_word = |character: char| character.is_alphanumeric() || matches!(character, '_' | '$');
+    definition.match_indices(column).any(|(start, _)| {
+        let before = definition[..start].chars().next_back();
+        let after = definition[start + column.len()..].chars().next();
+        !before.is_some_and(is_word) && !after.is_some_and(is_word)
+    })
+}
+
 /// Two column lists of the same names and types: a table that may have been renamed.
 fn same_columns(old: &[Column], new: &[Column]) -> bool {
     old.len() == new.len()
@@ -436,4 +446,18 @@ fn same_columns(old: &[Column], new: &[Column]) -> bool {
             .iter()
             .zip(new)
             .all(|(a, b)| a.name == b.name && a.data_type == b.data_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mentions;
+
+    #[test]
+    fn a_column_is_mentioned_as_a_word_only() {
+        assert!(mentions("CREATE INDEX i ON t USING btree (id)", "id"));
+        assert!(mentions("CHECK ((total > (0)::numeric))", "total"));
+        assert!(!mentions("CREATE INDEX i ON t USING btree (user_id)", "id"));
+        assert!(!mentions("CHECK ((subtotal > 0))", "total"));
+        assert!(mentions(r#"UNIQUE ("Total")"#, r#""Total""#));
+    }
 }
